@@ -1,0 +1,155 @@
+"""Batch collation: padding behaviour sequences and building per-batch tables of distinct behaviours.
+
+A text behaviour (e.g. a news title clicked by 20 users of a batch) is encoded once per batch: collators put
+the distinct behaviours of the batch in a table (``behavior_ids`` (U,) or ``behavior_token_ids`` (U, W)) and
+pass ``behavior_index`` (B, L) into it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+class BehaviorCatalog:
+    """What the model needs to encode any behaviour id: nothing for ID behaviours, the word ids of its text for
+    text behaviours.
+
+    Args:
+        num_behaviors: size of the behaviour vocabulary including padding id 0.
+        token_ids: (num_behaviors, max_words) word ids per behaviour for text behaviours, else ``None``.
+
+    Example:
+
+    ```python
+    >>> catalog = BehaviorCatalog(4, torch.tensor([[0, 0], [5, 6], [7, 0], [8, 9]]))
+    >>> catalog.table_inputs(torch.tensor([0, 2]))["behavior_token_ids"].tolist()
+    [[0, 0], [7, 0]]
+    ```
+    """
+
+    def __init__(self, num_behaviors: int, token_ids: torch.Tensor | np.ndarray | None = None):
+        self.num_behaviors = int(num_behaviors)
+        if token_ids is not None:
+            token_ids = torch.as_tensor(np.asarray(token_ids), dtype=torch.long)
+            if token_ids.ndim != 2 or token_ids.shape[0] != self.num_behaviors:
+                raise ValueError(
+                    f"token_ids must have shape (num_behaviors={self.num_behaviors}, max_words), got {tuple(token_ids.shape)}"
+                )
+        self.token_ids = token_ids
+
+    @property
+    def is_text(self) -> bool:
+        return self.token_ids is not None
+
+    @classmethod
+    def from_vocabulary(cls, vocabulary, tokenizer=None, max_words: int = 30) -> "BehaviorCatalog":
+        """Catalog of a ``BehaviorVocabulary``; with a tokenizer, behaviour texts become word ids."""
+        if tokenizer is None:
+            return cls(len(vocabulary))
+        from .tokenization_userbert import encode_behavior_texts
+
+        return cls(len(vocabulary), encode_behavior_texts(tokenizer, list(vocabulary.texts), max_words))
+
+    def table_inputs(self, unique_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model inputs for a table of behaviour ids (U,): ``behavior_ids`` or ``behavior_token_ids`` (U, W)."""
+        if self.token_ids is None:
+            return {"behavior_ids": unique_ids}
+        return {"behavior_token_ids": self.token_ids[unique_ids.cpu()].to(unique_ids.device)}
+
+    def identical(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Whether behaviours ``a`` and ``b`` (broadcastable id tensors, e.g. (N, 1) and (1, M)) are the same
+        behaviour: same id, or for text behaviours the same word ids (duplicate titles under different ids)."""
+        same = a == b
+        if self.token_ids is not None:
+            tokens = self.token_ids.to(a.device)
+            same = same | (tokens[a] == tokens[b]).all(-1)
+        return same
+
+
+def build_behavior_table(catalog: BehaviorCatalog, *id_tensors: torch.Tensor):
+    """Put the distinct behaviours of several id tensors in one table.
+
+    Returns ``(table_inputs, indices)`` where ``table_inputs`` feeds the model (``behavior_ids`` or
+    ``behavior_token_ids``) and ``indices[i]`` has the shape of ``id_tensors[i]`` and indexes the table.
+    """
+    flat = torch.cat([t.reshape(-1) for t in id_tensors])
+    unique_ids, inverse = torch.unique(flat, return_inverse=True)  # (U,), (sum of sizes,)
+    indices, start = [], 0
+    for t in id_tensors:
+        indices.append(inverse[start : start + t.numel()].view(t.shape))
+        start += t.numel()
+    return catalog.table_inputs(unique_ids), indices
+
+
+def pad_sequences(sequences: list, pad_value: int = 0, length: int | None = None, dtype=torch.long) -> torch.Tensor:
+    """Left-align and right-pad ragged sequences into a (N, length) tensor."""
+    length = length if length is not None else max((len(s) for s in sequences), default=0)
+    out = torch.full((len(sequences), max(length, 1)), pad_value, dtype=dtype)
+    for i, seq in enumerate(sequences):
+        seq = list(seq)[:length]
+        if seq:
+            out[i, : len(seq)] = torch.as_tensor(seq, dtype=dtype)
+    return out
+
+
+@dataclass
+class UserBertCollator:
+    """Collates user rows (``behavior_ids`` lists, oldest first) into model inputs for ``UserBertModel``,
+    with the batch's distinct behaviours encoded once.
+
+    Example:
+
+    ```python
+    >>> collate = UserBertCollator(BehaviorCatalog(10))
+    >>> batch = collate([{"behavior_ids": [3, 4]}, {"behavior_ids": [4]}])
+    >>> batch["behavior_ids"].tolist(), batch["behavior_index"].tolist()
+    ([0, 3, 4], [[1, 2], [2, 0]])
+    ```
+    """
+
+    catalog: BehaviorCatalog
+    max_behaviors: int | None = None
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        sequences = [list(f["behavior_ids"])[-self.max_behaviors :] if self.max_behaviors else list(f["behavior_ids"]) for f in features]
+        ids = pad_sequences(sequences)  # (B, L)
+        table, (index,) = build_behavior_table(self.catalog, ids)
+        return {**table, "behavior_index": index, "attention_mask": (ids != 0).long()}
+
+
+@dataclass
+class UserBertPretrainingCollator:
+    """Pads user rows for pre-training. Masking, period splitting and negatives are decided in the trainer
+    (step-seeded, so they survive checkpoint resume and match across gradient-accumulation layouts).
+
+    Returns ``sequence_ids`` (B, L) behaviour ids, ``timestamps`` (B, L), ``attention_mask`` (B, L) and
+    ``user_index`` (B,) (the row of the user in the pre-training dataset).
+    """
+
+    max_behaviors: int | None = None
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        cut = (lambda s: list(s)[-self.max_behaviors :]) if self.max_behaviors else list
+        ids = pad_sequences([cut(f["behavior_ids"]) for f in features])
+        if "timestamps" in features[0]:
+            times = pad_sequences([cut(f["timestamps"]) for f in features], length=ids.shape[1])
+        else:  # ordinal time
+            times = torch.arange(ids.shape[1]).expand_as(ids).clone()
+        return {
+            "sequence_ids": ids,
+            "timestamps": times,
+            "attention_mask": (ids != 0).long(),
+            "user_index": torch.as_tensor([int(f["user_index"]) for f in features], dtype=torch.long),
+        }
+
+
+__all__ = [
+    "BehaviorCatalog",
+    "build_behavior_table",
+    "pad_sequences",
+    "UserBertCollator",
+    "UserBertPretrainingCollator",
+]

@@ -1,0 +1,183 @@
+"""UserBERT model configuration.
+
+One config holds the hyperparameters of a user model (behaviour encoder + behaviour context encoder +
+aggregator) and of the pre-training heads. Sampler settings (pool sizes, refresh interval) are training
+arguments, not model hyperparameters, and live in ``UserBertTrainingArguments``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+BEHAVIOR_TYPES = ("id", "text")
+TEXT_ENCODERS = ("cnn", "self_attention")
+CONTEXT_ENCODERS = ("none", "self_attention", "transformer", "gru", "cnn")
+AGGREGATORS = ("attention", "mean", "max", "last")
+OBJECTIVES = ("userbert", "ptum", "cp")
+
+# Upper bounds that reject absurd (or hostile) configs before any memory is allocated.
+MAX_VOCAB_SIZE = 50_000_000
+MAX_HIDDEN_SIZE = 16_384
+MAX_BEHAVIORS = 100_000
+MAX_WORDS = 4_096
+MAX_LAYERS = 128
+
+# Presets for the user models evaluated in the paper. Each maps a published user model onto the
+# behaviour encoder / context encoder / aggregator framework of Section 3.1.
+PRESETS: dict[str, dict] = {
+    # NRMS (Wu et al. 2019c): titles -> word multi-head self-attention + additive attention;
+    # behaviours -> multi-head self-attention; attentive pooling.
+    "nrms": dict(
+        behavior_type="text", text_encoder="self_attention", context_encoder="self_attention",
+        aggregator="attention", num_attention_heads=16,
+    ),
+    # NAML (Wu et al. 2019a): titles -> CNN (window 3) + additive attention; no behaviour context
+    # encoder; attentive pooling of behaviour embeddings.
+    "naml": dict(
+        behavior_type="text", text_encoder="cnn", context_encoder="none", aggregator="attention",
+    ),
+    # LSTUR (An et al. 2019b, short-term part): titles -> CNN + attention; GRU over behaviours;
+    # the user embedding is the GRU state after the last behaviour.
+    "lstur": dict(
+        behavior_type="text", text_encoder="cnn", context_encoder="gru", aggregator="last",
+    ),
+    # GRU4Rec (Hidasi et al. 2016): ID embeddings; GRU; last hidden state.
+    "gru4rec": dict(
+        behavior_type="id", context_encoder="gru", aggregator="last", use_position_embeddings=False,
+    ),
+    # NativeCTR (An et al. 2019a): texts -> CNN + attention; attentive pooling of behaviours.
+    "nativectr": dict(
+        behavior_type="text", text_encoder="cnn", context_encoder="none", aggregator="attention",
+    ),
+    # BERT4Rec (Sun et al. 2019): ID + position embeddings; bidirectional Transformer encoder;
+    # the user embedding is the mean of contextual states.
+    "bert4rec": dict(
+        behavior_type="id", context_encoder="transformer", aggregator="mean", num_hidden_layers=2,
+        num_attention_heads=4,
+    ),
+}
+
+
+@strict
+class UserBertConfig(PreTrainedConfig):
+    r"""Configuration of a UserBERT user model.
+
+    Defaults follow the paper's Table 4 (hidden 256, CNN window 3, attention query 200, dropout 0.2, at
+    most 30 words per behaviour text and 100 behaviours per user).
+
+    Example:
+
+    ```python
+    >>> from userbert_hf import UserBertConfig, UserBertModel
+    >>> config = UserBertConfig.from_preset("nrms", behavior_vocab_size=5000, word_vocab_size=8000)
+    >>> model = UserBertModel(config)
+    >>> config.context_encoder, config.aggregator
+    ('self_attention', 'attention')
+    ```
+    """
+
+    model_type = "userbert"
+
+    # What a behaviour is: an ID looked up in a table, or a text (e.g. a news title) encoded from words.
+    behavior_type: str = "text"
+    behavior_vocab_size: int = 10_000  # distinct behaviours incl. padding id 0
+    word_vocab_size: int = 30_000  # words of the behaviour-text tokenizer incl. [PAD]=0, [UNK]=1
+    hidden_size: int = 256
+    word_embedding_size: int = 256
+    text_encoder: str = "cnn"  # "cnn" (NAML) or "self_attention" (NRMS)
+    cnn_window_size: int = 3
+    attention_query_size: int = 200  # additive attention query vector size
+    max_words: int = 30  # words per behaviour text
+    max_behaviors: int = 100  # behaviours per user (positions)
+    use_position_embeddings: bool = True
+    context_encoder: str = "self_attention"
+    aggregator: str = "attention"
+    num_hidden_layers: int = 1  # layers of the transformer / gru context encoder
+    num_attention_heads: int = 16
+    intermediate_size: int = 512  # feed-forward size of "transformer" layers
+    dropout: float = 0.2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0  # behaviour padding id (and word padding id)
+    word_pad_token_id: int = 0
+    # Pre-training heads / losses (the sampler settings are training arguments).
+    pretraining_objective: str = "userbert"
+    mbp_loss_weight: float = 1.0
+    bsm_loss_weight: float = 1.0
+    ptum_next_k: int = 2
+    cp_temperature: float = 1.0
+    tie_word_embeddings: bool = False
+
+    # ----- validation (run at construction by @strict) -----
+    def validate_choices(self):
+        for name, allowed in (
+            ("behavior_type", BEHAVIOR_TYPES),
+            ("text_encoder", TEXT_ENCODERS),
+            ("context_encoder", CONTEXT_ENCODERS),
+            ("aggregator", AGGREGATORS),
+            ("pretraining_objective", OBJECTIVES),
+        ):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"UserBertConfig.{name}={value!r} is not one of {allowed}")
+
+    def validate_sizes(self):
+        bounds = {
+            "behavior_vocab_size": (2, MAX_VOCAB_SIZE),
+            "word_vocab_size": (2, MAX_VOCAB_SIZE),
+            "hidden_size": (1, MAX_HIDDEN_SIZE),
+            "word_embedding_size": (1, MAX_HIDDEN_SIZE),
+            "attention_query_size": (1, MAX_HIDDEN_SIZE),
+            "intermediate_size": (1, 8 * MAX_HIDDEN_SIZE),
+            "cnn_window_size": (1, 63),
+            "max_words": (1, MAX_WORDS),
+            "max_behaviors": (1, MAX_BEHAVIORS),
+            "num_hidden_layers": (1, MAX_LAYERS),
+            "num_attention_heads": (1, MAX_HIDDEN_SIZE),
+            "ptum_next_k": (1, 100),
+        }
+        for name, (low, high) in bounds.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"UserBertConfig.{name}={value!r} must be an integer in [{low}, {high}]")
+        if self.cnn_window_size % 2 == 0:
+            raise ValueError(f"UserBertConfig.cnn_window_size={self.cnn_window_size} must be odd")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"UserBertConfig.dropout={self.dropout} must be in [0, 1)")
+        attention_users = {self.context_encoder} | ({self.text_encoder} if self.behavior_type == "text" else set())
+        if attention_users & {"self_attention", "transformer"}:
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(
+                    f"UserBertConfig.hidden_size={self.hidden_size} must be divisible by "
+                    f"num_attention_heads={self.num_attention_heads}"
+                )
+        if self.mbp_loss_weight < 0 or self.bsm_loss_weight < 0:
+            raise ValueError("UserBertConfig loss weights must be >= 0")
+        if self.mbp_loss_weight == 0 and self.bsm_loss_weight == 0:
+            raise ValueError("UserBertConfig: mbp_loss_weight and bsm_loss_weight cannot both be 0")
+        if self.pad_token_id != 0 or self.word_pad_token_id != 0:
+            raise ValueError("UserBertConfig: padding ids must be 0 (vocabularies reserve id 0 for padding)")
+        if self.cp_temperature <= 0:
+            raise ValueError(f"UserBertConfig.cp_temperature={self.cp_temperature} must be > 0")
+
+    # ----- presets -----
+    @classmethod
+    def preset_names(cls) -> tuple[str, ...]:
+        return tuple(PRESETS)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "UserBertConfig":
+        """Config for one of the paper's user models (``nrms``, ``naml``, ``lstur``, ``gru4rec``,
+        ``nativectr``, ``bert4rec``); keyword arguments override any field."""
+        key = name.lower()
+        if key not in PRESETS:
+            raise ValueError(f"Unknown UserBERT preset {name!r}; choose one of {sorted(PRESETS)}")
+        settings = copy.deepcopy(PRESETS[key])
+        settings.update(overrides)
+        return cls(**settings)
+
+
+__all__ = ["UserBertConfig", "PRESETS"]

@@ -1,0 +1,757 @@
+"""Evaluation metrics for UserBERT downstream tasks.
+
+Three families of metrics are provided, all implemented in plain numpy (torch
+tensors are accepted where noted, and torch is only imported lazily):
+
+* **Per-impression news recommendation metrics** (MIND): :func:`auc_score`,
+  :func:`mrr_score`, :func:`ndcg_score`, aggregated over impressions by
+  :func:`impression_metrics` / :func:`grouped_impression_metrics`.  The
+  definitions follow the official MIND evaluation script.
+* **CTR metrics**: :func:`ctr_metrics` (AUC, average precision, log loss).
+* **Full-ranking next-item metrics**: :func:`full_ranking_metrics`,
+  :class:`RankingAccumulator`, :func:`compute_ranks` and
+  :func:`metrics_from_ranks` (HR@k, NDCG@k, MRR).
+
+Finally, ``make_*_compute_metrics`` build ``compute_metrics`` callables for the
+Hugging Face :class:`transformers.Trainer`.
+
+Conventions
+-----------
+* Labels are binary (0/1 or bool).  Undefined metrics (e.g. AUC of a
+  single-class label set inside an aggregate) are reported as ``nan``.
+* Full-ranking rank of the target (0-based) is the number of *candidate* items
+  whose score is **strictly greater** than the target's score (the common
+  RecBole / SASRec convention; ties are resolved in favour of the target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "auc_score",
+    "mrr_score",
+    "ndcg_score",
+    "dcg_score",
+    "impression_metrics",
+    "grouped_impression_metrics",
+    "average_precision",
+    "log_loss",
+    "ctr_metrics",
+    "compute_ranks",
+    "metrics_from_ranks",
+    "full_ranking_metrics",
+    "RankingAccumulator",
+    "make_news_compute_metrics",
+    "make_ctr_compute_metrics",
+    "make_next_item_compute_metrics",
+]
+
+ArrayLike = Any  # np.ndarray | torch.Tensor | Sequence[float]
+
+LOGLOSS_EPS = 1e-7
+IGNORE_INDEX = -100
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
+
+
+def _to_numpy(x: ArrayLike) -> np.ndarray:
+    """Convert a torch tensor / sequence to a numpy array (no copy if possible)."""
+    if _is_torch_tensor(x):
+        t = x.detach().cpu()
+        if t.is_floating_point() and t.dtype not in (_torch().float32, _torch().float64):
+            t = t.float()  # bfloat16 / float16 -> float32 (numpy has no bf16)
+        return t.numpy()
+    return np.asarray(x)
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _binary_labels(labels: ArrayLike, name: str = "labels") -> np.ndarray:
+    y = _to_numpy(labels).reshape(-1)
+    if y.dtype == bool:
+        return y.astype(np.int64)
+    if y.size and not np.all((y == 0) | (y == 1)):
+        raise ValueError(f"{name} must be binary (0/1), got values {np.unique(y)[:10]}")
+    return y.astype(np.int64)
+
+
+def _scores_1d(scores: ArrayLike, n: int, name: str = "scores") -> np.ndarray:
+    s = _to_numpy(scores).reshape(-1).astype(np.float64)
+    if s.shape[0] != n:
+        raise ValueError(f"labels and {name} have different lengths: {n} != {s.shape[0]}")
+    return s
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x`` with ties receiving the average rank (like scipy.stats.rankdata)."""
+    n = x.shape[0]
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    new_group = np.empty(n, dtype=bool)
+    new_group[:1] = True
+    new_group[1:] = xs[1:] != xs[:-1]
+    group = np.cumsum(new_group) - 1
+    starts = np.flatnonzero(new_group)
+    ends = np.append(starts[1:], n)  # exclusive
+    avg = (starts + ends + 1) / 2.0  # mean of 1-based ranks starts+1 .. ends
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = avg[group]
+    return ranks
+
+
+def _descending_order(scores: np.ndarray) -> np.ndarray:
+    """MIND ordering ``argsort(scores)[::-1]`` (stable sort, so deterministic).
+
+    Among tied scores the item with the *larger* index is ranked first, exactly
+    as in the official MIND script for small impressions.
+    """
+    return np.argsort(scores, kind="stable")[::-1]
+
+
+# --------------------------------------------------------------------------
+# per-impression metrics (MIND)
+# --------------------------------------------------------------------------
+
+
+def auc_score(labels: ArrayLike, scores: ArrayLike) -> float:
+    """ROC AUC with ties handled by average ranks (identical to sklearn's ``roc_auc_score``).
+
+    Raises ``ValueError`` if ``labels`` contain only one class.
+
+    Example:
+        >>> auc_score([1, 0, 0, 1], [0.9, 0.8, 0.1, 0.3])
+        0.75
+    """
+    y = _binary_labels(labels)
+    s = _scores_1d(scores, y.shape[0])
+    n_pos = int(y.sum())
+    n_neg = y.shape[0] - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUC is undefined when labels contain a single class")
+    ranks = _average_ranks(s)
+    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def mrr_score(labels: ArrayLike, scores: ArrayLike) -> float:
+    """MIND mean reciprocal rank of the clicked items in one impression.
+
+    ``order = argsort(scores)[::-1]; y = labels[order]; (y / (arange(len(y)) + 1)).sum() / y.sum()``.
+    Raises ``ValueError`` if there is no click.
+
+    Example:
+        >>> round(mrr_score([1, 0, 0, 1], [0.9, 0.8, 0.1, 0.3]), 4)  # (1/1 + 1/3) / 2
+        0.6667
+    """
+    y = _binary_labels(labels)
+    s = _scores_1d(scores, y.shape[0])
+    if y.sum() == 0:
+        raise ValueError("MRR is undefined for an impression without clicks")
+    y = y[_descending_order(s)]
+    rr = y / (np.arange(len(y)) + 1.0)
+    return float(rr.sum() / y.sum())
+
+
+def dcg_score(labels: ArrayLike, scores: ArrayLike, k: int = 10) -> float:
+    """MIND DCG@k: gains ``2**rel - 1``, discounts ``log2(rank + 1)`` with 1-based rank.
+
+    Example:
+        >>> round(dcg_score([1, 0, 0, 1], [0.9, 0.8, 0.1, 0.3], k=3), 4)  # 1/log2(2) + 1/log2(4)
+        1.5
+    """
+    y = _to_numpy(labels).reshape(-1).astype(np.float64)
+    s = _scores_1d(scores, y.shape[0])
+    y = y[_descending_order(s)[:k]]
+    gains = 2.0**y - 1.0
+    discounts = np.log2(np.arange(len(y)) + 2.0)
+    return float(np.sum(gains / discounts))
+
+
+def ndcg_score(labels: ArrayLike, scores: ArrayLike, k: int = 10) -> float:
+    """MIND nDCG@k = ``dcg(labels, scores, k) / dcg(labels, labels, k)``.
+
+    Raises ``ValueError`` if there is no click (ideal DCG is zero).
+
+    Example:
+        >>> round(ndcg_score([1, 0, 0, 1], [0.9, 0.8, 0.1, 0.3], k=5), 4)  # 1.5 / (1 + 1/log2(3))
+        0.9197
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    y = _binary_labels(labels)
+    if y.sum() == 0:
+        raise ValueError("nDCG is undefined for an impression without clicks")
+    best = dcg_score(y, y, k)
+    return dcg_score(y, scores, k) / best
+
+
+def impression_metrics(
+    impression_labels: Sequence[ArrayLike],
+    impression_scores: Sequence[ArrayLike],
+    ks: Sequence[int] = (5, 10),
+) -> dict[str, float]:
+    """Average MIND metrics over impressions.
+
+    Returns a dict with ``auc``, ``mrr``, ``ndcg@k`` for each ``k`` in ``ks``
+    (default ``ndcg@5``/``ndcg@10``), ``num_impressions`` (all impressions
+    given), ``num_auc_skipped`` (impressions with a single label class, skipped
+    for AUC) and ``num_no_click_skipped`` (impressions without any click,
+    skipped for MRR/nDCG; these are also counted in ``num_auc_skipped``).
+    A metric whose every impression was skipped is ``nan``.
+
+    Example:
+        >>> m = impression_metrics([[1, 0, 0, 1], [0, 0]], [[0.9, 0.8, 0.1, 0.3], [0.2, 0.1]])
+        >>> m["auc"], m["num_impressions"], m["num_auc_skipped"], m["num_no_click_skipped"]
+        (0.75, 2, 1, 1)
+    """
+    if len(impression_labels) != len(impression_scores):
+        raise ValueError(
+            "impression_labels and impression_scores have different lengths: "
+            f"{len(impression_labels)} != {len(impression_scores)}"
+        )
+    aucs: list[float] = []
+    mrrs: list[float] = []
+    ndcgs: dict[int, list[float]] = {k: [] for k in ks}
+    auc_skipped = 0
+    no_click = 0
+    for labels, scores in zip(impression_labels, impression_scores):
+        y = _binary_labels(labels)
+        s = _scores_1d(scores, y.shape[0])
+        n_pos = int(y.sum())
+        if n_pos == 0 or n_pos == y.shape[0]:
+            auc_skipped += 1
+        else:
+            aucs.append(auc_score(y, s))
+        if n_pos == 0:
+            no_click += 1
+            continue
+        mrrs.append(mrr_score(y, s))
+        for k in ks:
+            ndcgs[k].append(ndcg_score(y, s, k))
+
+    def _mean(v: list[float]) -> float:
+        return float(np.mean(v)) if v else float("nan")
+
+    out: dict[str, float] = {"auc": _mean(aucs), "mrr": _mean(mrrs)}
+    for k in ks:
+        out[f"ndcg@{k}"] = _mean(ndcgs[k])
+    out["num_impressions"] = len(impression_labels)
+    out["num_auc_skipped"] = auc_skipped
+    out["num_no_click_skipped"] = no_click
+    return out
+
+
+def grouped_impression_metrics(
+    group_ids: ArrayLike,
+    labels: ArrayLike,
+    scores: ArrayLike,
+    ks: Sequence[int] = (5, 10),
+) -> dict[str, float]:
+    """:func:`impression_metrics` on flat arrays with one impression id per row.
+
+    Rows sharing a ``group_ids`` value form one impression (their relative order
+    is preserved; the rows need not be contiguous).
+
+    Example:
+        >>> m = grouped_impression_metrics([7, 7, 3, 7, 7, 3], [1, 0, 0, 0, 1, 1],
+        ...                                [0.9, 0.8, 0.2, 0.1, 0.3, 0.4])
+        >>> m["auc"], m["num_impressions"]
+        (0.875, 2)
+    """
+    g = _to_numpy(group_ids).reshape(-1)
+    y = _binary_labels(labels)
+    s = _scores_1d(scores, y.shape[0])
+    if g.shape[0] != y.shape[0]:
+        raise ValueError(f"group_ids and labels have different lengths: {g.shape[0]} != {y.shape[0]}")
+    if g.shape[0] == 0:
+        return impression_metrics([], [], ks)
+    _, inverse = np.unique(g, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    splits = np.flatnonzero(np.diff(inverse[order])) + 1
+    idx_groups = np.split(order, splits)
+    return impression_metrics([y[i] for i in idx_groups], [s[i] for i in idx_groups], ks)
+
+
+# --------------------------------------------------------------------------
+# CTR metrics
+# --------------------------------------------------------------------------
+
+
+def average_precision(labels: ArrayLike, scores: ArrayLike) -> float:
+    """Average precision ``sum_n (R_n - R_{n-1}) P_n`` over distinct thresholds (= sklearn).
+
+    Returns ``nan`` when there is no positive label.
+
+    Example:
+        >>> round(average_precision([1, 0, 0, 1], [0.9, 0.8, 0.1, 0.3]), 4)  # 0.5*1 + 0.5*(2/3)
+        0.8333
+    """
+    y = _binary_labels(labels)
+    s = _scores_1d(scores, y.shape[0])
+    if y.sum() == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")[::-1]
+    s, y = s[order], y[order]
+    # last index of each block of equal scores (thresholds)
+    threshold_idx = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
+    tps = np.cumsum(y)[threshold_idx]
+    fps = threshold_idx + 1 - tps
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
+
+
+def log_loss(labels: ArrayLike, probabilities: ArrayLike, eps: float = LOGLOSS_EPS) -> float:
+    """Mean binary cross-entropy with probabilities clipped to ``[eps, 1 - eps]``.
+
+    Example:
+        >>> round(log_loss([1, 0], [0.8, 0.4]), 4)  # -(ln 0.8 + ln 0.6) / 2
+        0.367
+    """
+    y = _binary_labels(labels).astype(np.float64)
+    p = np.clip(_scores_1d(probabilities, y.shape[0], "probabilities"), eps, 1.0 - eps)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    out = np.empty_like(z, dtype=np.float64)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+def ctr_metrics(
+    labels: ArrayLike,
+    probabilities_or_logits: ArrayLike,
+    from_logits: bool = False,
+    eps: float = LOGLOSS_EPS,
+) -> dict[str, Any]:
+    """Binary CTR metrics: ``auc``, ``ap``, ``logloss``, ``num_examples``, ``auc_undefined``.
+
+    With ``from_logits=True`` the inputs are passed through a sigmoid for the
+    log loss while AUC/AP are computed on the raw logits (same ranking, no
+    saturation ties).  If the labels contain a single class, ``auc`` is ``nan``
+    and ``auc_undefined`` is ``True`` (``ap`` is ``nan`` too when there is no
+    positive).  Raises ``ValueError`` for mismatched lengths, empty input or
+    non-binary labels.
+
+    Example:
+        >>> m = ctr_metrics([1, 0, 0, 1], [0.9, 0.8, 0.1, 0.3])
+        >>> m["auc"], round(m["ap"], 4), m["num_examples"], m["auc_undefined"]
+        (0.75, 0.8333, 4, False)
+    """
+    y = _binary_labels(labels)
+    s = _scores_1d(probabilities_or_logits, y.shape[0], "probabilities_or_logits")
+    if y.shape[0] == 0:
+        raise ValueError("ctr_metrics needs at least one example")
+    if not np.all(np.isfinite(s)) and not from_logits:
+        raise ValueError("probabilities contain non-finite values")
+    probs = _sigmoid(s) if from_logits else s
+    if not from_logits and (probs.min() < 0 or probs.max() > 1):
+        raise ValueError("probabilities must lie in [0, 1]; pass from_logits=True for logits")
+    n_pos = int(y.sum())
+    undefined = n_pos == 0 or n_pos == y.shape[0]
+    return {
+        "auc": float("nan") if undefined else auc_score(y, s),
+        "ap": average_precision(y, s),
+        "logloss": log_loss(y, probs, eps),
+        "num_examples": int(y.shape[0]),
+        "auc_undefined": bool(undefined),
+    }
+
+
+# --------------------------------------------------------------------------
+# full-ranking next-item metrics
+# --------------------------------------------------------------------------
+
+
+def _exclusion_pairs(
+    exclude: Iterable[ArrayLike | None] | None,
+    targets: np.ndarray,
+    n_items: int,
+    pad_id: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deduplicated (row, col) pairs to mask, never containing a target or the pad column."""
+    empty = np.zeros(0, dtype=np.int64)
+    if exclude is None:
+        return empty, empty
+    exclude = list(exclude)
+    if len(exclude) != targets.shape[0]:
+        raise ValueError(f"exclude has {len(exclude)} entries but there are {targets.shape[0]} users")
+    arrays = [empty if e is None else _to_numpy(e).reshape(-1).astype(np.int64) for e in exclude]
+    lens = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
+    if lens.sum() == 0:
+        return empty, empty
+    rows = np.repeat(np.arange(len(arrays), dtype=np.int64), lens)
+    cols = np.concatenate(arrays)
+    if cols.size and cols.max() >= n_items:
+        raise ValueError(f"exclude contains item id {cols.max()} >= n_items={n_items}")
+    keep = (cols >= 0) & (cols != targets[rows])  # negative ids are padding; never mask the target
+    if pad_id is not None:
+        keep &= cols != pad_id  # pad column is handled separately
+    linear = np.unique(rows[keep] * n_items + cols[keep])
+    return linear // n_items, linear % n_items
+
+
+def compute_ranks(
+    scores: ArrayLike,
+    targets: ArrayLike,
+    exclude: Iterable[ArrayLike | None] | None = None,
+    pad_id: int | None = 0,
+) -> np.ndarray:
+    """0-based rank of each user's target item among all candidate items.
+
+    ``rank = #{candidate items j : scores[u, j] > scores[u, target_u]}``
+    (strictly greater: ties are resolved in favour of the target, the
+    RecBole/SASRec convention).  Candidates are all item columns except the
+    ``pad_id`` column (if not ``None``) and the ids in ``exclude[u]`` (e.g. the
+    user's history; the target itself is never excluded, negative ids are
+    ignored as padding).  ``scores`` may be a numpy array or a torch tensor; for
+    tensors the comparison runs on the tensor's device and only the ranks are
+    copied back.  The input is never modified.
+
+    Example:
+        >>> compute_ranks([[9.0, 0.5, 0.9, 0.2], [9.0, 0.1, 0.3, 0.7]], [2, 1], exclude=[[1], [3, 1]])
+        array([0, 1])
+    """
+    if _is_torch_tensor(scores):
+        return _compute_ranks_torch(scores, targets, exclude, pad_id)
+    s = np.asarray(scores)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be 2-D (n_users, n_items), got shape {s.shape}")
+    if not np.issubdtype(s.dtype, np.floating):
+        s = s.astype(np.float64)
+    n_users, n_items = s.shape
+    t = _validate_targets(targets, n_users, n_items, pad_id)
+    rows_u = np.arange(n_users)
+    target_scores = s[rows_u, t]
+    if np.isnan(target_scores).any():
+        raise ValueError("target scores contain NaN")
+    ranks = (s > target_scores[:, None]).sum(axis=1, dtype=np.int64)
+    # Remove masked items that were counted as ahead of the target (no copy of `scores`).
+    if pad_id is not None:
+        ranks -= s[:, pad_id] > target_scores
+    rows, cols = _exclusion_pairs(exclude, t, n_items, pad_id)
+    if rows.size:
+        ahead = s[rows, cols] > target_scores[rows]
+        ranks -= np.bincount(rows[ahead], minlength=n_users)
+    return ranks
+
+
+def _validate_targets(targets: ArrayLike, n_users: int, n_items: int, pad_id: int | None) -> np.ndarray:
+    t = _to_numpy(targets).reshape(-1).astype(np.int64)
+    if t.shape[0] != n_users:
+        raise ValueError(f"scores have {n_users} rows but there are {t.shape[0]} targets")
+    if t.size and (t.min() < 0 or t.max() >= n_items):
+        raise ValueError(f"targets must be in [0, {n_items}), got range [{t.min()}, {t.max()}]")
+    if pad_id is not None and np.any(t == pad_id):
+        raise ValueError(f"a target equals pad_id={pad_id}")
+    return t
+
+
+def _compute_ranks_torch(scores: Any, targets: ArrayLike, exclude: Any, pad_id: int | None) -> np.ndarray:
+    torch = _torch()
+    s = scores.detach()
+    if s.dim() != 2:
+        raise ValueError(f"scores must be 2-D (n_users, n_items), got shape {tuple(s.shape)}")
+    if not s.is_floating_point():
+        s = s.double()
+    n_users, n_items = s.shape
+    t_np = _validate_targets(targets, n_users, n_items, pad_id)
+    t = torch.as_tensor(t_np, device=s.device)
+    target_scores = s.gather(1, t[:, None])  # (n_users, 1)
+    if torch.isnan(target_scores).any():
+        raise ValueError("target scores contain NaN")
+    ranks = (s > target_scores).sum(dim=1)
+    if pad_id is not None:
+        ranks -= (s[:, pad_id] > target_scores[:, 0]).long()
+    rows_np, cols_np = _exclusion_pairs(exclude, t_np, n_items, pad_id)
+    if rows_np.size:
+        rows = torch.as_tensor(rows_np, device=s.device)
+        cols = torch.as_tensor(cols_np, device=s.device)
+        ahead = (s[rows, cols] > target_scores[rows, 0]).long()
+        ranks -= torch.zeros(n_users, dtype=ranks.dtype, device=s.device).index_add_(0, rows, ahead)
+    return ranks.cpu().numpy().astype(np.int64)
+
+
+def metrics_from_ranks(ranks: ArrayLike, ks: Sequence[int] = (5, 10, 20)) -> dict[str, float]:
+    """HR@k, NDCG@k and MRR from 0-based target ranks (one relevant item per user).
+
+    ``hr@k = mean(rank < k)``, ``ndcg@k = mean(1/log2(rank + 2) if rank < k else 0)``,
+    ``mrr = mean(1 / (rank + 1))`` (over the full list), plus ``num_users``.
+    Empty input gives ``nan`` metrics and ``num_users == 0``.
+
+    Example:
+        >>> m = metrics_from_ranks([0, 1, 30], ks=(1, 5))
+        >>> m["hr@1"], m["hr@5"], round(m["ndcg@5"], 4), round(m["mrr"], 4)
+        (0.3333333333333333, 0.6666666666666666, 0.5436, 0.5108)
+    """
+    r = _to_numpy(ranks).reshape(-1)
+    if r.size and (r.min() < 0 or not np.all(np.mod(r, 1) == 0)):
+        raise ValueError("ranks must be non-negative integers (0-based)")
+    r = r.astype(np.float64)
+    out: dict[str, float] = {}
+    n = r.shape[0]
+    disc = 1.0 / np.log2(r + 2.0)
+    for k in ks:
+        hit = r < k
+        out[f"hr@{k}"] = float(hit.mean()) if n else float("nan")
+        out[f"ndcg@{k}"] = float(np.where(hit, disc, 0.0).mean()) if n else float("nan")
+    out["mrr"] = float((1.0 / (r + 1.0)).mean()) if n else float("nan")
+    out["num_users"] = int(n)
+    return out
+
+
+class RankingAccumulator:
+    """Chunked full-ranking evaluation: feed score blocks, get HR/NDCG/MRR at the end.
+
+    Only the per-user integer ranks are kept, so evaluating e.g. 22k users x
+    12k items never needs the full score matrix in memory.
+
+    Args:
+        ks: cut-offs for HR@k / NDCG@k.
+        pad_id: item column never ranked (``None`` to rank every column).
+
+    Example:
+        >>> acc = RankingAccumulator(ks=(1, 2))
+        >>> acc.add([[0.0, 0.9, 0.1, 0.5]], [3])                   # item 1 ahead -> rank 1
+        >>> acc.add([[0.0, 0.9, 0.1, 0.5]], [3], exclude_chunk=[[1]])  # rank 0
+        >>> acc.compute()["hr@1"]
+        0.5
+    """
+
+    def __init__(self, ks: Sequence[int] = (5, 10, 20), pad_id: int | None = 0) -> None:
+        self.ks = tuple(ks)
+        self.pad_id = pad_id
+        self._ranks: list[np.ndarray] = []
+
+    def add(
+        self,
+        scores_chunk: ArrayLike,
+        targets_chunk: ArrayLike,
+        exclude_chunk: Iterable[ArrayLike | None] | None = None,
+    ) -> None:
+        """Rank the targets of one block of users (see :func:`compute_ranks`)."""
+        self._ranks.append(compute_ranks(scores_chunk, targets_chunk, exclude_chunk, self.pad_id))
+
+    def add_ranks(self, ranks: ArrayLike) -> None:
+        """Add already computed 0-based ranks (e.g. ranks computed inside the model)."""
+        self._ranks.append(_to_numpy(ranks).reshape(-1).astype(np.int64))
+
+    @property
+    def ranks(self) -> np.ndarray:
+        """All ranks added so far (concatenated)."""
+        return np.concatenate(self._ranks) if self._ranks else np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(sum(r.shape[0] for r in self._ranks))
+
+    def compute(self) -> dict[str, float]:
+        """Metrics over all users added so far (see :func:`metrics_from_ranks`)."""
+        return metrics_from_ranks(self.ranks, self.ks)
+
+    def reset(self) -> None:
+        """Forget all added users."""
+        self._ranks.clear()
+
+
+def full_ranking_metrics(
+    scores: ArrayLike,
+    targets: ArrayLike,
+    ks: Sequence[int] = (5, 10, 20),
+    exclude: Sequence[ArrayLike | None] | None = None,
+    pad_id: int | None = 0,
+    chunk_size: int = 1024,
+) -> dict[str, float]:
+    """Full-ranking next-item metrics ``hr@k``, ``ndcg@k``, ``mrr``, ``num_users``.
+
+    ``scores`` is ``(n_users, n_items)`` (numpy or torch), ``targets`` the
+    ``(n_users,)`` target item ids.  See :func:`compute_ranks` for the rank /
+    tie / exclusion rules; users are processed ``chunk_size`` rows at a time.
+
+    Example:
+        >>> scores = [[0.0, 0.2, 0.9, 0.5], [0.0, 0.8, 0.1, 0.3]]
+        >>> m = full_ranking_metrics(scores, [2, 3], ks=(1,), exclude=[[], [1]])
+        >>> m["hr@1"], m["mrr"]
+        (1.0, 1.0)
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    if not _is_torch_tensor(scores):
+        scores = np.asarray(scores)
+    n_users = int(scores.shape[0])
+    t = _to_numpy(targets).reshape(-1)
+    if t.shape[0] != n_users:
+        raise ValueError(f"scores have {n_users} rows but there are {t.shape[0]} targets")
+    if exclude is not None:
+        exclude = list(exclude)
+        if len(exclude) != n_users:
+            raise ValueError(f"exclude has {len(exclude)} entries but there are {n_users} users")
+    acc = RankingAccumulator(ks, pad_id)
+    for start in range(0, n_users, chunk_size):
+        end = min(start + chunk_size, n_users)
+        acc.add(
+            scores[start:end],
+            t[start:end],
+            None if exclude is None else exclude[start:end],
+        )
+    return acc.compute()
+
+
+# --------------------------------------------------------------------------
+# transformers.Trainer compute_metrics factories
+# --------------------------------------------------------------------------
+
+
+def _unpack_eval_prediction(eval_pred: Any) -> tuple[Any, Any]:
+    if hasattr(eval_pred, "predictions"):
+        preds, labels = eval_pred.predictions, getattr(eval_pred, "label_ids", None)
+    else:
+        preds, labels = eval_pred[0], eval_pred[1]
+    if isinstance(preds, (tuple, list)):  # model returned several outputs: first is the score
+        preds = preds[0]
+    if isinstance(labels, (tuple, list)):
+        labels = labels[0]
+    return preds, labels
+
+
+def _floats(d: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items()}
+
+
+def make_news_compute_metrics(
+    ks: Sequence[int] = (5, 10), ignore_index: int = IGNORE_INDEX
+) -> Callable[[Any], dict[str, float]]:
+    """``compute_metrics`` for padded news-recommendation impressions.
+
+    Expects ``predictions`` of shape ``(n_impressions, max_candidates)`` and
+    ``label_ids`` of the same shape with ``ignore_index`` (-100) marking padding
+    (the Trainer pads across batches with -100 too).  Each row is stripped of
+    its padded positions and :func:`impression_metrics` is returned as floats.
+    Rows without any valid label are dropped.
+
+    Example:
+        >>> from transformers import EvalPrediction
+        >>> fn = make_news_compute_metrics()
+        >>> ep = EvalPrediction(predictions=np.array([[0.9, 0.8, 0.1, 0.3], [0.2, 0.7, -100, -100]]),
+        ...                     label_ids=np.array([[1, 0, 0, 1], [0, 1, -100, -100]]))
+        >>> fn(ep)["auc"]
+        0.875
+    """
+
+    def compute_metrics(eval_pred: Any) -> dict[str, float]:
+        preds, labels = _unpack_eval_prediction(eval_pred)
+        preds = _to_numpy(preds)
+        labels = _to_numpy(labels)
+        if preds.ndim == 1:
+            preds, labels = preds[None], labels[None]
+        if preds.shape[0] != labels.shape[0]:
+            raise ValueError(f"predictions/labels row mismatch: {preds.shape[0]} != {labels.shape[0]}")
+        width = min(preds.shape[1], labels.shape[1])
+        imp_labels, imp_scores = [], []
+        for p_row, l_row in zip(preds[:, :width], labels[:, :width]):
+            mask = l_row != ignore_index
+            if mask.any():
+                imp_labels.append(l_row[mask])
+                imp_scores.append(p_row[mask])
+        return _floats(impression_metrics(imp_labels, imp_scores, ks))
+
+    return compute_metrics
+
+
+def make_ctr_compute_metrics(
+    from_logits: bool = True, ignore_index: int = IGNORE_INDEX
+) -> Callable[[Any], dict[str, float]]:
+    """``compute_metrics`` for binary CTR prediction.
+
+    ``predictions`` are logits (or probabilities with ``from_logits=False``) of
+    shape ``(n,)`` or ``(n, 1)``; two-class logits ``(n, 2)`` are reduced to
+    the log-odds ``z1 - z0``.  ``label_ids`` is ``(n,)``; rows labelled
+    ``ignore_index`` are dropped.  Returns :func:`ctr_metrics` as floats
+    (``auc_undefined`` becomes 0.0/1.0).
+
+    Example:
+        >>> fn = make_ctr_compute_metrics()
+        >>> fn((np.array([[2.0], [1.0], [-2.0], [-1.0]]), np.array([1, 0, 0, 1])))["auc"]
+        0.75
+    """
+
+    def compute_metrics(eval_pred: Any) -> dict[str, float]:
+        preds, labels = _unpack_eval_prediction(eval_pred)
+        preds = _to_numpy(preds).astype(np.float64)
+        labels = _to_numpy(labels).reshape(-1)
+        if preds.ndim == 2 and preds.shape[1] == 2:
+            if not from_logits:
+                preds = preds[:, 1]
+            else:
+                preds = preds[:, 1] - preds[:, 0]
+        preds = preds.reshape(-1)
+        if preds.shape[0] != labels.shape[0]:
+            raise ValueError(f"predictions/labels length mismatch: {preds.shape[0]} != {labels.shape[0]}")
+        keep = labels != ignore_index
+        return _floats(ctr_metrics(labels[keep], preds[keep], from_logits=from_logits))
+
+    return compute_metrics
+
+
+def make_next_item_compute_metrics(
+    ks: Sequence[int] = (5, 10, 20),
+    pad_id: int | None = 0,
+    ignore_index: int = IGNORE_INDEX,
+    chunk_size: int = 1024,
+) -> Callable[[Any], dict[str, float]]:
+    """``compute_metrics`` for next-item prediction (full ranking).
+
+    Two layouts of ``predictions`` are supported:
+
+    * 1-D ``(n,)`` (or ``(n, 1)``): the 0-based rank of the target, already
+      computed inside the model (cheap: no score matrix leaves the GPU).
+      Negative values (e.g. Trainer padding -100) are dropped; ``label_ids``
+      is ignored.
+    * 2-D ``(n, n_items)``: full score matrix, ranked against ``label_ids``
+      ``(n,)`` (target item ids; rows equal to ``ignore_index`` dropped) with
+      the ``pad_id`` column excluded.
+
+    Returns :func:`metrics_from_ranks` as floats.
+
+    Example:
+        >>> fn = make_next_item_compute_metrics(ks=(1,))
+        >>> fn((np.array([0, 3, -100]), None))["hr@1"]
+        0.5
+    """
+
+    def compute_metrics(eval_pred: Any) -> dict[str, float]:
+        preds, labels = _unpack_eval_prediction(eval_pred)
+        preds = _to_numpy(preds)
+        if preds.ndim == 1 or (preds.ndim == 2 and preds.shape[1] == 1):
+            ranks = preds.reshape(-1)
+            return _floats(metrics_from_ranks(ranks[ranks >= 0], ks))
+        if preds.ndim != 2:
+            raise ValueError(f"predictions must be 1-D ranks or 2-D scores, got shape {preds.shape}")
+        if labels is None:
+            raise ValueError("label_ids (target item ids) are required with 2-D score predictions")
+        targets = _to_numpy(labels).reshape(-1)
+        keep = targets != ignore_index
+        return _floats(
+            full_ranking_metrics(preds[keep], targets[keep], ks=ks, pad_id=pad_id, chunk_size=chunk_size)
+        )
+
+    return compute_metrics

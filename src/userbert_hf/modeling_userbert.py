@@ -1,0 +1,575 @@
+"""UserBERT user models and pre-training heads (Wu et al., "UserBERT: Contrastive User Model Pre-training").
+
+Read top to bottom: small modules (additive attention, self-attention, text encoder) -> behaviour encoder ->
+behaviour context encoders -> aggregators -> ``UserBertPreTrainedModel`` -> ``UserBertModel`` -> pure loss
+functions -> ``UserBertForPreTraining``. Downstream heads (``UserBertFor<Task>``) follow.
+
+This file (and ``configuration_userbert.py``) is copied next to saved checkpoints so that
+``AutoModel.from_pretrained(dir, trust_remote_code=True)`` works without the package: it must only import
+its siblings relatively.
+
+Shapes: B users, L behaviour positions, W words per behaviour, U distinct behaviours in a batch table,
+H hidden size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_userbert import UserBertConfig
+
+
+def _masked_fill_min(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fill positions where ``mask`` is False with the dtype's minimum (a fully masked row gives a uniform
+    softmax instead of NaN)."""
+    return scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+
+
+class UserBertAdditiveAttention(nn.Module):
+    """Additive (query-vector) attention pooling: ``a_i = softmax(q^T tanh(W x_i + b))``, ``out = sum a_i x_i``."""
+
+    def __init__(self, input_size: int, query_size: int):
+        super().__init__()
+        self.projection = nn.Linear(input_size, query_size)
+        self.query = nn.Linear(query_size, 1, bias=False)
+
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # inputs: (..., N, D); mask: (..., N) bool
+        scores = self.query(torch.tanh(self.projection(inputs))).squeeze(-1)  # (..., N)
+        weights = torch.softmax(_masked_fill_min(scores, mask), dim=-1)
+        weights = weights * mask  # exact zeros on padding, also in fully masked rows
+        return torch.einsum("...n,...nd->...d", weights, inputs)  # (..., D)
+
+
+class UserBertSelfAttention(nn.Module):
+    """Multi-head self-attention with a key padding mask (the NRMS building block)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float, output_projection: bool = False):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_size = hidden_size // num_heads
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.value = nn.Linear(hidden_size, hidden_size)
+        self.output = nn.Linear(hidden_size, hidden_size) if output_projection else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # hidden: (N, S, H); mask: (N, S) bool
+        n, s, _ = hidden.shape
+
+        def heads(x):  # (N, S, H) -> (N, heads, S, head_size)
+            return x.view(n, s, self.num_heads, self.head_size).transpose(1, 2)
+
+        q, k, v = heads(self.query(hidden)), heads(self.key(hidden)), heads(self.value(hidden))
+        scores = q @ k.transpose(-1, -2) / self.head_size**0.5  # (N, heads, S, S)
+        probs = torch.softmax(_masked_fill_min(scores, mask[:, None, None, :]), dim=-1)
+        context = self.dropout(probs) @ v  # (N, heads, S, head_size)
+        context = context.transpose(1, 2).reshape(n, s, self.num_heads * self.head_size)  # (N, S, H)
+        return self.output(context)
+
+
+class UserBertTransformerLayer(nn.Module):
+    """Post-LayerNorm Transformer encoder layer (BERT4Rec)."""
+
+    def __init__(self, config: UserBertConfig):
+        super().__init__()
+        h = config.hidden_size
+        self.attention = UserBertSelfAttention(h, config.num_attention_heads, config.dropout, output_projection=True)
+        self.attention_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.feed_forward = nn.Sequential(
+            nn.Linear(h, config.intermediate_size), nn.GELU(), nn.Linear(config.intermediate_size, h)
+        )
+        self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.attention_norm(hidden + self.dropout(self.attention(hidden, mask)))
+        return self.output_norm(hidden + self.dropout(self.feed_forward(hidden)))
+
+
+class UserBertTextEncoder(nn.Module):
+    """Encodes a behaviour text (word ids) into a vector: word embeddings -> CNN (NAML) or word self-attention
+    (NRMS) -> additive attention over words."""
+
+    def __init__(self, config: UserBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(
+            config.word_vocab_size, config.word_embedding_size, padding_idx=config.word_pad_token_id
+        )
+        self.kind = config.text_encoder
+        if self.kind == "cnn":
+            self.cnn = nn.Conv1d(
+                config.word_embedding_size, config.hidden_size, config.cnn_window_size,
+                padding=config.cnn_window_size // 2,
+            )
+        else:
+            self.word_projection = (
+                nn.Linear(config.word_embedding_size, config.hidden_size)
+                if config.word_embedding_size != config.hidden_size
+                else nn.Identity()
+            )
+            self.word_attention = UserBertSelfAttention(config.hidden_size, config.num_attention_heads, config.dropout)
+        self.word_pooling = UserBertAdditiveAttention(config.hidden_size, config.attention_query_size)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        # token_ids: (N, W) -> (N, H)
+        word_mask = token_ids != 0  # (N, W)
+        words = self.dropout(self.word_embeddings(token_ids))  # (N, W, E)
+        if self.kind == "cnn":
+            hidden = F.relu(self.cnn(words.transpose(1, 2))).transpose(1, 2)  # (N, W, H)
+        else:
+            hidden = self.word_attention(self.word_projection(words), word_mask)  # (N, W, H)
+        hidden = self.dropout(hidden)
+        return self.word_pooling(hidden, word_mask)  # (N, H)
+
+
+class UserBertBehaviorEncoder(nn.Module):
+    """Turns behaviours into vectors: an ID embedding table (``behavior_type="id"``) or a text encoder over
+    the behaviour's word ids (``behavior_type="text"``)."""
+
+    def __init__(self, config: UserBertConfig):
+        super().__init__()
+        self.behavior_type = config.behavior_type
+        if self.behavior_type == "id":
+            self.behavior_embeddings = nn.Embedding(
+                config.behavior_vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+            )
+        else:
+            self.text_encoder = UserBertTextEncoder(config)
+
+    def forward(self, behavior_ids: torch.Tensor | None = None, behavior_token_ids: torch.Tensor | None = None):
+        """``behavior_ids``: (...,) ids for ID behaviours; ``behavior_token_ids``: (..., W) for text behaviours.
+        Returns (..., H)."""
+        if self.behavior_type == "id":
+            if behavior_ids is None:
+                raise ValueError("This UserBERT model has ID behaviours: pass behavior_ids")
+            return self.behavior_embeddings(behavior_ids)
+        if behavior_token_ids is None:
+            raise ValueError("This UserBERT model has text behaviours: pass behavior_token_ids (word ids per behaviour)")
+        lead = behavior_token_ids.shape[:-1]
+        flat = behavior_token_ids.reshape(-1, behavior_token_ids.shape[-1])  # (N, W)
+        return self.text_encoder(flat).reshape(*lead, -1)  # (..., H)
+
+
+class UserBertContextEncoder(nn.Module):
+    """Behaviour context encoder: none, multi-head self-attention (NRMS), Transformer (BERT4Rec), GRU
+    (GRU4Rec, LSTUR) or CNN over behaviours. Padded positions never influence valid ones."""
+
+    def __init__(self, config: UserBertConfig):
+        super().__init__()
+        self.kind = config.context_encoder
+        h = config.hidden_size
+        if self.kind == "self_attention":
+            self.self_attention = UserBertSelfAttention(h, config.num_attention_heads, config.dropout)
+        elif self.kind == "transformer":
+            self.layers = nn.ModuleList(UserBertTransformerLayer(config) for _ in range(config.num_hidden_layers))
+        elif self.kind == "gru":
+            self.gru = nn.GRU(h, h, num_layers=config.num_hidden_layers, batch_first=True)
+        elif self.kind == "cnn":
+            self.cnn = nn.Conv1d(h, h, config.cnn_window_size, padding=config.cnn_window_size // 2)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # hidden: (B, L, H) with padded positions zeroed; mask: (B, L) bool; returns (B, L, H)
+        if self.kind == "none":
+            return hidden
+        if self.kind == "self_attention":
+            hidden = self.self_attention(hidden, mask)
+        elif self.kind == "transformer":
+            for layer in self.layers:
+                hidden = layer(hidden, mask)
+        elif self.kind == "gru":
+            lengths = mask.sum(-1).clamp(min=1).cpu()  # empty users run one (zero) step, discarded later
+            packed = nn.utils.rnn.pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
+            output, _ = self.gru(packed)
+            hidden, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=mask.shape[1])
+        elif self.kind == "cnn":
+            hidden = F.relu(self.cnn(hidden.transpose(1, 2))).transpose(1, 2)
+        return self.dropout(hidden) * mask.unsqueeze(-1)
+
+
+class UserBertAggregator(nn.Module):
+    """Summarises contextual behaviour states into one user embedding: attention, mean, max or last."""
+
+    def __init__(self, config: UserBertConfig):
+        super().__init__()
+        self.kind = config.aggregator
+        if self.kind == "attention":
+            self.attention = UserBertAdditiveAttention(config.hidden_size, config.attention_query_size)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # hidden: (B, L, H); mask: (B, L) bool; returns (B, H); users without behaviours get zeros
+        has_any = mask.any(-1, keepdim=True)  # (B, 1)
+        if self.kind == "attention":
+            pooled = self.attention(hidden, mask)
+        elif self.kind == "mean":
+            pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(-1, keepdim=True).clamp(min=1)
+        elif self.kind == "max":
+            pooled = hidden.masked_fill(~mask.unsqueeze(-1), torch.finfo(hidden.dtype).min).max(1).values
+        else:  # last valid position (behaviours are left-aligned, oldest first)
+            last = (mask.sum(-1) - 1).clamp(min=0)  # (B,)
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return torch.where(has_any, pooled, torch.zeros_like(pooled))
+
+
+@dataclass
+class UserBertModelOutput(ModelOutput):
+    """Output of [`UserBertModel`].
+
+    Args:
+        last_hidden_state: (B, L, H) contextual behaviour states; zeros at padded positions.
+        behavior_embeddings: (B, L, H) behaviour-encoder outputs (before position embeddings and masking).
+        user_embedding: (B, H) the pooled user embedding (zeros for a user without behaviours).
+        attention_mask: (B, L) bool mask of valid behaviours.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    behavior_embeddings: torch.FloatTensor | None = None
+    user_embedding: torch.FloatTensor | None = None
+    attention_mask: torch.BoolTensor | None = None
+
+    @property
+    def pooler_output(self):
+        return self.user_embedding
+
+
+class UserBertPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and loading for UserBERT models."""
+
+    config_class = UserBertConfig
+    base_model_prefix = "userbert"
+    main_input_name = "behavior_ids"
+    supports_gradient_checkpointing = False
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, nn.GRU):
+            for name, param in module.named_parameters():
+                if "weight" in name:
+                    init.xavier_uniform_(param)
+                else:
+                    init.zeros_(param)
+
+
+class UserBertModel(UserBertPreTrainedModel):
+    """A user model: behaviour encoder + behaviour context encoder + aggregator (Section 3.1 of the paper).
+
+    Inputs come in two layouts:
+
+    * per position: ``behavior_ids`` (B, L) for ID behaviours or ``behavior_token_ids`` (B, L, W) for text;
+    * a batch table of distinct behaviours plus an index: ``behavior_ids`` (U,) or ``behavior_token_ids``
+      (U, W) and ``behavior_index`` (B, L) into the table, so a behaviour shared by many users of the batch is
+      encoded once (this is what ``UserBertCollator`` produces).
+
+    ``attention_mask`` (B, L) marks valid behaviours (1) and padding (0); behaviours are left-aligned, oldest
+    first. ``masked_positions`` (B, L) replaces behaviours by a learned mask embedding (masked behaviour
+    prediction).
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from userbert_hf import UserBertConfig, UserBertModel
+    >>> model = UserBertModel(UserBertConfig.from_preset("gru4rec", behavior_vocab_size=100, hidden_size=32))
+    >>> out = model(behavior_ids=torch.tensor([[5, 7, 9, 0]]), attention_mask=torch.tensor([[1, 1, 1, 0]]))
+    >>> out.user_embedding.shape
+    torch.Size([1, 32])
+    ```
+    """
+
+    def __init__(self, config: UserBertConfig):
+        super().__init__(config)
+        self.behavior_encoder = UserBertBehaviorEncoder(config)
+        self.position_embeddings = (
+            nn.Embedding(config.max_behaviors, config.hidden_size) if config.use_position_embeddings else None
+        )
+        self.mask_embedding = nn.Embedding(1, config.hidden_size)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.context_encoder = UserBertContextEncoder(config)
+        self.aggregator = UserBertAggregator(config)
+        self.post_init()
+
+    # ----- building blocks used by the pre-training and downstream heads -----
+    def encode_behaviors(self, behavior_ids=None, behavior_token_ids=None) -> torch.Tensor:
+        """Behaviour-encoder vectors for any leading shape: (...,) ids or (..., W) word ids -> (..., H)."""
+        return self.behavior_encoder(behavior_ids=behavior_ids, behavior_token_ids=behavior_token_ids)
+
+    def encode_sequences(
+        self,
+        behavior_embeddings: torch.Tensor,
+        attention_mask: torch.Tensor,
+        masked_positions: torch.Tensor | None = None,
+    ) -> UserBertModelOutput:
+        """Context-encode and pool behaviour vectors (B, L, H) with mask (B, L) into a ``UserBertModelOutput``."""
+        mask = attention_mask.bool()
+        batch, length, _ = behavior_embeddings.shape
+        if length > self.config.max_behaviors:
+            raise ValueError(
+                f"Behaviour sequences have {length} positions but config.max_behaviors={self.config.max_behaviors};"
+                " truncate to the most recent behaviours when loading the data"
+            )
+        hidden = behavior_embeddings
+        if masked_positions is not None:
+            mask_vector = self.mask_embedding.weight[0].to(hidden.dtype)  # (H,)
+            hidden = torch.where(masked_positions.bool().unsqueeze(-1), mask_vector, hidden)
+        if self.position_embeddings is not None:
+            # Positions count back from the most recent behaviour, so appending padding changes nothing.
+            lengths = mask.sum(-1, keepdim=True)  # (B, 1)
+            positions = (lengths - 1 - torch.arange(length, device=mask.device)).clamp(min=0)  # (B, L)
+            hidden = hidden + self.position_embeddings(positions)
+        hidden = self.embedding_dropout(hidden) * mask.unsqueeze(-1)  # (B, L, H), padding zeroed
+        contextual = self.context_encoder(hidden, mask)  # (B, L, H)
+        user_embedding = self.aggregator(contextual, mask)  # (B, H)
+        return UserBertModelOutput(
+            last_hidden_state=contextual,
+            behavior_embeddings=behavior_embeddings,
+            user_embedding=user_embedding,
+            attention_mask=mask,
+        )
+
+    def get_behavior_embeddings(self, behavior_ids=None, behavior_token_ids=None, behavior_index=None):
+        """Per-position behaviour vectors (B, L, H) from either input layout (see the class docstring)."""
+        table = self.encode_behaviors(behavior_ids, behavior_token_ids)
+        if behavior_index is None:
+            return table
+        return table[behavior_index]  # (B, L, H)
+
+    def forward(
+        self,
+        behavior_ids: torch.LongTensor | None = None,
+        behavior_token_ids: torch.LongTensor | None = None,
+        behavior_index: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        masked_positions: torch.BoolTensor | None = None,
+        return_dict: bool | None = None,
+    ) -> UserBertModelOutput | tuple:
+        embeddings = self.get_behavior_embeddings(behavior_ids, behavior_token_ids, behavior_index)  # (B, L, H)
+        if attention_mask is None:
+            if behavior_index is not None:
+                raise ValueError("attention_mask is required with behavior_index")
+            source = behavior_ids if behavior_ids is not None else behavior_token_ids[..., 0]
+            attention_mask = source != self.config.pad_token_id
+        output = self.encode_sequences(embeddings, attention_mask, masked_positions)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
+
+
+# ----------------------------------------------------------------------------------------------
+# Contrastive losses: pure functions of scores, testable without a model.
+# ----------------------------------------------------------------------------------------------
+
+
+def contrastive_loss_from_scores(
+    scores: torch.Tensor, normalizer: torch.Tensor | float | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Softmax cross-entropy where column 0 of ``scores`` (N, 1 + negatives) is the positive.
+
+    Returns ``(loss, mean_loss, accuracy)``: ``loss`` is the summed cross-entropy divided by ``normalizer``
+    (default N, i.e. the mean; the trainer passes the item count of the whole accumulated/global batch so
+    gradient accumulation and data parallelism give the gradients of one large batch), ``mean_loss`` the
+    detached mean for logging and ``accuracy`` the share of rows whose positive scores highest.
+
+    Example:
+
+    ```python
+    >>> loss, mean, acc = contrastive_loss_from_scores(torch.tensor([[2.0, 0.0, 0.0]]))
+    >>> round(float(mean), 4), float(acc)
+    (0.2395, 1.0)
+    ```
+    """
+    if scores.shape[0] == 0:
+        zero = scores.sum() * 0.0
+        return zero, zero.detach(), zero.detach()
+    targets = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+    summed = F.cross_entropy(scores.float(), targets, reduction="sum")
+    if normalizer is None:
+        normalizer = scores.shape[0]
+    loss = summed / normalizer
+    mean_loss = (summed / scores.shape[0]).detach()
+    accuracy = (scores.argmax(-1) == 0).float().mean().detach()
+    return loss, mean_loss, accuracy
+
+
+def in_batch_contrastive_loss(
+    view_a: torch.Tensor, view_b: torch.Tensor, temperature: float = 1.0, normalizer=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NT-Xent over two views (N, H) each (CL4SRec / CP): each view is matched to its partner against the
+    other 2N - 2 views of the batch. Returns ``(loss, mean_loss, accuracy)`` like
+    :func:`contrastive_loss_from_scores`, over 2N rows."""
+    n = view_a.shape[0]
+    views = torch.cat([view_a, view_b], 0)  # (2N, H)
+    sim = views @ views.T / temperature  # (2N, 2N)
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=sim.device), torch.finfo(sim.dtype).min)
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(sim.device)  # (2N,)
+    # Reorder each row so the partner comes first, then the other in-batch views.
+    positive = sim.gather(1, partner[:, None])  # (2N, 1)
+    keep = torch.ones_like(sim, dtype=torch.bool)
+    keep[torch.arange(2 * n), partner] = False
+    keep.fill_diagonal_(False)
+    negatives = sim[keep].view(2 * n, 2 * n - 2)  # (2N, 2N - 2)
+    return contrastive_loss_from_scores(torch.cat([positive, negatives], 1), normalizer)
+
+
+@dataclass
+class UserBertForPreTrainingOutput(ModelOutput):
+    """Output of [`UserBertForPreTraining`]. Losses are ``None`` for tasks that did not run.
+
+    Args:
+        loss: weighted sum of the task losses (the training objective).
+        mbp_loss / bsm_loss / nbp_loss / cp_loss: detached mean cross-entropy of each task, for logging.
+        mbp_accuracy / bsm_accuracy / nbp_accuracy / cp_accuracy: share of rows whose positive ranks first.
+        user_embedding: (B, H) user embeddings of the (masked) input sequences.
+    """
+
+    loss: torch.FloatTensor | None = None
+    mbp_loss: torch.FloatTensor | None = None
+    bsm_loss: torch.FloatTensor | None = None
+    nbp_loss: torch.FloatTensor | None = None
+    cp_loss: torch.FloatTensor | None = None
+    mbp_accuracy: torch.FloatTensor | None = None
+    bsm_accuracy: torch.FloatTensor | None = None
+    nbp_accuracy: torch.FloatTensor | None = None
+    cp_accuracy: torch.FloatTensor | None = None
+    user_embedding: torch.FloatTensor | None = None
+
+
+class UserBertForPreTraining(UserBertPreTrainedModel):
+    """UserBERT pre-training: masked behaviour prediction (MBP) + behaviour sequence matching (BSM), and the
+    PTUM and CP baselines, selected by ``config.pretraining_objective``.
+
+    All behaviours of a step live in one table (``behavior_ids`` (U,) or ``behavior_token_ids`` (U, W)),
+    encoded once; every sequence and candidate input is an index into it. Negatives are chosen outside the
+    model (``MediumHardNegativeSampler`` in the trainer); the model owns the scoring and the loss math.
+
+    Inputs by objective:
+
+    * ``userbert``: ``behavior_index``/``attention_mask``/``masked_positions`` (B, L) for the masked target
+      sequences A; ``mbp_candidate_index`` (M, 1 + K) for the M masked positions in row-major order, positive
+      first; ``bsm_candidate_index``/``bsm_candidate_mask`` (B, 1 + P, L2), the later sequence B first, and
+      ``bsm_valid`` (B,) for users that have two periods.
+    * ``ptum``: masked behaviours are dropped from ``attention_mask`` and predicted from the user embedding
+      (``mbp_candidate_index``, rows follow ``masked_positions``); ``nbp_candidate_index`` (B, next_k, 1 + K)
+      and ``nbp_valid`` (B, next_k) for the next-K behaviour prediction.
+    * ``cp``: a second augmented view ``view_index``/``view_attention_mask``/``view_masked_positions``
+      (B, L); views of other users in the batch are the negatives.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from userbert_hf import UserBertConfig, UserBertForPreTraining
+    >>> model = UserBertForPreTraining(UserBertConfig.from_preset("gru4rec", behavior_vocab_size=50, hidden_size=16))
+    >>> out = model(
+    ...     behavior_ids=torch.arange(10), behavior_index=torch.tensor([[1, 2, 3, 4]]),
+    ...     attention_mask=torch.ones(1, 4), masked_positions=torch.tensor([[False, True, False, False]]),
+    ...     mbp_candidate_index=torch.tensor([[2, 5, 6, 7, 8]]),
+    ... )
+    >>> out.mbp_loss is not None
+    True
+    ```
+    """
+
+    def __init__(self, config: UserBertConfig):
+        super().__init__(config)
+        self.userbert = UserBertModel(config)
+        # PTUM predicts the k-th next behaviour from a k-specific projection of the user embedding.
+        if config.pretraining_objective == "ptum":
+            self.nbp_projections = nn.ModuleList(
+                nn.Linear(config.hidden_size, config.hidden_size) for _ in range(config.ptum_next_k)
+            )
+        self.post_init()
+
+    def forward(
+        self,
+        behavior_ids: torch.LongTensor | None = None,
+        behavior_token_ids: torch.LongTensor | None = None,
+        behavior_index: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        masked_positions: torch.BoolTensor | None = None,
+        mbp_candidate_index: torch.LongTensor | None = None,
+        bsm_candidate_index: torch.LongTensor | None = None,
+        bsm_candidate_mask: torch.Tensor | None = None,
+        bsm_valid: torch.BoolTensor | None = None,
+        nbp_candidate_index: torch.LongTensor | None = None,
+        nbp_valid: torch.BoolTensor | None = None,
+        view_index: torch.LongTensor | None = None,
+        view_attention_mask: torch.Tensor | None = None,
+        view_masked_positions: torch.BoolTensor | None = None,
+        mbp_normalizer: torch.Tensor | float | None = None,
+        bsm_normalizer: torch.Tensor | float | None = None,
+        return_dict: bool | None = None,
+    ) -> UserBertForPreTrainingOutput:
+        if behavior_index is None:
+            raise ValueError("UserBertForPreTraining expects a behaviour table and behavior_index (see the docstring)")
+        config = self.config
+        table = self.userbert.encode_behaviors(behavior_ids, behavior_token_ids)  # (U, H)
+        objective = config.pretraining_objective
+        # PTUM removes masked behaviours from the sequence instead of replacing them by a mask token.
+        sequence_mask = attention_mask.bool()
+        if objective == "ptum" and masked_positions is not None:
+            sequence_mask = sequence_mask & ~masked_positions.bool()
+            encoded = self.userbert.encode_sequences(table[behavior_index], sequence_mask)
+        else:
+            encoded = self.userbert.encode_sequences(table[behavior_index], sequence_mask, masked_positions)
+        out = UserBertForPreTrainingOutput(user_embedding=encoded.user_embedding)
+        total = table.sum() * 0.0  # keeps every parameter of the table in the graph
+
+        if objective in ("userbert", "ptum") and mbp_candidate_index is not None and config.mbp_loss_weight > 0:
+            rows, cols = masked_positions.bool().nonzero(as_tuple=True)  # (M,), (M,)
+            if objective == "userbert":  # from the contextual state at the masked position
+                queries = encoded.last_hidden_state[rows, cols]  # (M, H)
+            else:  # PTUM: from the user embedding of the sequence without the masked behaviours
+                queries = encoded.user_embedding[rows]  # (M, H)
+            candidates = table[mbp_candidate_index]  # (M, 1 + K, H)
+            scores = torch.einsum("mh,mkh->mk", queries, candidates)  # (M, 1 + K)
+            loss, out.mbp_loss, out.mbp_accuracy = contrastive_loss_from_scores(scores, mbp_normalizer)
+            total = total + config.mbp_loss_weight * loss
+
+        if objective == "userbert" and bsm_candidate_index is not None and config.bsm_loss_weight > 0:
+            valid = bsm_valid.bool() if bsm_valid is not None else torch.ones_like(bsm_candidate_index[:, 0, 0]).bool()
+            b, c, l2 = bsm_candidate_index.shape
+            index = bsm_candidate_index[valid].reshape(-1, l2)  # (V * (1 + P), L2)
+            mask = bsm_candidate_mask[valid].reshape(-1, l2)
+            candidates = self.userbert.encode_sequences(table[index], mask).user_embedding.view(-1, c, table.shape[-1])
+            scores = torch.einsum("vh,vch->vc", encoded.user_embedding[valid], candidates)  # (V, 1 + P)
+            loss, out.bsm_loss, out.bsm_accuracy = contrastive_loss_from_scores(scores, bsm_normalizer)
+            total = total + config.bsm_loss_weight * loss
+
+        if objective == "ptum" and nbp_candidate_index is not None and config.bsm_loss_weight > 0:
+            # nbp_candidate_index: (B, next_k, 1 + K)
+            queries = torch.stack([proj(encoded.user_embedding) for proj in self.nbp_projections], 1)  # (B, k, H)
+            scores = torch.einsum("bkh,bkch->bkc", queries, table[nbp_candidate_index])  # (B, k, 1 + K)
+            valid = nbp_valid.bool() if nbp_valid is not None else torch.ones_like(scores[..., 0]).bool()
+            loss, out.nbp_loss, out.nbp_accuracy = contrastive_loss_from_scores(scores[valid], bsm_normalizer)
+            total = total + config.bsm_loss_weight * loss
+
+        if objective == "cp" and view_index is not None:
+            view = self.userbert.encode_sequences(table[view_index], view_attention_mask, view_masked_positions)
+            loss, out.cp_loss, out.cp_accuracy = in_batch_contrastive_loss(
+                encoded.user_embedding, view.user_embedding, config.cp_temperature, bsm_normalizer
+            )
+            total = total + loss
+
+        out.loss = total
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        return out if return_dict else out.to_tuple()
+
+
+__all__ = [
+    "UserBertPreTrainedModel",
+    "UserBertModel",
+    "UserBertModelOutput",
+    "UserBertForPreTraining",
+    "UserBertForPreTrainingOutput",
+    "contrastive_loss_from_scores",
+    "in_batch_contrastive_loss",
+]

@@ -1,0 +1,403 @@
+"""Medium-hard negative sampling (Section 3.3 of the paper), with the ``random`` and ``hardest`` ablations.
+
+* Behaviour pool (MBP): at every step, ``behavior_pool_size`` behaviours are drawn uniformly from the whole
+  behaviour set and encoded with the current behaviour encoder; each masked behaviour takes the K pool
+  behaviours most cosine-similar to it, never one identical to it (same id, or same text).
+* Sequence pool (BSM): every ``sequence_pool_interval`` steps, ``sequence_pool_size`` sequences are cropped
+  from random users and encoded with the model as it is at that step; each target sequence A takes the P pool
+  candidates most cosine-similar to it among those of other users that do not overlap A in time. The chosen
+  candidates are re-encoded with the current model for the loss (by the model's forward).
+
+Randomness is a function of ``(seed, step)`` only, so every rank draws the same pools and a resumed run draws
+what an uninterrupted one would. The sequence pool (and its encodings, which depend on the model at refresh
+time) is part of the state saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from .collation import BehaviorCatalog, build_behavior_table, pad_sequences
+
+STRATEGIES = ("medium_hard", "random", "hardest")
+_BEHAVIOR_POOL, _SEQUENCE_POOL, _FALLBACK, _RANDOM = 11, 12, 13, 14
+STATE_FILE = "negative_sampler.safetensors"
+STATE_META_FILE = "negative_sampler.json"
+
+
+def step_generator(seed: int, step: int, salt: int) -> torch.Generator:
+    """A torch generator determined by (seed, step, salt): identical on every rank and after resume."""
+    g = torch.Generator()
+    g.manual_seed(int(np.random.SeedSequence([seed & 0xFFFFFFFF, step, salt]).generate_state(1)[0]))
+    return g
+
+
+def top_k_allowed(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (N, k) of the k highest-scoring allowed columns of ``scores`` (N, P) and whether each pick is
+    valid (False where fewer than k columns were allowed)."""
+    scores = scores.float().masked_fill(~allowed, float("-inf"))
+    k_eff = min(k, scores.shape[1])
+    values, indices = scores.topk(k_eff, dim=-1)  # (N, k_eff)
+    if k_eff < k:
+        pad = k - k_eff
+        indices = torch.cat([indices, indices.new_zeros(indices.shape[0], pad)], 1)
+        values = torch.cat([values, values.new_full((values.shape[0], pad), float("-inf"))], 1)
+    return indices, torch.isfinite(values)
+
+
+def top_k_by_cosine(
+    target_embeddings: torch.Tensor, pool_embeddings: torch.Tensor, allowed: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (N, k) of the k most cosine-similar allowed pool rows for each target, and whether each pick is
+    valid (False where fewer than k rows were allowed).
+
+    Args:
+        target_embeddings: (N, H). pool_embeddings: (P, H). allowed: (N, P) bool.
+    """
+    sim = F.normalize(target_embeddings.float(), dim=-1) @ F.normalize(pool_embeddings.float(), dim=-1).T  # (N, P)
+    return top_k_allowed(sim, allowed, k)
+
+
+@dataclass
+class SequencePool:
+    """Cropped candidate sequences and their encodings from the step they were drawn at."""
+
+    step: int
+    ids: torch.Tensor  # (u, Lc) behaviour ids, right-padded
+    users: torch.Tensor  # (u,) dataset row of the user each crop came from
+    windows: torch.Tensor  # (u, 2) first and last timestamp of each crop
+    embeddings: torch.Tensor  # (u, H) user embeddings at ``step``
+
+
+class MediumHardNegativeSampler:
+    """Chooses negatives for masked behaviour prediction and behaviour sequence matching.
+
+    Args:
+        catalog: how to encode any behaviour id (``BehaviorCatalog``).
+        users: the pre-training ``datasets.Dataset`` (``behavior_ids``, ``timestamps`` per user), for cropping
+            candidate sequences.
+        strategy: ``medium_hard`` (paper), ``random`` (uniform negatives) or ``hardest`` (top-K over the whole
+            behaviour set, refreshed every ``sequence_pool_interval`` steps; candidate sequences from a pool of
+            all users' crops).
+        behavior_pool_size: m, behaviours drawn per step (paper: 1,000).
+        sequence_pool_size: u, sequences cropped per refresh (paper: 100).
+        sequence_pool_interval: T, steps between refreshes (paper: 50).
+        num_behavior_negatives: K (paper: 4). num_sequence_negatives: P (paper: 4).
+        min_crop_behaviors: shortest cropped candidate sequence.
+        seed: base seed.
+        encode_batch_size: behaviours / sequences encoded per forward when building pools.
+
+    Example:
+
+    ```python
+    >>> sampler = MediumHardNegativeSampler(catalog, users_dataset, behavior_pool_size=1000)
+    >>> pool_ids = sampler.behavior_pool_ids(step=0)  # the same on every rank
+    ```
+    """
+
+    def __init__(
+        self,
+        catalog: BehaviorCatalog,
+        users=None,
+        strategy: str = "medium_hard",
+        behavior_pool_size: int = 1000,
+        sequence_pool_size: int = 100,
+        sequence_pool_interval: int = 50,
+        num_behavior_negatives: int = 4,
+        num_sequence_negatives: int = 4,
+        min_crop_behaviors: int = 2,
+        seed: int = 42,
+        encode_batch_size: int = 1024,
+    ):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"negative sampling strategy {strategy!r} is not one of {STRATEGIES}")
+        if catalog.num_behaviors - 1 <= num_behavior_negatives:
+            raise ValueError(
+                f"{catalog.num_behaviors - 1} behaviours cannot give {num_behavior_negatives} negatives per target"
+            )
+        if sequence_pool_interval < 1 or behavior_pool_size < 1 or sequence_pool_size < 1:
+            raise ValueError("pool sizes and sequence_pool_interval must be >= 1")
+        self.catalog = catalog
+        self.users = users
+        self.strategy = strategy
+        self.behavior_pool_size = min(behavior_pool_size, catalog.num_behaviors - 1)
+        self.sequence_pool_size = sequence_pool_size
+        self.sequence_pool_interval = sequence_pool_interval
+        self.num_behavior_negatives = num_behavior_negatives
+        self.num_sequence_negatives = num_sequence_negatives
+        self.min_crop_behaviors = min_crop_behaviors
+        self.seed = seed
+        self.encode_batch_size = encode_batch_size
+        self.sequence_pool: SequencePool | None = None
+        self.full_behavior_embeddings: torch.Tensor | None = None  # "hardest": all behaviours, refreshed every T
+        self.full_behavior_step = -1
+        self.counters = {"sequence_pool_refreshes": 0, "bsm_fallback_negatives": 0, "bsm_targets_without_negatives": 0}
+
+    # ------------------------------------------------------------------ encoding helpers
+    @staticmethod
+    def _world():
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _sharded(self, n: int, encode_chunk) -> torch.Tensor:
+        """Encode rows [0, n) split across ranks (each rank a contiguous shard), gathered on every rank."""
+        rank, world = self._world()
+        per_rank = -(-n // world)
+        start, stop = min(rank * per_rank, n), min((rank + 1) * per_rank, n)
+        parts = [encode_chunk(i, min(i + self.encode_batch_size, stop)) for i in range(start, stop, self.encode_batch_size)]
+        local = torch.cat(parts) if parts else None
+        if world == 1:
+            return local
+        hidden = local.shape[-1] if local is not None else self._hidden_size
+        padded = torch.zeros(per_rank, hidden, device=self._device)
+        if local is not None:
+            padded[: len(local)] = local
+        gathered = [torch.empty_like(padded) for _ in range(world)]
+        torch.distributed.all_gather(gathered, padded)
+        return torch.cat(gathered)[:n]
+
+    @torch.no_grad()
+    def encode_behaviors(self, user_model, ids: torch.Tensor, sharded: bool = False) -> torch.Tensor:
+        """Behaviour-encoder vectors (N, H) of behaviour ids (N,), without gradient, in eval mode."""
+        device = next(user_model.parameters()).device
+        self._device, self._hidden_size = device, user_model.config.hidden_size
+        was_training = user_model.training
+        user_model.eval()
+        try:
+            def chunk(i, j):
+                return user_model.encode_behaviors(**self.catalog.table_inputs(ids[i:j].to(device))).float()
+
+            if sharded:
+                return self._sharded(len(ids), chunk)
+            return torch.cat([chunk(i, i + self.encode_batch_size) for i in range(0, len(ids), self.encode_batch_size)])
+        finally:
+            user_model.train(was_training)
+
+    @torch.no_grad()
+    def encode_sequences(
+        self, user_model, ids: torch.Tensor, masked_positions: torch.Tensor | None = None, sharded: bool = False
+    ) -> torch.Tensor:
+        """User embeddings (N, H) of padded behaviour-id sequences (N, L), without gradient, in eval mode."""
+        device = next(user_model.parameters()).device
+        self._device, self._hidden_size = device, user_model.config.hidden_size
+        was_training = user_model.training
+        user_model.eval()
+        try:
+            def chunk(i, j):
+                part = ids[i:j].to(device)
+                table, (index,) = build_behavior_table(self.catalog, part)
+                masked = masked_positions[i:j].to(device) if masked_positions is not None else None
+                embeddings = user_model.encode_behaviors(**table)[index]
+                return user_model.encode_sequences(embeddings, part != 0, masked).user_embedding.float()
+
+            if sharded:
+                return self._sharded(len(ids), chunk)
+            return torch.cat([chunk(i, i + self.encode_batch_size) for i in range(0, len(ids), self.encode_batch_size)])
+        finally:
+            user_model.train(was_training)
+
+    # ------------------------------------------------------------------ behaviour negatives (MBP)
+    def behavior_pool_ids(self, step: int) -> torch.Tensor:
+        """The m behaviour ids of the pool at ``step``: uniform without replacement over ids 1..M-1."""
+        g = step_generator(self.seed, step, _BEHAVIOR_POOL)
+        num = self.catalog.num_behaviors - 1
+        if num <= 2_000_000:
+            return torch.randperm(num, generator=g)[: self.behavior_pool_size] + 1
+        return torch.randint(1, num + 1, (self.behavior_pool_size,), generator=g)
+
+    def _allowed(self, target_ids: torch.Tensor, pool_ids: torch.Tensor) -> torch.Tensor:
+        return ~self.catalog.identical(target_ids[:, None].cpu(), pool_ids[None, :].cpu())
+
+    def sample_behavior_negatives(self, user_model, target_ids: torch.Tensor, step: int) -> torch.Tensor:
+        """Negative behaviour ids (N, K) for masked behaviours ``target_ids`` (N,)."""
+        k = self.num_behavior_negatives
+        if len(target_ids) == 0:
+            return torch.zeros(0, k, dtype=torch.long)
+        target_ids = target_ids.cpu()
+        if self.strategy == "random":
+            return self.random_behavior_negatives(target_ids, step)
+        if self.strategy == "hardest":
+            if self.full_behavior_embeddings is None or step - self.full_behavior_step >= self.sequence_pool_interval:
+                all_ids = torch.arange(1, self.catalog.num_behaviors)
+                self.full_behavior_embeddings = self.encode_behaviors(user_model, all_ids, sharded=True).cpu()
+                self.full_behavior_step = step
+            pool_ids = torch.arange(1, self.catalog.num_behaviors)
+            pool_embeddings = self.full_behavior_embeddings
+        else:
+            pool_ids = self.behavior_pool_ids(step)
+            pool_embeddings = self.encode_behaviors(user_model, pool_ids, sharded=True).cpu()
+        target_embeddings = self.encode_behaviors(user_model, target_ids).cpu()
+        picks, ok = top_k_by_cosine(target_embeddings, pool_embeddings, self._allowed(target_ids, pool_ids), k)
+        negatives = pool_ids[picks]
+        if not ok.all():  # a pool (almost) full of duplicates of the target: top up with random negatives
+            negatives = torch.where(ok, negatives, self.random_behavior_negatives(target_ids, step))
+        return negatives
+
+    def random_behavior_negatives(self, target_ids: torch.Tensor, step: int) -> torch.Tensor:
+        """K uniformly random behaviour ids per target (N,), never identical to the target."""
+        g = step_generator(self.seed, step, _RANDOM)
+        k, num = self.num_behavior_negatives, self.catalog.num_behaviors - 1
+        out = torch.randint(1, num + 1, (len(target_ids), k), generator=g)
+        for _ in range(100):
+            bad = self.catalog.identical(target_ids[:, None], out)  # (N, k)
+            if not bad.any():
+                return out
+            out[bad] = torch.randint(1, num + 1, (int(bad.sum()),), generator=g)
+        raise RuntimeError("could not draw negatives different from their targets (is every behaviour identical?)")
+
+    # ------------------------------------------------------------------ sequence negatives (BSM)
+    def _crop(self, row: dict, rng: np.random.Generator, exclude_window=None):
+        """A random contiguous crop of a user's behaviours, optionally only from behaviours outside a window."""
+        ids = np.asarray(row["behavior_ids"], dtype=np.int64)
+        ts = np.asarray(row.get("timestamps") or np.arange(len(ids)), dtype=np.int64)
+        if exclude_window is not None:
+            # Keep a contiguous run entirely before or entirely after the window.
+            before, after = ts < exclude_window[0], ts > exclude_window[1]
+            options = [sel for sel in (before, after) if sel.sum() >= 1]
+            if not options:
+                return None
+            sel = options[int(rng.integers(0, len(options)))]
+            ids, ts = ids[sel], ts[sel]
+        n = len(ids)
+        if n == 0:
+            return None
+        low = min(self.min_crop_behaviors, n)
+        size = int(rng.integers(low, n + 1))
+        start = int(rng.integers(0, n - size + 1))
+        return ids[start : start + size], ts[start : start + size]
+
+    def maybe_refresh_sequence_pool(self, user_model, step: int) -> bool:
+        """Re-draw and re-encode the sequence pool when ``step`` starts a new interval (exactly every T steps:
+        steps 0, T, 2T, ...). Returns whether it was refreshed."""
+        pool_step = (step // self.sequence_pool_interval) * self.sequence_pool_interval
+        if self.sequence_pool is not None and self.sequence_pool.step == pool_step:
+            return False
+        g = np.random.default_rng([self.seed & 0xFFFFFFFF, pool_step, _SEQUENCE_POOL])
+        num_users = len(self.users)
+        size = self.sequence_pool_size if self.strategy != "hardest" else min(num_users, 10 * self.sequence_pool_size)
+        chosen = g.choice(num_users, size=min(size, num_users), replace=False)
+        crops, users, windows = [], [], []
+        for user in sorted(chosen.tolist()):
+            crop = self._crop(self.users[int(user)], g)
+            if crop is None:
+                continue
+            ids, ts = crop
+            crops.append(ids.tolist())
+            users.append(int(user))
+            windows.append([int(ts.min()), int(ts.max())])
+        ids = pad_sequences(crops)
+        embeddings = self.encode_sequences(user_model, ids, sharded=True).cpu()
+        self.sequence_pool = SequencePool(
+            pool_step, ids, torch.tensor(users, dtype=torch.long), torch.tensor(windows, dtype=torch.long).view(-1, 2), embeddings
+        )
+        self.counters["sequence_pool_refreshes"] += 1
+        return True
+
+    def sample_sequence_negatives(
+        self,
+        user_model,
+        target_embeddings: torch.Tensor,
+        target_users: torch.Tensor,
+        target_windows: torch.Tensor,
+        step: int,
+    ) -> tuple[list[list[list[int]]], torch.Tensor]:
+        """P negative sequences for each target A.
+
+        Args:
+            target_embeddings: (B, H) embeddings of the target sequences (current model, no gradient).
+            target_users: (B,) dataset rows of the targets' users. target_windows: (B, 2) time span of each A.
+
+        Returns ``(negatives, has_negatives)``: ``negatives[b]`` is a list of P behaviour-id lists (from users other
+        than ``target_users[b]`` whose crops do not overlap A in time), ``has_negatives`` (B,) bool.
+        """
+        self.maybe_refresh_sequence_pool(user_model, step)
+        pool, p = self.sequence_pool, self.num_sequence_negatives
+        other_user = pool.users[None, :] != target_users[:, None].cpu()  # (B, u)
+        windows = target_windows.cpu()
+        no_overlap = (pool.windows[None, :, 1] < windows[:, None, 0]) | (pool.windows[None, :, 0] > windows[:, None, 1])
+        allowed = other_user & no_overlap  # (B, u)
+        if self.strategy == "random":
+            g = step_generator(self.seed, step, _RANDOM)
+            picks, ok = top_k_allowed(torch.rand(allowed.shape, generator=g), allowed, p)
+        else:
+            picks, ok = top_k_by_cosine(target_embeddings.cpu(), pool.embeddings, allowed, p)
+        negatives, has = [], []
+        for b in range(len(target_users)):
+            chosen = [pool.ids[j][pool.ids[j] != 0].tolist() for j, good in zip(picks[b].tolist(), ok[b].tolist()) if good]
+            if len(chosen) < p:  # not enough valid candidates in the pool: crop from other users outside A's span
+                chosen += self._fallback_crops(int(target_users[b]), windows[b].tolist(), p - len(chosen), step)
+            if len(chosen) < p:
+                self.counters["bsm_targets_without_negatives"] += 1
+                has.append(False)
+                chosen = chosen + [[0]] * (p - len(chosen))
+            else:
+                has.append(True)
+            negatives.append(chosen)
+        return negatives, torch.tensor(has, dtype=torch.bool)
+
+    def _fallback_crops(self, user: int, window: list[int], needed: int, step: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, step, user, _FALLBACK])
+        out, num_users = [], len(self.users)
+        for candidate in rng.permutation(num_users)[: max(50, 10 * needed)].tolist():
+            if candidate == user:
+                continue
+            crop = self._crop(self.users[int(candidate)], rng, exclude_window=window)
+            if crop is not None:
+                out.append(crop[0].tolist())
+                self.counters["bsm_fallback_negatives"] += 1
+                if len(out) == needed:
+                    break
+        return out
+
+    # ------------------------------------------------------------------ state (saved in checkpoints)
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors, meta = {}, {"strategy": self.strategy, "seed": self.seed, "counters": self.counters}
+        if self.sequence_pool is not None:
+            pool = self.sequence_pool
+            meta["sequence_pool_step"] = pool.step
+            tensors.update(pool_ids=pool.ids, pool_users=pool.users, pool_windows=pool.windows, pool_embeddings=pool.embeddings)
+        if self.full_behavior_embeddings is not None:
+            meta["full_behavior_step"] = self.full_behavior_step
+            tensors["full_behavior_embeddings"] = self.full_behavior_embeddings
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        self.counters.update(meta.get("counters", {}))
+        if "sequence_pool_step" in meta:
+            self.sequence_pool = SequencePool(
+                int(meta["sequence_pool_step"]), tensors["pool_ids"], tensors["pool_users"],
+                tensors["pool_windows"], tensors["pool_embeddings"],
+            )
+        if "full_behavior_step" in meta:
+            self.full_behavior_step = int(meta["full_behavior_step"])
+            self.full_behavior_embeddings = tensors["full_behavior_embeddings"]
+
+    def save(self, directory: str) -> None:
+        tensors, meta = self.state_dict()
+        save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(directory, STATE_FILE))
+        with open(os.path.join(directory, STATE_META_FILE), "w") as f:
+            json.dump(meta, f)
+
+    def load(self, directory: str) -> bool:
+        meta_path, tensor_path = os.path.join(directory, STATE_META_FILE), os.path.join(directory, STATE_FILE)
+        if not os.path.exists(meta_path):
+            return False
+        try:
+            with open(meta_path) as f:
+                meta = json.load(f)
+            tensors = load_file(tensor_path)
+        except Exception as err:  # truncated or corrupted state: name the file
+            raise ValueError(f"Could not read the negative sampler state in {directory}: {err}") from err
+        self.load_state_dict(tensors, meta)
+        return True
+
+
+__all__ = ["MediumHardNegativeSampler", "SequencePool", "STRATEGIES", "top_k_allowed", "top_k_by_cosine", "step_generator"]
