@@ -57,7 +57,11 @@ class BehaviorCatalog:
         """Model inputs for a table of behaviour ids (U,): ``behavior_ids`` or ``behavior_token_ids`` (U, W)."""
         if self.token_ids is None:
             return {"behavior_ids": unique_ids}
-        return {"behavior_token_ids": self.token_ids[unique_ids.cpu()].to(unique_ids.device)}
+        tokens = self.token_ids[unique_ids.cpu()]  # (U, max_words)
+        # Drop word columns that are padding for every behaviour of the table: outputs are unchanged (padding
+        # words are masked) and short texts are not encoded at full length.
+        used = int((tokens != 0).any(0).nonzero().max()) + 1 if bool((tokens != 0).any()) else 1
+        return {"behavior_token_ids": tokens[:, :used].to(unique_ids.device)}
 
     def identical(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Whether behaviours ``a`` and ``b`` (broadcastable id tensors, e.g. (N, 1) and (1, M)) are the same

@@ -252,6 +252,10 @@ class UserBertPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
+        # Glorot-uniform dense and convolution weights (the Keras defaults of the paper's implementation): the
+        # dot-product matchers need embeddings of a usable scale from the first step.
+        if isinstance(module, (nn.Linear, nn.Conv1d)):
+            init.xavier_uniform_(module.weight)
         if isinstance(module, nn.GRU):
             for name, param in module.named_parameters():
                 if "weight" in name:

@@ -1,0 +1,73 @@
+"""What travels with a user model besides its weights: the behaviour id vocabulary and, for text behaviours,
+the word tokenizer. Saved next to the model and read from a local folder or a Hub repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .collation import BehaviorCatalog
+from .vocabulary import VOCAB_FILE_NAME, BehaviorVocabulary
+
+
+def resolve_model_file(name_or_path: str, filename: str, required: bool = True) -> str | None:
+    """Path of ``filename`` in a local model folder or a Hub repository (downloaded into the HF cache)."""
+    if os.path.isdir(name_or_path):
+        path = Path(name_or_path) / filename
+        if path.exists():
+            return str(path)
+        if required:
+            raise FileNotFoundError(f"{path} does not exist: {name_or_path} is not a userbert_hf model folder")
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return hf_hub_download(name_or_path, filename)
+    except EntryNotFoundError:
+        if required:
+            raise FileNotFoundError(f"{filename} is missing from the Hub repository {name_or_path}") from None
+        return None
+
+
+def save_user_model_assets(output_dir: str, vocabulary: BehaviorVocabulary, tokenizer=None) -> None:
+    """Write the behaviour vocabulary (and tokenizer) next to a saved model."""
+    os.makedirs(output_dir, exist_ok=True)
+    vocabulary.save(output_dir)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(output_dir)
+
+
+def load_user_model_assets(name_or_path: str, config) -> tuple[BehaviorVocabulary, object | None]:
+    """Vocabulary (frozen) and tokenizer of a pre-trained user model, checked against its config: a
+    vocabulary or tokenizer that does not match the model is rejected with a clear error."""
+    vocab_path = resolve_model_file(name_or_path, VOCAB_FILE_NAME)
+    vocabulary = BehaviorVocabulary.load(vocab_path)
+    if len(vocabulary) > config.behavior_vocab_size:
+        raise ValueError(
+            f"{vocab_path} has {len(vocabulary)} behaviours but the model's config.behavior_vocab_size is "
+            f"{config.behavior_vocab_size}: the vocabulary does not belong to this model"
+        )
+    vocabulary.freeze()
+    tokenizer = None
+    if config.behavior_type == "text":
+        from transformers import PreTrainedTokenizerFast
+
+        from .tokenization_userbert import check_tokenizer_matches
+
+        tokenizer_file = resolve_model_file(name_or_path, "tokenizer.json")
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(Path(tokenizer_file).parent))
+        check_tokenizer_matches(tokenizer, config.word_vocab_size)
+    return vocabulary, tokenizer
+
+
+def build_catalog(vocabulary: BehaviorVocabulary, config, tokenizer=None) -> BehaviorCatalog:
+    """The ``BehaviorCatalog`` of a vocabulary for a model config (word ids for text behaviours)."""
+    if config.behavior_type == "text":
+        if tokenizer is None:
+            raise ValueError("text behaviours need the word tokenizer saved with the model")
+        return BehaviorCatalog.from_vocabulary(vocabulary, tokenizer, config.max_words)
+    return BehaviorCatalog(len(vocabulary))
+
+
+__all__ = ["resolve_model_file", "save_user_model_assets", "load_user_model_assets", "build_catalog"]

@@ -1,0 +1,210 @@
+"""The main job: pre-train a user model with UserBERT (or PTUM / CP) and write a Hub-ready folder.
+
+``userbert pretrain`` and ``examples/run_pretraining.py`` run :func:`main`. With no arguments it pre-trains a
+small NRMS-style user model on the bundled MovieLens ml-latest-small data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from transformers import HfArgumentParser, set_seed
+
+from .assets import build_catalog, load_user_model_assets, save_user_model_assets
+from .configuration_userbert import PRESETS, UserBertConfig
+from .data_loading import load_behavior_data
+from .model_card import build_model_card, save_run_results
+from .modeling_userbert import UserBertForPreTraining
+from .tokenization_userbert import build_word_tokenizer
+from .trainer import UserBertTrainer, UserBertTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainingDataArguments:
+    """Which behaviour logs to pre-train on."""
+
+    data: str = field(
+        default="movielens",
+        metadata={"help": "'movielens' (bundled), a MovieLens/MIND folder, Beauty.txt or an event log file."},
+    )
+    max_behaviors: int = field(default=100, metadata={"help": "Most recent behaviours kept per user."})
+    min_word_frequency: int = field(default=1, metadata={"help": "Words seen fewer times become [UNK]."})
+    strict_data: bool = field(default=False, metadata={"help": "Turn skipped bad input rows into errors."})
+
+
+@dataclass
+class PretrainingModelArguments:
+    """Which user model to pre-train."""
+
+    preset: str = field(default="nrms", metadata={"help": f"User model preset, one of {sorted(PRESETS)}."})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Continue pre-training a saved UserBERT model (folder or Hub name)."}
+    )
+    objective: str = field(default="userbert", metadata={"help": "userbert (MBP+BSM), ptum or cp."})
+    hidden_size: int | None = field(default=128, metadata={"help": "Hidden size (paper: 256)."})
+    attention_query_size: int | None = field(default=64, metadata={"help": "Additive attention query size (paper: 200)."})
+    num_attention_heads: int | None = field(default=8, metadata={"help": "Heads of self-attention encoders."})
+    mbp_loss_weight: float = field(default=1.0, metadata={"help": "Weight of masked behaviour prediction (0 = off)."})
+    bsm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of behaviour sequence matching (0 = off)."})
+    dropout: float = field(default=0.2, metadata={"help": "Dropout (paper: 0.2)."})
+
+
+@dataclass
+class PretrainingArguments(UserBertTrainingArguments):
+    """Training arguments with defaults for the bundled-data job (a few minutes on 2 CPU cores)."""
+
+    output_dir: str = field(default="outputs/userbert-pretrained", metadata={"help": "Where the model is written."})
+    max_steps: int = field(default=300, metadata={"help": "Optimizer steps."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Users per batch (paper: 32)."})
+    learning_rate: float = field(
+        default=5e-4, metadata={"help": "Adam(W) learning rate (paper: 1e-5 on 63M behaviours; higher for small data)."}
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    save_steps: float = field(default=100, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = HfArgumentParser((PretrainingDataArguments, PretrainingModelArguments, PretrainingArguments))
+    if argv and len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, tokenizer) -> UserBertConfig:
+    overrides = {
+        k: v
+        for k, v in dict(
+            hidden_size=model_args.hidden_size,
+            word_embedding_size=model_args.hidden_size,
+            attention_query_size=model_args.attention_query_size,
+            num_attention_heads=model_args.num_attention_heads,
+            intermediate_size=4 * model_args.hidden_size if model_args.hidden_size else None,
+        ).items()
+        if v is not None
+    }
+    preset = UserBertConfig.from_preset(model_args.preset)
+    if preset.behavior_type == "text" and not vocabulary.has_text:
+        raise ValueError(
+            f"preset {model_args.preset!r} encodes behaviour texts but {data_args.data} has none; "
+            "use an ID preset (gru4rec, bert4rec)"
+        )
+    return UserBertConfig.from_preset(
+        model_args.preset,
+        behavior_vocab_size=len(vocabulary),
+        word_vocab_size=len(tokenizer) if tokenizer is not None else 2,
+        max_behaviors=data_args.max_behaviors,
+        pretraining_objective=model_args.objective,
+        mbp_loss_weight=model_args.mbp_loss_weight,
+        bsm_loss_weight=model_args.bsm_loss_weight,
+        dropout=model_args.dropout,
+        **overrides,
+    )
+
+
+def run_pretraining(data_args, model_args, training_args) -> dict:
+    """Pre-train and save; returns the final metrics."""
+    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    set_seed(training_args.seed)
+
+    # 1. Load the behaviour logs (one row per user, behaviours in time order). Continuing from a saved model
+    #    reuses its vocabulary and tokenizer so ids map the same way.
+    tokenizer = None
+    if model_args.model_name_or_path:
+        config = UserBertConfig.from_pretrained(model_args.model_name_or_path)
+        vocabulary, tokenizer = load_user_model_assets(model_args.model_name_or_path, config)
+        data = load_behavior_data(
+            data_args.data, max_behaviors=data_args.max_behaviors, vocabulary=vocabulary, strict=data_args.strict_data
+        )
+    else:
+        data = load_behavior_data(data_args.data, max_behaviors=data_args.max_behaviors, strict=data_args.strict_data)
+        vocabulary = data.vocabulary
+
+    # 2. Build the word tokenizer for text behaviours (when pre-training from scratch).
+    if not model_args.model_name_or_path and PRESETS[model_args.preset.lower()].get("behavior_type") == "text":
+        if vocabulary.has_text:
+            tokenizer = build_word_tokenizer(
+                vocabulary.texts, min_frequency=data_args.min_word_frequency, max_words=UserBertConfig().max_words
+            )
+
+    # 3. Build the user model and its pre-training heads.
+    if model_args.model_name_or_path:
+        model = UserBertForPreTraining.from_pretrained(model_args.model_name_or_path, pretraining_objective=model_args.objective)
+    else:
+        model = UserBertForPreTraining(build_config(model_args, data_args, vocabulary, tokenizer))
+    catalog = build_catalog(vocabulary, model.config, tokenizer)
+    logger.info("User model: %s parameters, %s", f"{model.num_parameters():,}", model.config.to_diff_dict())
+
+    # 4. Pre-train with the medium-hard negative sampler.
+    trainer = UserBertTrainer(model=model, args=training_args, train_dataset=data.users, catalog=catalog)
+    started = time.time()
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    elapsed = time.time() - started
+
+    # 5. Save a Hub-ready folder: config + safetensors + model code, vocabulary, tokenizer, model card.
+    metrics = final_task_metrics(trainer.state.log_history)
+    metrics["train_runtime_seconds"] = round(elapsed, 1)
+    if trainer.is_world_process_zero():
+        trainer.save_model(training_args.output_dir)
+        save_user_model_assets(training_args.output_dir, vocabulary, tokenizer)
+        settings = {
+            "data": data_args.data, "users": len(data.users), "behaviours": len(vocabulary) - 1,
+            "preset": model_args.preset, "objective": model_args.objective,
+            "negative_sampling": training_args.negative_sampling,
+            "behavior_pool_size": training_args.behavior_pool_size,
+            "sequence_pool_size": training_args.sequence_pool_size,
+            "sequence_pool_interval": training_args.sequence_pool_interval,
+            "num_behavior_negatives": training_args.num_behavior_negatives,
+            "num_sequence_negatives": training_args.num_sequence_negatives,
+            "mask_ratio": training_args.mask_ratio, "max_steps": training_args.max_steps,
+            "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
+            "learning_rate": training_args.learning_rate, "seed": training_args.seed,
+        }
+        save_run_results(training_args.output_dir, {"metrics": metrics, "settings": settings, "data_summary": data.summary.to_dict()})
+        card = build_model_card(
+            title=f"UserBERT {model_args.preset} user model pre-trained on {os.path.basename(str(data_args.data))}",
+            summary=(
+                f"A {model_args.preset} user model pre-trained with the `{model_args.objective}` objective on "
+                f"{len(data.users):,} users and {len(vocabulary) - 1:,} distinct behaviours."
+            ),
+            config=model.config,
+            dataset_name=os.path.basename(str(data_args.data)),
+            data_description=f"`{data_args.data}`, loaded with `userbert_hf.data_loading`:\n\n```\n{data.summary}\n```",
+            settings=settings,
+            metrics={k: v for k, v in metrics.items() if k != "train_runtime_seconds"},
+            task_type="feature-extraction",
+            task_name="User model pre-training",
+            usage=(
+                "from transformers import AutoModel\n"
+                f"model = AutoModel.from_pretrained('{training_args.output_dir}', trust_remote_code=True)\n"
+                "# or, with userbert_hf installed: from userbert_hf import UserBertModel"
+            ),
+        )
+        card.save(os.path.join(training_args.output_dir, "README.md"))
+        print(f"Saved the pre-trained user model to {training_args.output_dir}: {json.dumps(metrics)}")
+    return metrics
+
+
+def final_task_metrics(log_history: list[dict]) -> dict:
+    """The last logged value of each task loss / accuracy."""
+    metrics = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if key.endswith("_loss") or key.endswith("_accuracy") or key == "loss":
+                metrics[key] = value
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> dict:
+    data_args, model_args, training_args = parse_args(argv if argv is not None else sys.argv[1:])
+    return run_pretraining(data_args, model_args, training_args)
+
+
+__all__ = ["PretrainingDataArguments", "PretrainingModelArguments", "PretrainingArguments", "run_pretraining", "main"]

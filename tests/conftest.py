@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny UserBERT configs that build and run in milliseconds on CPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from userbert_hf import UserBertConfig
+
+# Small sizes for every field that scales the model; word_embedding_size != hidden_size on purpose (exercises the
+# word projection of the NRMS text encoder).
+TINY_SIZES = dict(
+    behavior_vocab_size=40,
+    word_vocab_size=60,
+    hidden_size=16,
+    word_embedding_size=12,
+    attention_query_size=8,
+    intermediate_size=32,
+    max_words=8,
+    max_behaviors=16,
+    num_attention_heads=4,
+    dropout=0.0,
+)
+
+
+@pytest.fixture
+def tiny_config():
+    """Factory: ``tiny_config("nrms", aggregator="max")`` -> a tiny ``UserBertConfig`` (preset optional)."""
+
+    def make(preset: str | None = None, **overrides) -> UserBertConfig:
+        settings = {**TINY_SIZES, **overrides}
+        if preset is None:
+            return UserBertConfig(**settings)
+        return UserBertConfig.from_preset(preset, **settings)
+
+    return make
