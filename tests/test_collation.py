@@ -24,23 +24,26 @@ def _text_catalog():
     return BehaviorCatalog(6, tokens)
 
 
-def _run_fenced_doctests(module):
-    """Run a module's docstring examples, which sit inside markdown code fences (``` lines are dropped)."""
+class _FencedParser(doctest.DocTestParser):
+    """Docstring examples sit inside markdown code fences: drop the ``` lines."""
 
-    class FencedParser(doctest.DocTestParser):
-        def parse(self, string, name="<string>"):
-            lines = [line for line in string.splitlines() if not line.strip().startswith("```")]
-            return super().parse("\n".join(lines), name)
+    def parse(self, string, name="<string>"):
+        lines = [line for line in string.splitlines() if not line.strip().startswith("```")]
+        return super().parse("\n".join(lines), name)
 
+
+_DOCTESTS = {t.name.split(".")[-1]: t for t in doctest.DocTestFinder(parser=_FencedParser()).find(collation) if t.examples}
+
+
+@pytest.mark.parametrize("name", sorted(_DOCTESTS))
+def test_docstring_example(name):
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder(parser=FencedParser()).find(module):
-        runner.run(test)
-    return runner.summarize(verbose=False)
+    runner.run(_DOCTESTS[name])
+    assert runner.failures == 0 and runner.tries > 0
 
 
-def test_docstring_examples():
-    result = _run_fenced_doctests(collation)
-    assert result.failed == 0 and result.attempted >= 4
+def test_docstring_examples_exist():
+    assert {"BehaviorCatalog", "UserBertCollator"} <= set(_DOCTESTS)
 
 
 # ----- pad_sequences -----
@@ -84,6 +87,15 @@ def test_build_behavior_table_text_rows_are_catalog_tokens():
     tokens = table["behavior_token_ids"]
     assert tokens.shape == (4, 3)  # ids {0, 1, 2, 4}
     assert torch.equal(tokens[index], catalog.token_ids[ids])
+
+
+def test_text_table_drops_word_columns_padded_for_every_row():
+    tokens = torch.tensor([[0, 0, 0, 0], [5, 6, 7, 0], [8, 0, 0, 0], [9, 4, 0, 0]])
+    catalog = BehaviorCatalog(4, tokens)
+    assert catalog.table_inputs(torch.tensor([0, 2, 3]))["behavior_token_ids"].tolist() == [[0, 0], [8, 0], [9, 4]]
+    assert catalog.table_inputs(torch.tensor([1]))["behavior_token_ids"].tolist() == [[5, 6, 7]]
+    # A table of padding only keeps one word column.
+    assert catalog.table_inputs(torch.tensor([0]))["behavior_token_ids"].tolist() == [[0]]
 
 
 def test_catalog_rejects_token_table_of_wrong_shape():

@@ -489,9 +489,11 @@ print('RESULT ' + json.dumps(result))
 @pytest.fixture(scope="module")
 def remote_code_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("remote")
-    config = UserBertConfig.from_preset("nrms", **{**_TINY_FOR_REMOTE})
+    # Separate config objects: save_pretrained writes auto_map into the (shared) config object, which would
+    # otherwise leak the AutoModel entry of the first checkpoint into the second.
+    config = UserBertConfig.from_preset("nrms", **_TINY_FOR_REMOTE)
     model = _model(config)
-    pretraining = _model(config, UserBertForPreTraining, seed=1)
+    pretraining = _model(UserBertConfig.from_preset("nrms", **_TINY_FOR_REMOTE), UserBertForPreTraining, seed=1)
     model.save_pretrained(root / "model")
     pretraining.save_pretrained(root / "pretraining")
     inputs, mask = _inputs(config, lengths=[4, 1, 3])
@@ -526,12 +528,6 @@ def test_trust_remote_code_without_package(remote_code_run):
                                atol=ATOL, rtol=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a UserBertForPreTraining checkpoint's config.json auto_map lists only AutoConfig and "
-    "AutoModelForPreTraining, so AutoModel.from_pretrained(pretraining_dir, trust_remote_code=True) fails where "
-    "userbert_hf is not installed (it works in-process only through the local AutoModel registration).",
-)
 def test_pretraining_checkpoint_loads_as_user_model_with_remote_code(remote_code_run):
     result, _, expected_pretraining = remote_code_run
     assert "base_from_pretraining" in result, result.get("base_from_pretraining_error")
@@ -581,7 +577,7 @@ def test_contrastive_loss_random_matches_cross_entropy():
 def test_contrastive_loss_empty_input():
     scores = torch.zeros(0, 4, requires_grad=True)
     loss, mean, accuracy = contrastive_loss_from_scores(scores)
-    assert float(loss) == 0.0 and float(mean) == 0.0 and float(accuracy) == 0.0
+    assert loss.item() == 0.0 and mean.item() == 0.0 and accuracy.item() == 0.0
     assert torch.isfinite(loss)
     loss.backward()  # still part of the graph, contributes nothing
     assert scores.grad is not None and scores.grad.shape == (0, 4)
@@ -713,29 +709,32 @@ def test_no_masked_positions_gives_zero_mbp_loss_with_gradient_path(tiny_config)
     batch["masked_positions"] = torch.zeros_like(batch["masked_positions"])
     batch["mbp_candidate_index"] = batch["mbp_candidate_index"][:0]
     out = model(**batch)
-    assert float(out.loss) == 0.0 and float(out.mbp_loss) == 0.0
+    assert out.loss.item() == 0.0 and out.mbp_loss.item() == 0.0
     out.loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
-@pytest.mark.parametrize("context_encoder, changes", [("self_attention", True), ("none", False)])
-def test_mbp_query_is_contextual_state_at_masked_position(tiny_config, context_encoder, changes):
-    config = tiny_config(behavior_type="id", context_encoder=context_encoder, aggregator="attention",
+def test_mbp_query_is_contextual_state_at_masked_position(tiny_config):
+    config = tiny_config(behavior_type="id", context_encoder="self_attention", aggregator="attention",
                          bsm_loss_weight=0.0)
     model = _model(config, UserBertForPreTraining)
     batch = _userbert_batch(config)
     with torch.no_grad():
-        before = model(**batch).mbp_loss
+        before = model(**batch)
         # Replace behaviour (0, 5) (not masked) by a new behaviour appended to the table.
         ids = torch.cat([batch["behavior_ids"], torch.tensor([39])])
         index = batch["behavior_index"].clone()
         index[0, 5] = len(ids) - 1
-        after = model(**{**batch, "behavior_ids": ids, "behavior_index": index}).mbp_loss
-    if changes:  # the query attends to the other behaviours
-        assert abs(float(after) - float(before)) > 1e-5
-    else:  # without a context encoder the query is mask embedding + position only
-        torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
+        after = model(**{**batch, "behavior_ids": ids, "behavior_index": index})
+        # Only user 0 changed: its masked states attend to the new behaviour; the MBP loss moves.
+        assert abs(float(after.mbp_loss) - float(before.mbp_loss)) > 1e-5
+        torch.testing.assert_close(after.user_embedding[1:], before.user_embedding[1:], atol=ATOL, rtol=0)
+        # The query is not the user embedding (that would be the PTUM / no-context variant).
+        table = model.userbert.encode_behaviors(behavior_ids=batch["behavior_ids"])
+        rows, _ = batch["masked_positions"].nonzero(as_tuple=True)
+        user_scores = torch.einsum("mh,mkh->mk", before.user_embedding[rows], table[batch["mbp_candidate_index"]])
+    assert abs(float(_ce(user_scores)) - float(before.mbp_loss)) > 1e-4
 
 
 def _ptum_batch(config, seed=0):
@@ -773,40 +772,47 @@ def test_ptum_objective(tiny_config):
     torch.testing.assert_close(out.nbp_loss, _ce(nbp_scores), atol=ATOL, rtol=1e-5)
 
 
-def test_ptum_drops_masked_behaviours_order_free_model(tiny_config):
-    # No positions, no context, attentive pooling: dropping = removing from the sequence.
+def _mbp_loss_from_compact_sequences(model, config, seq, batch):
+    """MBP loss when the query is the user embedding of the sequence with the masked behaviours removed (and
+    the remaining ones moved up, so the sequence stays left-aligned)."""
+    compact = [s[~m][s[~m] != 0].tolist() for s, m in zip(seq, batch["masked_positions"])]
+    compact_batch = UserBertCollator(_catalog(config))([{"behavior_ids": row} for row in compact])
+    users = model.userbert(**compact_batch).user_embedding  # (B, H)
+    table_inputs = {k: batch[k] for k in ("behavior_ids", "behavior_token_ids") if k in batch}
+    table = model.userbert.encode_behaviors(**table_inputs)
+    rows, _ = batch["masked_positions"].nonzero(as_tuple=True)
+    scores = torch.einsum("mh,mkh->mk", users[rows], table[batch["mbp_candidate_index"]])
+    return _ce(scores), users
+
+
+@pytest.mark.parametrize("objective", ["ptum", "userbert"])
+def test_masked_behaviours_dropped_for_order_free_model(tiny_config, objective):
+    # PTUM, and UserBERT MBP without a context encoder, predict a masked behaviour from the user embedding of the
+    # sequence without the masked behaviours. With no positions, no context and attentive pooling, dropping them
+    # from the mask is the same as removing them from the sequence.
     config = tiny_config(behavior_type="id", context_encoder="none", aggregator="attention",
-                         use_position_embeddings=False, pretraining_objective="ptum")
+                         use_position_embeddings=False, pretraining_objective=objective)
     model = _model(config, UserBertForPreTraining)
     seq, batch = _ptum_batch(config)
     with torch.no_grad():
         out = model(**batch)
-        compact = pad_sequences([s[~m][s[~m] != 0].tolist() for s, m in zip(seq, batch["masked_positions"])])
-        expected = model.userbert(behavior_ids=compact).user_embedding
-    torch.testing.assert_close(out.user_embedding, expected, atol=ATOL, rtol=0)
+        expected_loss, users = _mbp_loss_from_compact_sequences(model, config, seq, batch)
+    torch.testing.assert_close(out.mbp_loss, expected_loss, atol=ATOL, rtol=1e-5)
+    if objective == "ptum":
+        torch.testing.assert_close(out.user_embedding, users, atol=ATOL, rtol=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PTUM drops masked behaviours only from attention_mask (modeling_userbert.py, "
-    "UserBertForPreTraining.forward, `sequence_mask & ~masked_positions`), leaving holes in a left-aligned "
-    "sequence; encode_sequences assumes left alignment (positions from mask.sum, GRU pack lengths, 'last' "
-    "index = mask.sum - 1), so the user embedding is not that of the sequence without the masked behaviours "
-    "(GRU/last reads a zero step and ignores the most recent behaviours; positions are shifted).",
-)
-@pytest.mark.parametrize("preset", ["gru4rec", "nrms"])
-def test_ptum_user_embedding_equals_sequence_without_masked_behaviours(tiny_config, preset):
-    config = tiny_config(preset, pretraining_objective="ptum")
+@pytest.mark.parametrize("preset, objective", [("gru4rec", "ptum"), ("nrms", "ptum"), ("naml", "userbert")])
+def test_dropped_masked_behaviours_equal_compacted_sequence(tiny_config, preset, objective):
+    config = tiny_config(preset, pretraining_objective=objective)
     model = _model(config, UserBertForPreTraining)
     seq, batch = _ptum_batch(config)
-    catalog = _catalog(config)
-    batch.update(catalog.table_inputs(torch.unique(torch.cat([seq.reshape(-1), torch.tensor([0])]))))
     with torch.no_grad():
         out = model(**batch)
-        compact = pad_sequences([s[~m][s[~m] != 0].tolist() for s, m in zip(seq, batch["masked_positions"])])
-        compact_batch = UserBertCollator(catalog)([{"behavior_ids": row[row != 0].tolist()} for row in compact])
-        expected = model.userbert(**compact_batch).user_embedding
-    torch.testing.assert_close(out.user_embedding, expected, atol=ATOL, rtol=0)
+        expected_loss, users = _mbp_loss_from_compact_sequences(model, config, seq, batch)
+    torch.testing.assert_close(out.mbp_loss, expected_loss, atol=ATOL, rtol=1e-5)
+    if objective == "ptum":
+        torch.testing.assert_close(out.user_embedding, users, atol=ATOL, rtol=0)
 
 
 def test_cp_objective(tiny_config):

@@ -25,8 +25,8 @@ class BehaviorCatalog:
 
     ```python
     >>> catalog = BehaviorCatalog(4, torch.tensor([[0, 0], [5, 6], [7, 0], [8, 9]]))
-    >>> catalog.table_inputs(torch.tensor([0, 2]))["behavior_token_ids"].tolist()
-    [[0, 0], [7, 0]]
+    >>> catalog.table_inputs(torch.tensor([0, 2]))["behavior_token_ids"].tolist()  # all-padding columns dropped
+    [[0], [7]]
     ```
     """
 

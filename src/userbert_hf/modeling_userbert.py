@@ -14,6 +14,8 @@ H hidden size.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +32,13 @@ def _masked_fill_min(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Fill positions where ``mask`` is False with the dtype's minimum (a fully masked row gives a uniform
     softmax instead of NaN)."""
     return scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+
+
+def compact_left(index: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move the valid entries of each row to the left, keeping their order: (B, L) ``index`` and bool ``mask``
+    -> the same with dropped behaviours (e.g. PTUM's masked ones) removed instead of leaving holes."""
+    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices  # valid first, order kept
+    return index.gather(1, order), mask.gather(1, order)
 
 
 class UserBertAdditiveAttention(nn.Module):
@@ -249,6 +258,20 @@ class UserBertPreTrainedModel(PreTrainedModel):
     base_model_prefix = "userbert"
     main_input_name = "behavior_ids"
     supports_gradient_checkpointing = False
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as transformers does, then make ``config.json``'s ``auto_map`` name the base user model too, so
+        ``AutoModel.from_pretrained(dir, trust_remote_code=True)`` loads the user model from any UserBERT
+        checkpoint (pre-training or fine-tuned) where this package is not installed."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        config_path = os.path.join(save_directory, "config.json")
+        if os.path.exists(config_path) and os.path.exists(os.path.join(save_directory, "modeling_userbert.py")):
+            with open(config_path) as f:
+                saved = json.load(f)
+            saved.setdefault("auto_map", {}).setdefault("AutoModel", "modeling_userbert.UserBertModel")
+            with open(config_path, "w") as f:
+                json.dump(saved, f, indent=2, sort_keys=True)
+                f.write("\n")
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -520,8 +543,8 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
         # PTUM removes masked behaviours from the sequence instead of replacing them by a mask token.
         sequence_mask = attention_mask.bool()
         if objective == "ptum" and masked_positions is not None:
-            sequence_mask = sequence_mask & ~masked_positions.bool()
-            encoded = self.userbert.encode_sequences(table[behavior_index], sequence_mask)
+            kept_index, kept_mask = compact_left(behavior_index, sequence_mask & ~masked_positions.bool())
+            encoded = self.userbert.encode_sequences(table[kept_index], kept_mask)
         else:
             encoded = self.userbert.encode_sequences(table[behavior_index], sequence_mask, masked_positions)
         out = UserBertForPreTrainingOutput(user_embedding=encoded.user_embedding)
@@ -529,8 +552,15 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
 
         if objective in ("userbert", "ptum") and mbp_candidate_index is not None and config.mbp_loss_weight > 0:
             rows, cols = masked_positions.bool().nonzero(as_tuple=True)  # (M,), (M,)
-            if objective == "userbert":  # from the contextual state at the masked position
+            if objective == "userbert" and config.context_encoder != "none":
+                # UserBERT: from the contextual state at the masked position.
                 queries = encoded.last_hidden_state[rows, cols]  # (M, H)
+            elif objective == "userbert":
+                # Without a context encoder (NAML, NativeCTR) the masked position sees no other behaviour:
+                # predict from the user embedding of the sequence without the masked behaviours, as PTUM does.
+                kept_index, kept_mask = compact_left(behavior_index, sequence_mask & ~masked_positions.bool())
+                unmasked = self.userbert.encode_sequences(table[kept_index], kept_mask)
+                queries = unmasked.user_embedding[rows]  # (M, H)
             else:  # PTUM: from the user embedding of the sequence without the masked behaviours
                 queries = encoded.user_embedding[rows]  # (M, H)
             candidates = table[mbp_candidate_index]  # (M, 1 + K, H)

@@ -76,6 +76,17 @@ class SequencePool:
     embeddings: torch.Tensor  # (u, H) user embeddings at ``step``
 
 
+@dataclass
+class SequenceNegatives:
+    """Negative sequences per target: ``ids[b]`` P behaviour-id lists, ``users[b]`` their users, ``windows[b]``
+    their (first, last) timestamps, ``has_negatives[b]`` whether P valid negatives were found."""
+
+    ids: list
+    users: list
+    windows: list
+    has_negatives: list
+
+
 class MediumHardNegativeSampler:
     """Chooses negatives for masked behaviour prediction and behaviour sequence matching.
 
@@ -308,15 +319,15 @@ class MediumHardNegativeSampler:
         target_users: torch.Tensor,
         target_windows: torch.Tensor,
         step: int,
-    ) -> tuple[list[list[list[int]]], torch.Tensor]:
+    ) -> "SequenceNegatives":
         """P negative sequences for each target A.
 
         Args:
             target_embeddings: (B, H) embeddings of the target sequences (current model, no gradient).
             target_users: (B,) dataset rows of the targets' users. target_windows: (B, 2) time span of each A.
 
-        Returns ``(negatives, has_negatives)``: ``negatives[b]`` is a list of P behaviour-id lists (from users other
-        than ``target_users[b]`` whose crops do not overlap A in time), ``has_negatives`` (B,) bool.
+        Returns a ``SequenceNegatives``: for each target, P behaviour-id lists from users other than the
+        target's whose crops do not overlap A in time, with their users and time spans.
         """
         self.maybe_refresh_sequence_pool(user_model, step)
         pool, p = self.sequence_pool, self.num_sequence_negatives
@@ -329,21 +340,27 @@ class MediumHardNegativeSampler:
             picks, ok = top_k_allowed(torch.rand(allowed.shape, generator=g), allowed, p)
         else:
             picks, ok = top_k_by_cosine(target_embeddings.cpu(), pool.embeddings, allowed, p)
-        negatives, has = [], []
+        result = SequenceNegatives([], [], [], [])
         for b in range(len(target_users)):
-            chosen = [pool.ids[j][pool.ids[j] != 0].tolist() for j, good in zip(picks[b].tolist(), ok[b].tolist()) if good]
-            if len(chosen) < p:  # not enough valid candidates in the pool: crop from other users outside A's span
-                chosen += self._fallback_crops(int(target_users[b]), windows[b].tolist(), p - len(chosen), step)
-            if len(chosen) < p:
+            chosen = [j for j, good in zip(picks[b].tolist(), ok[b].tolist()) if good]
+            ids = [pool.ids[j][pool.ids[j] != 0].tolist() for j in chosen]
+            users = [int(pool.users[j]) for j in chosen]
+            spans = [pool.windows[j].tolist() for j in chosen]
+            if len(ids) < p:  # not enough valid candidates in the pool: crop from other users outside A's span
+                for crop_ids, crop_user, crop_span in self._fallback_crops(int(target_users[b]), windows[b].tolist(), p - len(ids), step):
+                    ids.append(crop_ids)
+                    users.append(crop_user)
+                    spans.append(crop_span)
+            has = len(ids) == p
+            if not has:
                 self.counters["bsm_targets_without_negatives"] += 1
-                has.append(False)
-                chosen = chosen + [[0]] * (p - len(chosen))
-            else:
-                has.append(True)
-            negatives.append(chosen)
-        return negatives, torch.tensor(has, dtype=torch.bool)
+            result.ids.append(ids)
+            result.users.append(users)
+            result.windows.append(spans)
+            result.has_negatives.append(has)
+        return result
 
-    def _fallback_crops(self, user: int, window: list[int], needed: int, step: int) -> list[list[int]]:
+    def _fallback_crops(self, user: int, window: list[int], needed: int, step: int) -> list[tuple[list[int], int, list[int]]]:
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, step, user, _FALLBACK])
         out, num_users = [], len(self.users)
         for candidate in rng.permutation(num_users)[: max(50, 10 * needed)].tolist():
@@ -351,7 +368,8 @@ class MediumHardNegativeSampler:
                 continue
             crop = self._crop(self.users[int(candidate)], rng, exclude_window=window)
             if crop is not None:
-                out.append(crop[0].tolist())
+                ids, ts = crop
+                out.append((ids.tolist(), int(candidate), [int(ts.min()), int(ts.max())]))
                 self.counters["bsm_fallback_negatives"] += 1
                 if len(out) == needed:
                     break
@@ -400,4 +418,4 @@ class MediumHardNegativeSampler:
         return True
 
 
-__all__ = ["MediumHardNegativeSampler", "SequencePool", "STRATEGIES", "top_k_allowed", "top_k_by_cosine", "step_generator"]
+__all__ = ["MediumHardNegativeSampler", "SequencePool", "SequenceNegatives", "STRATEGIES", "top_k_allowed", "top_k_by_cosine", "step_generator"]

@@ -54,6 +54,7 @@ class PretrainingModelArguments:
     mbp_loss_weight: float = field(default=1.0, metadata={"help": "Weight of masked behaviour prediction (0 = off)."})
     bsm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of behaviour sequence matching (0 = off)."})
     dropout: float = field(default=0.2, metadata={"help": "Dropout (paper: 0.2)."})
+    initializer_range: float = field(default=0.02, metadata={"help": "Std of embedding initialisation."})
 
 
 @dataclass
@@ -105,6 +106,7 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         mbp_loss_weight=model_args.mbp_loss_weight,
         bsm_loss_weight=model_args.bsm_loss_weight,
         dropout=model_args.dropout,
+        initializer_range=model_args.initializer_range,
         **overrides,
     )
 

@@ -145,13 +145,15 @@ class UserBertTrainer(Trainer):
             if valid.any() and self.model.config.bsm_loss_weight > 0:
                 rows = valid.nonzero(as_tuple=True)[0]
                 targets = self.sampler.encode_sequences(user_model, seq_ids[rows], cpu["masked_positions"][rows])
-                negs, has = self.sampler.sample_sequence_negatives(
+                negatives = self.sampler.sample_sequence_negatives(
                     user_model, targets, cpu["user_index"][rows], cpu["target_window"][rows], step
                 )
                 for r, row in enumerate(rows.tolist()):
                     positive = cpu["positive_ids"][row]
-                    candidate_seqs[row] = [positive[positive != 0].tolist()] + negs[r]
-                valid[rows[~has]] = False
+                    if negatives.has_negatives[r]:
+                        candidate_seqs[row] = [positive[positive != 0].tolist()] + negatives.ids[r]
+                    else:  # no user offers a sequence outside A's time span: this user sits out BSM
+                        valid[row] = False
             width = max(len(s) for seqs in candidate_seqs for s in seqs)
             bsm_ids = torch.stack([pad_sequences(seqs, length=width) for seqs in candidate_seqs])  # (B, 1 + P, L2)
             table, (index, mbp_index, bsm_index) = build_behavior_table(self.catalog, seq_ids, mbp_candidates, bsm_ids)
