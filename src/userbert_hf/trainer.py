@@ -183,27 +183,46 @@ class UserBertTrainer(Trainer):
         if "sequence_ids" not in inputs:  # already model inputs (e.g. a user calling compute_loss directly)
             outputs = model(**inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
-        outputs = model(**self._model_inputs(model, inputs))
+        model_inputs = self._model_inputs(model, inputs)
+        outputs = model(**model_inputs)
+        rows = self._rows_per_task(model_inputs)
         for name in _LOGGED:
             value = getattr(outputs, name, None)
-            if value is not None:
-                self._task_sums[name] = self._task_sums.get(name, 0.0) + float(value)
-                self._task_counts[name] = self._task_counts.get(name, 0) + 1
+            if value is not None:  # weighted by rows so logs are means over the whole step, all ranks
+                weight = rows[name.split("_")[0]]
+                self._task_sums[name] = self._task_sums.get(name, 0.0) + float(value) * weight
+                self._task_counts[name] = self._task_counts.get(name, 0) + weight
         # Normalisers are global over ranks; DDP averages gradients over ranks, so scale back to a sum.
         loss = outputs.loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
+    @staticmethod
+    def _rows_per_task(model_inputs: dict) -> dict[str, int]:
+        """How many rows each task's mean loss of a micro-batch was taken over."""
+        rows = {"mbp": 0, "bsm": 0, "nbp": 0, "cp": 0}
+        if "mbp_candidate_index" in model_inputs:
+            rows["mbp"] = int(model_inputs["mbp_candidate_index"].shape[0])
+        if "bsm_valid" in model_inputs:
+            rows["bsm"] = int(model_inputs["bsm_valid"].sum())
+        if "nbp_valid" in model_inputs:
+            rows["nbp"] = int(model_inputs["nbp_valid"].sum())
+        if "view_index" in model_inputs:
+            rows["cp"] = 2 * int(model_inputs["view_index"].shape[0])
+        return rows
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._task_sums and "loss" in logs:
             names = sorted(self._task_sums)
-            values = torch.tensor([[self._task_sums[n], self._task_counts[n]] for n in names], device=self.args.device)
+            values = [[self._task_sums[n], self._task_counts[n]] for n in names]
+            values.append([float(self.batch_builder.stats["bsm_excluded_users"]), 0.0])
+            values = torch.tensor(values, dtype=torch.float64, device=self.args.device)
             if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.all_reduce(values)
-            for name, (total, count) in zip(names, values.tolist()):
+                torch.distributed.all_reduce(values)  # sums over ranks
+            for name, (total, count) in zip(names, values[:-1].tolist()):
                 logs[name] = round(total / max(count, 1), 4)
+            logs["bsm_excluded_users"] = int(values[-1, 0])
             if self.sampler is not None:
                 logs["sequence_pool_refreshes"] = self.sampler.counters["sequence_pool_refreshes"]
-            logs["bsm_excluded_users"] = self.batch_builder.stats["bsm_excluded_users"]
             self._task_sums, self._task_counts = {}, {}
         super().log(logs, start_time)
 

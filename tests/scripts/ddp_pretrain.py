@@ -1,0 +1,63 @@
+"""Pre-train a few steps and dump per-rank results (run under torchrun or as one process).
+
+    python -m torch.distributed.run --nproc_per_node 2 tests/scripts/ddp_pretrain.py OUT_DIR BATCH_PER_RANK
+"""
+
+import hashlib
+import json
+import os
+import sys
+
+import torch
+
+from userbert_hf import UserBertConfig, UserBertForPreTraining
+from userbert_hf.collation import BehaviorCatalog
+from userbert_hf.data_loading import load_default_dataset
+from userbert_hf.trainer import UserBertTrainer, UserBertTrainingArguments
+
+
+class RecordingTrainer(UserBertTrainer):
+    """Records the negative pools each rank used."""
+
+    pools: list = []
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        pool = self.sampler.sequence_pool
+        digest = hashlib.sha256(pool.ids.numpy().tobytes() + pool.embeddings.numpy().round(5).tobytes()).hexdigest()
+        step = self.state.global_step
+        self.pools.append({"step": step, "behavior_pool": self.sampler.behavior_pool_ids(step).tolist()[:20],
+                           "sequence_pool": digest})
+        return loss
+
+
+def main(out_dir: str, batch: int) -> None:
+    rank = int(os.environ.get("RANK", 0))
+    data = load_default_dataset(verbose=False, max_behaviors=30)
+    config = UserBertConfig.from_preset(
+        "bert4rec", behavior_vocab_size=len(data.vocabulary), hidden_size=16, intermediate_size=32,
+        num_attention_heads=2, max_behaviors=30, dropout=0.0,
+    )
+    torch.manual_seed(0)
+    model = UserBertForPreTraining(config)
+    args = UserBertTrainingArguments(
+        os.path.join(out_dir, "run"), max_steps=3, per_device_train_batch_size=batch, optim="sgd", learning_rate=0.5,
+        weight_decay=0.0, max_grad_norm=0.0, lr_scheduler_type="constant", use_cpu=True,
+        ddp_backend="gloo" if "RANK" in os.environ else None,
+        logging_steps=1, save_strategy="no", disable_tqdm=True, report_to=[], seed=5, behavior_pool_size=200,
+        sequence_pool_size=40, sequence_pool_interval=2, dataloader_num_workers=0,
+    )
+    trainer = RecordingTrainer(model=model, args=args, train_dataset=data.users, catalog=BehaviorCatalog(len(data.vocabulary)))
+    trainer.train()
+    result = {
+        "world_size": args.world_size,
+        "pools": trainer.pools,
+        "losses": [e for e in trainer.state.log_history if "mbp_loss" in e],
+        "parameters": {n: p.detach().reshape(-1)[:50].tolist() for n, p in trainer.model.named_parameters()},
+    }
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,49 @@
+"""Two CPU processes (gloo) under torchrun give the single-process result of the same global batch."""
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).parent / "scripts" / "ddp_pretrain.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(command, cwd):
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_process_pretraining_matches_one_process(tmp_path):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    single.mkdir()
+    multi.mkdir()
+    _run([sys.executable, str(SCRIPT), str(single), "32"], tmp_path)
+    _run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+         str(SCRIPT), str(multi), "16"],
+        tmp_path,
+    )
+    one = json.loads((single / "rank0.json").read_text())
+    rank0 = json.loads((multi / "rank0.json").read_text())
+    rank1 = json.loads((multi / "rank1.json").read_text())
+    assert (one["world_size"], rank0["world_size"]) == (1, 2)
+    # Every rank drew the same behaviour pool and holds the same sequence pool (ids and gathered encodings).
+    assert rank0["pools"] == rank1["pools"]
+    assert [p["behavior_pool"] for p in rank0["pools"]] == [p["behavior_pool"] for p in one["pools"]]
+    # Same global batch of 32 users -> same losses and the same parameters after 3 SGD steps.
+    for key in ("loss", "mbp_loss", "bsm_loss"):
+        assert [e[key] for e in rank0["losses"]] == pytest.approx([e[key] for e in one["losses"]], abs=1e-4), key
+    for name, values in one["parameters"].items():
+        np.testing.assert_allclose(rank0["parameters"][name], values, atol=1e-5, err_msg=name)
+        assert rank0["parameters"][name] == rank1["parameters"][name]

@@ -1,0 +1,299 @@
+"""End-to-end Hub round trips against a local fake Hub (``tests/hub_server.py``), without internet.
+
+The real ``huggingface_hub`` / ``transformers`` client code runs in fresh subprocesses whose environment points
+``HF_ENDPOINT`` at the fake Hub before anything is imported; the test process only serves the Hub, pre-trains the
+tiny model and computes the reference embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from hub_server import FakeHub
+
+pytestmark = pytest.mark.slow
+
+REPO = "org/userbert-test"
+TRAINER_REPO = "org/userbert-trainer"
+# Fixed users, as raw MovieLens movie ids (oldest first); resolved through whichever vocabulary a process loaded.
+RAW_USERS = [
+    ["1", "2", "3", "6", "10", "32", "47", "50"],
+    ["260", "296", "318", "356", "593"],
+    ["2571", "1196"],
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fixtures: the fake Hub, a tiny pre-trained folder and the reference embeddings of the local model
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hub():
+    with FakeHub() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny model pre-trained by the real job (2 steps on the bundled MovieLens), its fixed inputs and the user
+    embeddings the local model gives for them."""
+    from userbert_hf import UserBertModel
+    from userbert_hf.assets import build_catalog, load_user_model_assets
+    from userbert_hf.collation import UserBertCollator
+    from userbert_hf.pretraining_job import main
+
+    work = tmp_path_factory.mktemp("hub")
+    folder = work / "userbert-tiny"
+    main([
+        "--max_steps", "2", "--behavior_pool_size", "50", "--sequence_pool_size", "10", "--hidden_size", "16",
+        "--attention_query_size", "8", "--num_attention_heads", "2", "--logging_steps", "1", "--save_steps", "2",
+        "--output_dir", str(folder), "--report_to", "none", "--disable_tqdm", "true",
+    ])
+    model = UserBertModel.from_pretrained(folder).eval()
+    vocabulary, tokenizer = load_user_model_assets(str(folder), model.config)
+    batch = UserBertCollator(build_catalog(vocabulary, model.config, tokenizer))(
+        [{"behavior_ids": [vocabulary[raw] for raw in user]} for user in RAW_USERS]
+    )
+    with torch.no_grad():
+        embeddings = model(**batch).user_embedding
+    (work / "users.json").write_text(json.dumps(RAW_USERS))
+    torch.save(dict(batch), work / "batch.pt")
+    return {
+        "work": work, "folder": folder, "embeddings": embeddings, "vocab_size": len(vocabulary),
+        "users": work / "users.json", "batch": work / "batch.pt",
+    }
+
+
+def run_client(hub: FakeHub, script: str, hf_home: Path, *args, extra_env=None, endpoint: str | None = None, timeout=120):
+    """Run ``script`` in a fresh interpreter configured for the fake Hub; return its stdout's last line as JSON."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
+    env.update(hub.client_env(str(hf_home)))
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    if endpoint is not None:
+        env["HF_ENDPOINT"] = endpoint
+    env.update(extra_env or {})
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
+        env=env, capture_output=True, text=True, timeout=timeout, cwd=hf_home,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"client process failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+PUSH = """
+    import json, sys
+    from huggingface_hub import HfApi
+    from userbert_hf import UserBertForPreTraining
+
+    folder, repo = sys.argv[1], sys.argv[2]
+    api = HfApi()
+    user = api.whoami()["name"]
+    api.create_repo(repo, exist_ok=True)
+    # The whole Hub-ready folder written by the pre-training job (model, code, vocabulary, tokenizer, card) ...
+    first = api.upload_folder(folder_path=folder, repo_id=repo, ignore_patterns=["checkpoint-*", "training_args.bin"])
+    # ... and the model's own push_to_hub (same weights: the LFS object is already on the Hub).
+    model = UserBertForPreTraining.from_pretrained(folder)
+    second = model.push_to_hub(repo, commit_message="push_to_hub of the pre-trained model")
+    print(json.dumps({"user": user, "commits": [first.oid, second.oid], "files": api.list_repo_files(repo)}))
+"""
+
+LOAD = """
+    import json, sys
+    import torch
+    import userbert_hf
+    from huggingface_hub import ModelCard
+    from transformers import AutoConfig, AutoModel
+    from userbert_hf import UserBertModel
+    from userbert_hf.assets import build_catalog, load_user_model_assets
+    from userbert_hf.collation import UserBertCollator
+
+    repo, users, batch_file = sys.argv[1], json.load(open(sys.argv[2])), sys.argv[3]
+    config = AutoConfig.from_pretrained(repo)
+    vocabulary, tokenizer = load_user_model_assets(repo, config)
+    batch = UserBertCollator(build_catalog(vocabulary, config, tokenizer))(
+        [{"behavior_ids": [vocabulary[raw] for raw in user]} for user in users]
+    )
+    expected = torch.load(batch_file)
+    out = {"vocab_size": len(vocabulary), "tokenizer": type(tokenizer).__name__,
+           "same_batch": sorted(batch) == sorted(expected) and all(torch.equal(batch[k], expected[k]) for k in batch)}
+    for name, cls in (("auto", AutoModel), ("userbert", UserBertModel)):
+        model = cls.from_pretrained(repo).eval()
+        out[name + "_class"] = f"{type(model).__module__}.{type(model).__name__}"
+        with torch.no_grad():
+            out[name] = model(**batch).user_embedding.tolist()
+    if len(sys.argv) > 4:
+        card = ModelCard.load(repo)
+        out["card_results"] = [(r.metric_type, r.metric_value) for r in card.data.eval_results or []]
+    print(json.dumps(out))
+"""
+
+REMOTE_CODE = """
+    import sys
+    sys.modules["userbert_hf"] = None  # the package is not importable here: only the Hub's copy of the code is
+    try:
+        import userbert_hf
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("userbert_hf should not be importable")
+    import json
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    repo, batch = sys.argv[1], torch.load(sys.argv[2])
+    config = AutoConfig.from_pretrained(repo, trust_remote_code=True)
+    model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+    with torch.no_grad():
+        embedding = model(**batch).user_embedding
+    print(json.dumps({"class": f"{type(model).__module__}.{type(model).__name__}",
+                      "config_class": type(config).__module__, "embedding": embedding.tolist()}))
+"""
+
+MISSING = """
+    import json, sys
+    import userbert_hf
+    from transformers import AutoModel
+
+    try:
+        AutoModel.from_pretrained(sys.argv[1])
+    except OSError as error:
+        print(json.dumps({"error": type(error).__name__, "message": str(error)}))
+    else:
+        raise SystemExit("loading should have failed")
+"""
+
+
+def assert_embeddings_equal(actual, expected: torch.Tensor):
+    torch.testing.assert_close(torch.tensor(actual), expected, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tests (in order: push, download, remote code, offline, trainer, card)
+# ---------------------------------------------------------------------------------------------------------------
+def test_push_then_load_gives_same_embeddings(hub, pretrained, tmp_path_factory):
+    pushed = run_client(hub, PUSH, tmp_path_factory.mktemp("hf_push"), pretrained["folder"], REPO)
+    assert pushed["user"] == "test-user"
+    for name in ("config.json", "model.safetensors", "modeling_userbert.py", "configuration_userbert.py",
+                 "behavior_vocab.json", "tokenizer.json", "README.md", "training_results.json"):
+        assert name in pushed["files"], name
+    assert not any(f.startswith("checkpoint-") for f in pushed["files"])
+    repo = hub.repo(REPO)
+    assert repo.branches["main"] == pushed["commits"][1] and len(pushed["commits"][0]) == 40
+    assert len(repo.commits) == 3  # initial .gitattributes commit, upload_folder, push_to_hub
+    config = json.loads(hub.read(REPO, "config.json"))
+    assert config["auto_map"]["AutoModel"] == "modeling_userbert.UserBertModel"
+    # model.safetensors travelled through the LFS batch API: stored as LFS, uploaded once for two commits.
+    assert len(hub.lfs_objects) == 1
+    assert hub.read(REPO, "model.safetensors") == (pretrained["folder"] / "model.safetensors").read_bytes()
+
+    home = tmp_path_factory.mktemp("hf_home")
+    pretrained["hf_home"] = home
+    loaded = run_client(hub, LOAD, home, REPO, pretrained["users"], pretrained["batch"], "card")
+    assert loaded["vocab_size"] == pretrained["vocab_size"]
+    assert loaded["tokenizer"] == "TokenizersBackend" or "Tokenizer" in loaded["tokenizer"]
+    assert loaded["same_batch"], "the Hub's vocabulary and tokenizer must give the local model inputs"
+    assert loaded["auto_class"] == loaded["userbert_class"] == "userbert_hf.modeling_userbert.UserBertModel"
+    assert_embeddings_equal(loaded["auto"], pretrained["embeddings"])
+    assert_embeddings_equal(loaded["userbert"], pretrained["embeddings"])
+    # The card downloaded by ModelCard.load carries the job's metrics in its model-index.
+    metrics = json.loads((pretrained["folder"] / "training_results.json").read_text())["metrics"]
+    assert loaded["card_results"] and all(value == pytest.approx(metrics[name], abs=1e-6) for name, value in loaded["card_results"])
+    downloaded = list((home / "hub" / "models--org--userbert-test" / "snapshots").glob("*/behavior_vocab.json"))
+    assert len(downloaded) == 1 and downloaded[0].parent.name == repo.branches["main"]
+    assert not hub.unhandled, hub.unhandled
+
+
+def test_trust_remote_code_without_the_package(hub, pretrained, tmp_path_factory):
+    out = run_client(hub, REMOTE_CODE, tmp_path_factory.mktemp("hf_remote"), REPO, pretrained["batch"])
+    assert out["class"].startswith("transformers_modules.") and out["class"].endswith(".UserBertModel")
+    assert out["config_class"].startswith("transformers_modules.")
+    assert_embeddings_equal(out["embedding"], pretrained["embeddings"])
+
+
+def test_offline_loads_from_cache_and_fails_clearly_otherwise(hub, pretrained, tmp_path_factory):
+    home = pretrained.get("hf_home")
+    if home is None:
+        pytest.skip("needs test_push_then_load_gives_same_embeddings to fill the cache")
+    served_before = len(hub.requests)
+    offline = {"HF_HUB_OFFLINE": "1"}
+    out = run_client(hub, LOAD, home, REPO, pretrained["users"], pretrained["batch"], extra_env=offline)
+    assert len(hub.requests) == served_before, "an offline process must not contact the Hub"
+    assert out["same_batch"] and out["vocab_size"] == pretrained["vocab_size"]
+    assert_embeddings_equal(out["auto"], pretrained["embeddings"])
+    assert_embeddings_equal(out["userbert"], pretrained["embeddings"])
+
+    # A repo never downloaded: offline, and with the Hub unreachable.
+    error = run_client(hub, MISSING, home, "org/never-downloaded", extra_env=offline)
+    assert error["error"] == "OSError" and "org/never-downloaded" in error["message"]
+    assert "offline" in error["message"].lower() or "cached" in error["message"].lower(), error["message"]
+    stopped = FakeHub()  # bound to a port, then closed: connections are refused
+    stopped_url = stopped.url
+    stopped.stop()
+    error = run_client(hub, MISSING, tmp_path_factory.mktemp("hf_down"), REPO, endpoint=stopped_url)
+    assert REPO in error["message"] and ("connect" in error["message"].lower() or "cached" in error["message"].lower())
+
+
+TRAIN_AND_PUSH = """
+    import json, sys
+    import datasets
+    from userbert_hf import UserBertConfig, UserBertForPreTraining
+    from userbert_hf.collation import BehaviorCatalog
+    from userbert_hf.trainer import UserBertTrainer, UserBertTrainingArguments
+
+    output_dir, repo = sys.argv[1], sys.argv[2]
+    users = datasets.Dataset.from_dict({
+        "behavior_ids": [[1 + (u * 7 + i) % 29 for i in range(12)] for u in range(16)],
+        "timestamps": [list(range(12)) for _ in range(16)],
+    })
+    config = UserBertConfig.from_preset("gru4rec", behavior_vocab_size=30, hidden_size=8, max_behaviors=12)
+    args = UserBertTrainingArguments(
+        output_dir, max_steps=2, per_device_train_batch_size=8, save_steps=1, logging_steps=1, report_to="none",
+        behavior_pool_size=10, sequence_pool_size=4, use_cpu=True, disable_tqdm=True,
+        push_to_hub=True, hub_model_id=repo, hub_strategy="every_save", hub_always_push=True,
+    )
+    trainer = UserBertTrainer(model=UserBertForPreTraining(config), args=args, train_dataset=users,
+                              catalog=BehaviorCatalog(30))
+    trainer.train()
+    final = trainer.push_to_hub(commit_message="End of training")
+    print(json.dumps({"hub_model_id": trainer.hub_model_id, "final": final.oid}))
+"""
+
+
+def test_trainer_pushes_checkpoints_and_final_model(hub, tmp_path_factory):
+    home = tmp_path_factory.mktemp("hf_trainer")
+    out = run_client(hub, TRAIN_AND_PUSH, home, home / "out", TRAINER_REPO)
+    assert out["hub_model_id"] == TRAINER_REPO
+    repo = hub.repo(TRAINER_REPO)
+    titles = [c.title for c in repo.commits.values()]
+    assert any(t.startswith("Training in progress, step") for t in titles), titles
+    assert titles[-1] == "End of training" and repo.branches["main"] == out["final"]
+    files = hub.files(TRAINER_REPO)
+    for name in ("config.json", "model.safetensors", "modeling_userbert.py", "configuration_userbert.py", "README.md"):
+        assert name in files, name
+    assert not any(f.startswith("checkpoint-") for f in files)
+    config = json.loads(hub.read(TRAINER_REPO, "config.json"))
+    assert config["model_type"] == "userbert" and "AutoModel" in config["auto_map"]
+    assert not hub.unhandled, hub.unhandled
+
+
+def test_pushed_model_card_has_model_index_and_cites_the_paper(hub, pretrained):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(hub.read(REPO, "README.md").decode())
+    results = card.data.eval_results
+    assert results, "the card must carry a model-index with results"
+    expected = json.loads((pretrained["folder"] / "training_results.json").read_text())["metrics"]
+    for result in results:
+        assert result.metric_value == pytest.approx(expected[result.metric_type], abs=1e-6)
+    assert "mbp_loss" in {r.metric_type for r in results}
+    assert "Wu" in card.text and "Contrastive User Model Pre-training" in card.text
+    assert "2202.07605" in card.text  # the unrelated Rakuten UserBERT is named apart
+    assert card.data.library_name == "transformers"
