@@ -8,7 +8,7 @@ import torch
 from userbert_hf import UserBertConfig, UserBertForPreTraining
 from userbert_hf.collation import BehaviorCatalog
 from userbert_hf.data_loading import load_default_dataset
-from userbert_hf.trainer import UserBertTrainer, UserBertTrainingArguments
+from userbert_hf.trainer import UserBertTrainer, UserBertTrainingArguments, checkpoint_problem, last_complete_checkpoint
 
 MAX_BEHAVIORS = 50
 
@@ -93,11 +93,23 @@ def test_resume_reproduces_the_uninterrupted_run(movielens, tmp_path):
         assert actual == pytest.approx(expected, rel=1e-5, abs=1e-5), key
 
 
-def test_resume_without_sampler_state_is_a_clear_error(movielens, tmp_path):
-    (tmp_path / "checkpoint-2").mkdir(parents=True)
-    trainer = make_trainer(movielens, tmp_path, max_steps=4)
-    with pytest.raises(ValueError, match="negative sampler state"):
-        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+def test_incomplete_or_corrupted_checkpoints_are_named_and_skipped(movielens, tmp_path):
+    trainer = make_trainer(movielens, tmp_path, max_steps=4, save_strategy="steps", save_steps=2)
+    trainer.train()
+    good, bad = tmp_path / "checkpoint-2", tmp_path / "checkpoint-4"
+    assert checkpoint_problem(str(good)) is None and checkpoint_problem(str(bad)) is None
+    # A crash while writing: the sampler state never made it, then a truncated weights file.
+    (bad / "negative_sampler.json").unlink()
+    assert "negative_sampler.json is missing" in checkpoint_problem(str(bad))
+    assert last_complete_checkpoint(str(tmp_path)) == str(good)
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="model.safetensors is truncated or corrupted"):
+        make_trainer(movielens, tmp_path, max_steps=6).train(resume_from_checkpoint=str(bad))
+    # resume_from_checkpoint=True falls back to the last complete checkpoint and finishes the run.
+    resumed = make_trainer(movielens, tmp_path, max_steps=6, save_strategy="no")
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 6
 
 
 def _one_sgd_step(movielens, tmp_path, batch, accumulation):

@@ -259,6 +259,24 @@ class UserBertPreTrainedModel(PreTrainedModel):
     main_input_name = "behavior_ids"
     supports_gradient_checkpointing = False
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, allow_pickle: bool = False, **kwargs):
+        """Load as transformers does, but only from safetensors: pickle weight files (``pytorch_model.bin``) can run
+        code when loaded and are refused unless ``allow_pickle=True`` is passed explicitly."""
+        if not allow_pickle:
+            if kwargs.get("use_safetensors") is False:
+                raise ValueError("use_safetensors=False loads pickle weights: pass allow_pickle=True to accept that risk")
+            kwargs["use_safetensors"] = True
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except OSError as err:
+            if allow_pickle or "safetensors" not in str(err):
+                raise
+            raise OSError(
+                f"{pretrained_model_name_or_path} has no model.safetensors; UserBERT loads only safetensors weights. "
+                "If you trust a pickle checkpoint (pytorch_model.bin), pass allow_pickle=True."
+            ) from err
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as transformers does, then make ``config.json``'s ``auto_map`` name the base user model too, so
         ``AutoModel.from_pretrained(dir, trust_remote_code=True)`` loads the user model from any UserBERT
@@ -598,6 +616,393 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
 
+# ----------------------------------------------------------------------------------------------
+# Downstream heads. Every head takes the batch-table layout of the pre-training model: ``behavior_ids`` (U,) or
+# ``behavior_token_ids`` (U, W), ``behavior_index``/``attention_mask`` (B, L), and candidates as indices into the
+# same table, so a candidate that is also in some user's history is encoded once.
+# ----------------------------------------------------------------------------------------------
+
+
+def _encode_table_and_users(userbert: UserBertModel, behavior_ids, behavior_token_ids, behavior_index, attention_mask):
+    """Encode the behaviour table once and the users' sequences from it: ``(table (U, H), users (B, H))``."""
+    if behavior_index is None or attention_mask is None:
+        raise ValueError(
+            "UserBERT downstream heads take a behaviour table (behavior_ids or behavior_token_ids) plus "
+            "behavior_index and attention_mask (B, L) into it; candidates index the same table"
+        )
+    table = userbert.encode_behaviors(behavior_ids, behavior_token_ids)  # (U, H)
+    users = userbert.encode_sequences(table[behavior_index], attention_mask).user_embedding  # (B, H)
+    return table, users
+
+
+def candidate_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, candidate_mask: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy over each row's valid candidates, averaged over the rows that have a positive:
+    ``-sum_i y_i log softmax_i(logits) / sum_i y_i``.
+
+    With one clicked and ``npratio`` non-clicked candidates per row this is the usual (1 + npratio)-way news
+    recommendation loss. Candidates where ``candidate_mask`` is 0 or ``labels`` is -100 are left out.
+
+    Example:
+
+    ```python
+    >>> logits = torch.tensor([[2.0, 0.0, 0.0, 5.0]])
+    >>> loss = candidate_softmax_loss(logits, torch.tensor([[1.0, 0.0, 0.0, -100.0]]), torch.tensor([[1, 1, 1, 0]]))
+    >>> round(float(loss), 4)  # -log(e^2 / (e^2 + 2)); the padded 4th candidate is ignored
+    0.2395
+    ```
+    """
+    valid = candidate_mask.bool() & (labels != -100)  # (B, C)
+    targets = torch.where(valid, labels.float(), torch.zeros_like(labels, dtype=torch.float))  # (B, C)
+    log_probs = torch.log_softmax(_masked_fill_min(logits.float(), valid), dim=-1)  # (B, C)
+    positives = targets.sum(-1)  # (B,)
+    rows = positives > 0
+    if not rows.any():
+        return logits.sum() * 0.0
+    per_row = -(targets * log_probs).sum(-1)[rows] / positives[rows]  # (R,)
+    return per_row.mean()
+
+
+@dataclass
+class UserBertForNewsRecommendationOutput(ModelOutput):
+    """Output of [`UserBertForNewsRecommendation`].
+
+    Args:
+        loss: candidate softmax cross-entropy (only when ``labels`` are given).
+        logits: (B, C) click scores ``dot(user, candidate)``; padded candidates hold the dtype's minimum.
+        user_embedding: (B, H) user embeddings.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    user_embedding: torch.FloatTensor | None = None
+
+
+class UserBertForNewsRecommendation(UserBertPreTrainedModel):
+    """News recommendation: scores each candidate news by the dot product of the user embedding and the candidate's
+    behaviour-encoder vector (the same encoder that reads the clicked news), as NRMS / NAML / LSTUR do.
+
+    Inputs: the behaviour table (candidates included), ``behavior_index``/``attention_mask`` (B, L),
+    ``candidate_index``/``candidate_mask`` (B, C) into the table and optionally ``labels`` (B, C) float 0/1
+    (-100 for padding). Training rows hold one clicked and ``npratio`` non-clicked news of one impression; the
+    loss is [`candidate_softmax_loss`]. Evaluation rows hold whole impressions.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from userbert_hf import UserBertConfig, UserBertForNewsRecommendation
+    >>> model = UserBertForNewsRecommendation(UserBertConfig.from_preset("gru4rec", behavior_vocab_size=50, hidden_size=16))
+    >>> out = model(
+    ...     behavior_ids=torch.arange(8), behavior_index=torch.tensor([[1, 2, 3]]), attention_mask=torch.ones(1, 3),
+    ...     candidate_index=torch.tensor([[4, 5, 6, 7, 0]]), candidate_mask=torch.tensor([[1, 1, 1, 1, 0]]),
+    ...     labels=torch.tensor([[1.0, 0, 0, 0, -100]]),
+    ... )
+    >>> out.logits.shape, out.loss is not None
+    (torch.Size([1, 5]), True)
+    ```
+    """
+
+    def __init__(self, config: UserBertConfig):
+        super().__init__(config)
+        self.userbert = UserBertModel(config)
+        self.post_init()
+
+    def freeze_user_model(self) -> None:
+        """Stop training the user model. This head has no parameters of its own: only use it with a trained
+        behaviour encoder (candidates are encoded by it too)."""
+        for param in self.userbert.parameters():
+            param.requires_grad = False
+
+    def forward(
+        self,
+        behavior_ids: torch.LongTensor | None = None,
+        behavior_token_ids: torch.LongTensor | None = None,
+        behavior_index: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        candidate_index: torch.LongTensor | None = None,
+        candidate_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> UserBertForNewsRecommendationOutput | tuple:
+        if candidate_index is None:
+            raise ValueError("UserBertForNewsRecommendation needs candidate_index (B, C) into the behaviour table")
+        table, users = _encode_table_and_users(
+            self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask
+        )
+        if candidate_mask is None:
+            candidate_mask = torch.ones_like(candidate_index, dtype=torch.bool)
+        candidate_mask = candidate_mask.bool()
+        scores = torch.einsum("bh,bch->bc", users, table[candidate_index])  # (B, C)
+        logits = _masked_fill_min(scores, candidate_mask)
+        loss = candidate_softmax_loss(scores, labels, candidate_mask) if labels is not None else None
+        out = UserBertForNewsRecommendationOutput(loss=loss, logits=logits, user_embedding=users)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return out if return_dict else out.to_tuple()
+
+
+@dataclass
+class UserBertForCTRPredictionOutput(ModelOutput):
+    """Output of [`UserBertForCTRPrediction`].
+
+    Args:
+        loss: binary cross-entropy with logits, averaged over valid candidates (only when ``labels`` are given).
+        logits: (B,) or (B, C) click log-odds ``dot(user, candidate) + bias`` (the shape of ``candidate_index``);
+            padded candidates hold the dtype's minimum.
+        user_embedding: (B, H) user embeddings.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    user_embedding: torch.FloatTensor | None = None
+
+
+class UserBertForCTRPrediction(UserBertPreTrainedModel):
+    """Click-through-rate prediction for (user, candidate) pairs: ``logit = dot(user, candidate) + bias``, where
+    the candidate (an ad, a movie) is encoded by the user model's behaviour encoder (NativeCTR-style).
+
+    Inputs: the behaviour table (candidates included), ``behavior_index``/``attention_mask`` (B, L),
+    ``candidate_index`` (B,) into the table and optionally ``labels`` (B,) float 0/1. Several candidates of one
+    user may share a row, so the user is encoded once: ``candidate_index``/``candidate_mask``/``labels`` (B, C),
+    labels -100 on padding; the loss is the mean over valid (user, candidate) pairs either way.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from userbert_hf import UserBertConfig, UserBertForCTRPrediction
+    >>> model = UserBertForCTRPrediction(UserBertConfig.from_preset("gru4rec", behavior_vocab_size=50, hidden_size=16))
+    >>> out = model(
+    ...     behavior_ids=torch.arange(6), behavior_index=torch.tensor([[1, 2], [3, 0]]),
+    ...     attention_mask=torch.tensor([[1, 1], [1, 0]]), candidate_index=torch.tensor([4, 5]),
+    ...     labels=torch.tensor([1.0, 0.0]),
+    ... )
+    >>> out.logits.shape, out.loss is not None
+    (torch.Size([2]), True)
+    ```
+    """
+
+    def __init__(self, config: UserBertConfig):
+        super().__init__(config)
+        self.userbert = UserBertModel(config)
+        self.ctr_bias = nn.Parameter(torch.zeros(()))  # global click log-odds offset
+        self.post_init()
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, UserBertForCTRPrediction):
+            init.zeros_(module.ctr_bias)
+
+    def freeze_user_model(self) -> None:
+        """Stop training the user model (behaviour encoder included, so only ``ctr_bias`` is left to train)."""
+        for param in self.userbert.parameters():
+            param.requires_grad = False
+
+    def forward(
+        self,
+        behavior_ids: torch.LongTensor | None = None,
+        behavior_token_ids: torch.LongTensor | None = None,
+        behavior_index: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        candidate_index: torch.LongTensor | None = None,
+        candidate_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> UserBertForCTRPredictionOutput | tuple:
+        if candidate_index is None:
+            raise ValueError("UserBertForCTRPrediction needs candidate_index (B,) or (B, C) into the behaviour table")
+        table, users = _encode_table_and_users(
+            self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask
+        )
+        one_per_row = candidate_index.dim() == 1
+        candidates = table[candidate_index.view(candidate_index.shape[0], -1)]  # (B, C, H)
+        logits = torch.einsum("bh,bch->bc", users, candidates) + self.ctr_bias  # (B, C)
+        valid = torch.ones_like(logits, dtype=torch.bool)
+        if candidate_mask is not None:
+            valid = candidate_mask.view_as(logits).bool()
+        loss = None
+        if labels is not None:
+            targets = labels.view_as(logits).float()
+            valid = valid & (targets != -100)
+            if valid.any():
+                loss = F.binary_cross_entropy_with_logits(logits.float()[valid], targets[valid])
+            else:
+                loss = logits.sum() * 0.0
+        logits = _masked_fill_min(logits, valid)
+        logits = logits.squeeze(1) if one_per_row else logits  # (B,) or (B, C)
+        out = UserBertForCTRPredictionOutput(loss=loss, logits=logits, user_embedding=users)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return out if return_dict else out.to_tuple()
+
+
+@dataclass
+class UserBertForNextBehaviorPredictionOutput(ModelOutput):
+    """Output of [`UserBertForNextBehaviorPrediction`].
+
+    Args:
+        loss: full-softmax cross-entropy over the behaviour vocabulary (only when ``labels`` are given).
+        logits: (B, V) scores of every behaviour; ``-inf`` for padding id 0 and excluded behaviours.
+        target_rank: (B,) 0-based rank of the target, the number of behaviours scoring strictly higher (only when
+            ``labels`` are given; -100 where the label is -100). Evaluation keeps these instead of (n, V) scores.
+        user_embedding: (B, H) user embeddings.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    target_rank: torch.LongTensor | None = None
+    user_embedding: torch.FloatTensor | None = None
+
+
+class UserBertForNextBehaviorPrediction(UserBertPreTrainedModel):
+    """Next-behaviour (next-item) prediction with full ranking: ``logits = user @ E.T`` over every behaviour of
+    the vocabulary, ``E`` the behaviour encoder's vectors (SASRec / BERT4Rec / GRU4Rec style).
+
+    ID behaviours use the embedding table. Text behaviours need ``all_behavior_token_ids`` (V, W), the word ids of
+    every behaviour of the vocabulary (encoded at every call: expensive for large vocabularies).
+
+    Inputs: the behaviour table of the histories, ``behavior_index``/``attention_mask`` (B, L), optionally
+    ``labels`` (B,) target behaviour ids (vocabulary ids, not table indices; -100 to ignore a row) and
+    ``exclude_index`` (B, K) behaviour ids never to recommend (e.g. the history; 0 is padding). The target is
+    never excluded.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from userbert_hf import UserBertConfig, UserBertForNextBehaviorPrediction
+    >>> model = UserBertForNextBehaviorPrediction(UserBertConfig.from_preset("gru4rec", behavior_vocab_size=50, hidden_size=16))
+    >>> out = model(
+    ...     behavior_ids=torch.tensor([0, 7, 9]), behavior_index=torch.tensor([[1, 2]]), attention_mask=torch.ones(1, 2),
+    ...     labels=torch.tensor([11]), exclude_index=torch.tensor([[7, 9]]),
+    ... )
+    >>> out.logits.shape, out.target_rank.shape, bool(out.logits[0, 0] == float("-inf"))
+    (torch.Size([1, 50]), torch.Size([1]), True)
+    ```
+    """
+
+    def __init__(self, config: UserBertConfig):
+        super().__init__(config)
+        self.userbert = UserBertModel(config)
+        self.post_init()
+
+    def freeze_user_model(self) -> None:
+        """Stop training the user model. This head has no parameters of its own."""
+        for param in self.userbert.parameters():
+            param.requires_grad = False
+
+    def all_behavior_vectors(self, all_behavior_token_ids: torch.LongTensor | None = None) -> torch.Tensor:
+        """(V, H) vectors of every behaviour of the vocabulary (row 0 is padding)."""
+        if self.config.behavior_type == "id":
+            return self.userbert.behavior_encoder.behavior_embeddings.weight
+        if all_behavior_token_ids is None:
+            raise ValueError(
+                "UserBertForNextBehaviorPrediction ranks every behaviour of the vocabulary: a text-behaviour model "
+                "needs all_behavior_token_ids (V, W), the word ids of all behaviours (BehaviorCatalog.token_ids)"
+            )
+        return self.userbert.encode_behaviors(behavior_token_ids=all_behavior_token_ids)
+
+    def forward(
+        self,
+        behavior_ids: torch.LongTensor | None = None,
+        behavior_token_ids: torch.LongTensor | None = None,
+        behavior_index: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        exclude_index: torch.LongTensor | None = None,
+        all_behavior_token_ids: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+    ) -> UserBertForNextBehaviorPredictionOutput | tuple:
+        _, users = _encode_table_and_users(self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask)
+        vectors = self.all_behavior_vectors(all_behavior_token_ids)  # (V, H)
+        logits = users @ vectors.T  # (B, V)
+        blocked = torch.zeros_like(logits, dtype=torch.bool)  # (B, V)
+        if exclude_index is not None:
+            blocked.scatter_(1, exclude_index.long().clamp(min=0), True)
+            if labels is not None:
+                blocked.scatter_(1, labels.long().clamp(min=0)[:, None], False)  # never hide the target
+        blocked[:, self.config.pad_token_id] = True  # padding is never a recommendation
+        logits = logits.masked_fill(blocked, float("-inf"))
+        loss = target_rank = None
+        if labels is not None:
+            labels = labels.long()
+            loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
+            target_scores = logits.gather(1, labels.clamp(min=0)[:, None])  # (B, 1)
+            target_rank = (logits > target_scores).sum(-1)  # (B,)
+            target_rank = target_rank.masked_fill(labels < 0, -100)
+        out = UserBertForNextBehaviorPredictionOutput(
+            loss=loss, logits=logits, target_rank=target_rank, user_embedding=users
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return out if return_dict else out.to_tuple()
+
+
+@dataclass
+class UserBertForUserClassificationOutput(ModelOutput):
+    """Output of [`UserBertForUserClassification`].
+
+    Args:
+        loss: cross-entropy (or mean squared error when ``config.num_labels == 1``), only with ``labels``.
+        logits: (B, num_labels) class scores.
+        user_embedding: (B, H) user embeddings.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    user_embedding: torch.FloatTensor | None = None
+
+
+class UserBertForUserClassification(UserBertPreTrainedModel):
+    """User classification (e.g. demographics, churn): dropout + a linear layer on the user embedding, with
+    ``config.num_labels`` classes (``config.id2label`` names them). ``num_labels == 1`` is regression.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from userbert_hf import UserBertConfig, UserBertForUserClassification
+    >>> config = UserBertConfig.from_preset("gru4rec", behavior_vocab_size=50, hidden_size=16, num_labels=3)
+    >>> out = UserBertForUserClassification(config)(
+    ...     behavior_ids=torch.arange(4), behavior_index=torch.tensor([[1, 2, 3]]), attention_mask=torch.ones(1, 3),
+    ...     labels=torch.tensor([2]),
+    ... )
+    >>> out.logits.shape, out.loss is not None
+    (torch.Size([1, 3]), True)
+    ```
+    """
+
+    def __init__(self, config: UserBertConfig):
+        super().__init__(config)
+        self.userbert = UserBertModel(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def freeze_user_model(self) -> None:
+        """Stop training the user model: only the classifier learns (a linear probe)."""
+        for param in self.userbert.parameters():
+            param.requires_grad = False
+
+    def forward(
+        self,
+        behavior_ids: torch.LongTensor | None = None,
+        behavior_token_ids: torch.LongTensor | None = None,
+        behavior_index: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
+    ) -> UserBertForUserClassificationOutput | tuple:
+        _, users = _encode_table_and_users(self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask)
+        logits = self.classifier(self.dropout(users))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if self.config.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
+            else:
+                loss = F.cross_entropy(logits.float(), labels.long())
+        out = UserBertForUserClassificationOutput(loss=loss, logits=logits, user_embedding=users)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return out if return_dict else out.to_tuple()
+
+
 __all__ = [
     "UserBertPreTrainedModel",
     "UserBertModel",
@@ -606,4 +1011,13 @@ __all__ = [
     "UserBertForPreTrainingOutput",
     "contrastive_loss_from_scores",
     "in_batch_contrastive_loss",
+    "candidate_softmax_loss",
+    "UserBertForNewsRecommendation",
+    "UserBertForNewsRecommendationOutput",
+    "UserBertForCTRPrediction",
+    "UserBertForCTRPredictionOutput",
+    "UserBertForNextBehaviorPrediction",
+    "UserBertForNextBehaviorPredictionOutput",
+    "UserBertForUserClassification",
+    "UserBertForUserClassificationOutput",
 ]

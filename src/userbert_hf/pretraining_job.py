@@ -48,9 +48,9 @@ class PretrainingModelArguments:
         default=None, metadata={"help": "Continue pre-training a saved UserBERT model (folder or Hub name)."}
     )
     objective: str = field(default="userbert", metadata={"help": "userbert (MBP+BSM), ptum or cp."})
-    hidden_size: int | None = field(default=128, metadata={"help": "Hidden size (paper: 256)."})
-    attention_query_size: int | None = field(default=64, metadata={"help": "Additive attention query size (paper: 200)."})
-    num_attention_heads: int | None = field(default=8, metadata={"help": "Heads of self-attention encoders."})
+    hidden_size: int | None = field(default=64, metadata={"help": "Hidden size (paper: 256)."})
+    attention_query_size: int | None = field(default=32, metadata={"help": "Additive attention query size (paper: 200)."})
+    num_attention_heads: int | None = field(default=4, metadata={"help": "Heads of self-attention encoders."})
     mbp_loss_weight: float = field(default=1.0, metadata={"help": "Weight of masked behaviour prediction (0 = off)."})
     bsm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of behaviour sequence matching (0 = off)."})
     dropout: float = field(default=0.2, metadata={"help": "Dropout (paper: 0.2)."})
@@ -62,10 +62,10 @@ class PretrainingArguments(UserBertTrainingArguments):
     """Training arguments with defaults for the bundled-data job (a few minutes on 2 CPU cores)."""
 
     output_dir: str = field(default="outputs/userbert-pretrained", metadata={"help": "Where the model is written."})
-    max_steps: int = field(default=300, metadata={"help": "Optimizer steps."})
+    max_steps: int = field(default=200, metadata={"help": "Optimizer steps."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Users per batch (paper: 32)."})
     learning_rate: float = field(
-        default=5e-4, metadata={"help": "Adam(W) learning rate (paper: 1e-5 on 63M behaviours; higher for small data)."}
+        default=1e-3, metadata={"help": "Adam(W) learning rate (paper: 1e-5 on 63M behaviours; higher for small data)."}
     )
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     save_steps: float = field(default=100, metadata={"help": "Checkpoint every N steps."})

@@ -1,0 +1,518 @@
+"""The fine-tuning job: train a downstream head on a (pre-trained) user model and write a Hub-ready folder.
+
+``userbert finetune`` and ``examples/run_{news_recommendation,ctr,next_item}.py`` run :func:`main`:
+
+    userbert finetune --task ctr --model_name_or_path outputs/userbert-pretrained     # fine-tune a pre-trained model
+    userbert finetune --task ctr --model_name_or_path nrms                             # same architecture, from scratch
+    userbert finetune --task ctr --model_name_or_path outputs/userbert-pretrained --train_fraction 0.1
+    userbert finetune --task next_item --data ../shared/data/amazon-beauty/Beauty.txt --model_name_or_path bert4rec
+    userbert finetune --task news --data MINDsmall_train --test_data MINDsmall_dev --model_name_or_path nrms
+    userbert finetune --task user_classification --data events.csv --user_labels labels.csv --model_name_or_path gru4rec
+
+``--model_name_or_path`` is a preset name (``nrms``, ``naml``, ``lstur``, ``gru4rec``, ``nativectr``, ``bert4rec``:
+train from scratch, vocabulary and tokenizer built from the data) or a folder / Hub name written by
+``userbert pretrain`` (config, weights, vocabulary and tokenizer loaded; the data is read with that frozen
+vocabulary, unknown behaviours are counted and skipped; text-behaviour models instead add unseen behaviours,
+which they can encode from their text). Every ``transformers.TrainingArguments`` option works.
+
+``--export_pretraining_data DIR`` writes the behaviour sequences a pre-training run may use for this task
+(histories only, never an evaluation candidate or target) and exits: ``userbert pretrain --data DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+
+from .assets import build_catalog, load_user_model_assets, save_user_model_assets
+from .configuration_userbert import PRESETS, UserBertConfig
+from .data_loading import BehaviorData, load_behavior_data, load_mind_impressions, save_behavior_data
+from .downstream_data import (
+    COLLATORS,
+    TASKS,
+    build_ctr_dataset,
+    build_news_dataset,
+    build_next_item_dataset,
+    build_user_classification_dataset,
+    movielens_demo_user_labels,
+    pack_candidates,
+    pretraining_users_for,
+    read_user_labels,
+    split_statistics,
+    subsample_training,
+)
+from .metrics import auc_score, make_ctr_compute_metrics, make_news_compute_metrics, make_next_item_compute_metrics
+from .model_card import build_model_card, save_run_results
+from .modeling_userbert import (
+    UserBertForCTRPrediction,
+    UserBertForNewsRecommendation,
+    UserBertForNextBehaviorPrediction,
+    UserBertForUserClassification,
+)
+from .tokenization_userbert import build_word_tokenizer
+from .vocabulary import BehaviorVocabulary
+
+logger = logging.getLogger(__name__)
+
+HEADS = {
+    "news": UserBertForNewsRecommendation,
+    "ctr": UserBertForCTRPrediction,
+    "next_item": UserBertForNextBehaviorPrediction,
+    "user_classification": UserBertForUserClassification,
+}
+# Metrics that go into the model card's model-index (counts and flags stay in training_results.json).
+CARD_METRICS = {
+    "news": ("auc", "mrr", "ndcg@5", "ndcg@10"),
+    "ctr": ("auc", "ap", "logloss"),
+    "next_item": ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr"),
+    "user_classification": ("accuracy", "auc"),
+}
+TASK_NAMES = {
+    "news": ("news-recommendation", "News recommendation"),
+    "ctr": ("ctr-prediction", "Click-through-rate prediction"),
+    "next_item": ("next-item-prediction", "Next-item prediction (leave-one-out, full ranking)"),
+    "user_classification": ("user-classification", "User classification"),
+}
+
+
+@dataclass
+class FinetuningDataArguments:
+    """Which downstream task and labelled data."""
+
+    task: str = field(default="ctr", metadata={"help": f"Downstream task, one of {TASKS}."})
+    data: str = field(
+        default="movielens",
+        metadata={"help": "ctr: 'movielens' (bundled) or a MovieLens folder; next_item: Beauty.txt or any behaviour "
+                          "log; news: a MIND split folder; user_classification: any behaviour log."},
+    )
+    test_data: str | None = field(
+        default=None, metadata={"help": "news: a second MIND folder used as the test split (e.g. MINDsmall_dev)."}
+    )
+    user_labels: str | None = field(
+        default=None,
+        metadata={"help": "user_classification: CSV with columns user_id,label. Without it, MovieLens gets a DEMO "
+                          "label (mean rating >= 3.5)."},
+    )
+    train_fraction: float = field(
+        default=1.0, metadata={"help": "Share of labelled training users (impressions for news) kept, e.g. 0.1."}
+    )
+    split_seed: int = field(default=42, metadata={"help": "Seed of the train/validation/test user split."})
+    history_fraction: float = field(default=0.8, metadata={"help": "ctr: share of each user's ratings used as history."})
+    positive_rating: float = field(default=4.0, metadata={"help": "ctr: ratings >= this are clicks."})
+    candidates_per_row: int = field(
+        default=16,
+        metadata={"help": "ctr: training rows pack up to N candidates of one user, encoding the user once (1: one "
+                          "row per (user, candidate)); evaluation rows hold all of a user's candidates."},
+    )
+    npratio: int = field(default=4, metadata={"help": "news: non-clicked news per clicked news in training rows."})
+    max_train_targets_per_user: int = field(
+        default=1, metadata={"help": "next_item: training targets per user (the last ones before validation)."}
+    )
+    exclude_history: bool = field(
+        default=True, metadata={"help": "next_item: do not rank behaviours already in the history (S3-Rec protocol)."}
+    )
+    max_behaviors: int = field(default=100, metadata={"help": "Most recent behaviours kept per history."})
+    min_word_frequency: int = field(default=1, metadata={"help": "From scratch: words seen fewer times become [UNK]."})
+    strict_data: bool = field(default=False, metadata={"help": "Turn skipped bad input rows into errors."})
+    export_pretraining_data: str | None = field(
+        default=None,
+        metadata={"help": "Write the behaviour sequences pre-training may use for this task to this folder and exit."},
+    )
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"--task {self.task!r} is not one of {TASKS}")
+        if not 0 < self.train_fraction <= 1:
+            raise ValueError(f"--train_fraction must be in (0, 1], got {self.train_fraction}")
+        if not 0 < self.history_fraction < 1:
+            raise ValueError(f"--history_fraction must be in (0, 1), got {self.history_fraction}")
+
+
+@dataclass
+class FinetuningModelArguments:
+    """Which user model to start from."""
+
+    model_name_or_path: str = field(
+        default="nrms",
+        metadata={"help": f"A pre-trained UserBERT folder or Hub name, or a preset {sorted(PRESETS)} to train from "
+                          "scratch."},
+    )
+    freeze_user_model: bool = field(
+        default=False, metadata={"help": "Train only the head (the CTR bias, the classifier); the user model is fixed."}
+    )
+    hidden_size: int = field(default=128, metadata={"help": "From scratch: hidden size (as `userbert pretrain`)."})
+    attention_query_size: int = field(default=64, metadata={"help": "From scratch: additive attention query size."})
+    num_attention_heads: int = field(default=8, metadata={"help": "From scratch: heads of self-attention encoders."})
+    dropout: float = field(default=0.2, metadata={"help": "From scratch: dropout (paper: 0.2)."})
+
+
+@dataclass
+class FinetuningArguments(TrainingArguments):
+    """Training arguments with defaults for fine-tuning (the default MovieLens CTR run takes ~2 minutes on 2 CPU
+    cores)."""
+
+    output_dir: str = field(default="outputs/userbert-finetuned", metadata={"help": "Where the model is written."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Adam(W) learning rate (paper: 1e-4)."})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs over the labelled training rows."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Rows per batch (paper: 32)."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Rows per evaluation batch."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "Evaluate on validation every epoch ('steps', 'no')."})
+    save_strategy: str = field(default="no", metadata={"help": "Checkpoints ('epoch', 'steps'); the final model is always saved."})
+    logging_steps: float = field(default=50, metadata={"help": "Log every N steps."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the collators read dataset columns forward does not name."}
+    )
+
+
+def parse_args(argv: list[str] | None = None):
+    parser = HfArgumentParser((FinetuningDataArguments, FinetuningModelArguments, FinetuningArguments))
+    if argv and len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def is_preset(name: str) -> bool:
+    """A preset name trains from scratch; anything else (a folder, a Hub name) is a pre-trained model."""
+    return name.lower() in PRESETS and not os.path.isdir(name)
+
+
+def extendable_copy(vocabulary: BehaviorVocabulary) -> BehaviorVocabulary:
+    """An unfrozen copy (same ids) that new behaviours can join: text-behaviour models encode any behaviour from
+    its text, so unseen news or ads need not be dropped."""
+    return BehaviorVocabulary(vocabulary.raw_ids[1:], vocabulary.texts[1:])
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+def load_task_data(data_args: FinetuningDataArguments, vocabulary: BehaviorVocabulary | None):
+    """Load the labelled splits of a task. Returns ``(splits, vocabulary, behavior_data_or_None, label_names)``."""
+    task = data_args.task
+    load_kwargs = dict(vocabulary=vocabulary, strict=data_args.strict_data, verbose=False)
+    if task == "news":
+        if vocabulary is None:
+            vocabulary = BehaviorVocabulary()
+        impressions = load_mind_impressions(
+            data_args.data, vocabulary, max_behaviors=data_args.max_behaviors, strict=data_args.strict_data,
+            verbose=False,
+        )
+        test = None
+        if data_args.test_data:
+            test = load_mind_impressions(
+                data_args.test_data, vocabulary, max_behaviors=data_args.max_behaviors, strict=data_args.strict_data,
+                verbose=False,
+            )
+        splits = build_news_dataset(impressions, test, npratio=data_args.npratio, seed=data_args.split_seed)
+        return splits, vocabulary, None, None
+    # Candidates and targets are chosen on whole sequences; histories are truncated afterwards.
+    data = load_behavior_data(data_args.data, max_behaviors=None, **load_kwargs)
+    label_names = None
+    if task == "ctr":
+        splits = build_ctr_dataset(
+            data, history_fraction=data_args.history_fraction, positive_rating=data_args.positive_rating,
+            seed=data_args.split_seed, max_behaviors=data_args.max_behaviors,
+        )
+    elif task == "next_item":
+        splits = build_next_item_dataset(
+            data, max_train_targets_per_user=data_args.max_train_targets_per_user,
+            max_behaviors=data_args.max_behaviors, exclude_history=data_args.exclude_history,
+        )
+    else:
+        if data_args.user_labels:
+            labels = read_user_labels(data_args.user_labels)
+        elif "ratings" in data.users.column_names:
+            logger.warning("user_classification without --user_labels: using the MovieLens DEMO label "
+                           "(mean rating >= 3.5); pass a user_id,label CSV for a real task")
+            labels = movielens_demo_user_labels(data)
+        else:
+            raise ValueError("--task user_classification needs --user_labels (a CSV with columns user_id,label)")
+        splits, label_names = build_user_classification_dataset(
+            data, labels, seed=data_args.split_seed, max_behaviors=data_args.max_behaviors
+        )
+    return splits, data.vocabulary, data, label_names
+
+
+def export_pretraining_data(data_args: FinetuningDataArguments, vocabulary: BehaviorVocabulary | None) -> str:
+    """Write the users' behaviour sequences that pre-training may see for this task (``save_behavior_data``)."""
+    if data_args.task == "news":
+        from .data_loading import load_mind
+
+        data = load_mind(data_args.data, max_behaviors=None, vocabulary=vocabulary, strict=data_args.strict_data)
+    else:
+        data = load_behavior_data(data_args.data, max_behaviors=None, vocabulary=vocabulary, strict=data_args.strict_data)
+    users = pretraining_users_for(
+        data_args.task, data, history_fraction=data_args.history_fraction, max_behaviors=data_args.max_behaviors
+    )
+    data.summary.notes.append(
+        f"restricted by pretraining_users_for({data_args.task!r}): {len(users)} users, "
+        f"{sum(len(x) for x in users['behavior_ids'])} behaviours"
+    )
+    save_behavior_data(BehaviorData(users=users, vocabulary=data.vocabulary, summary=data.summary, source=data.source),
+                       data_args.export_pretraining_data)
+    print(f"Wrote pre-training data for task {data_args.task} to {data_args.export_pretraining_data}: "
+          f"`userbert pretrain --data {data_args.export_pretraining_data}`")
+    return data_args.export_pretraining_data
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------
+def make_classification_compute_metrics():
+    """``compute_metrics`` for user classification: accuracy (and AUC for two classes)."""
+
+    def compute_metrics(eval_pred) -> dict[str, float]:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+        logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels).reshape(-1)
+        metrics = {"accuracy": float((logits.argmax(-1) == labels).mean())}
+        if logits.shape[-1] == 2 and 0 < labels.sum() < len(labels):
+            metrics["auc"] = auc_score(labels, logits[:, 1] - logits[:, 0])
+        return metrics
+
+    return compute_metrics
+
+
+def make_pairwise_ctr_compute_metrics():
+    """CTR metrics over all (user, candidate) pairs: predictions and labels (n, C) are flattened and padding
+    (label -100) is dropped, so packed and one-candidate rows give the same numbers."""
+    ctr_metrics = make_ctr_compute_metrics()
+
+    def compute_metrics(eval_pred) -> dict[str, float]:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+        return ctr_metrics((np.asarray(logits).reshape(-1), np.asarray(labels).reshape(-1)))
+
+    return compute_metrics
+
+
+def task_compute_metrics(task: str):
+    return {
+        "news": make_news_compute_metrics,
+        "ctr": make_pairwise_ctr_compute_metrics,
+        "next_item": make_next_item_compute_metrics,
+        "user_classification": make_classification_compute_metrics,
+    }[task]()
+
+
+def eval_ignore_keys(task: str) -> list[str]:
+    """Model outputs the Trainer should not gather at evaluation: next-item keeps only the target ranks, never
+    the (n, V) score matrix."""
+    return ["logits", "user_embedding"] if task == "next_item" else ["user_embedding"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving
+# ----------------------------------------------------------------------------------------------
+def ensure_remote_code(output_dir: str) -> None:
+    """Heads without a matching auto class (CTR, next behaviour) are saved without model code: copy it and name
+    the base user model in ``auto_map`` so ``AutoModel.from_pretrained(dir, trust_remote_code=True)`` loads the
+    user model where this package is not installed (as for every other UserBERT checkpoint)."""
+    package = Path(__file__).resolve().parent
+    for name in ("configuration_userbert.py", "modeling_userbert.py"):
+        target = Path(output_dir) / name
+        if not target.exists():
+            shutil.copyfile(package / name, target)
+    config_path = Path(output_dir) / "config.json"
+    saved = json.loads(config_path.read_text())
+    auto_map = saved.setdefault("auto_map", {})
+    auto_map.setdefault("AutoConfig", "configuration_userbert.UserBertConfig")
+    auto_map.setdefault("AutoModel", "modeling_userbert.UserBertModel")
+    config_path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def card_metrics(task: str, metrics: dict, prefix: str = "test_") -> dict[str, float]:
+    out = {}
+    for name in CARD_METRICS[task]:
+        value = metrics.get(prefix + name)
+        if _finite(value):
+            out[name] = float(value)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The job
+# ----------------------------------------------------------------------------------------------
+def run_finetuning(data_args, model_args, training_args) -> dict:
+    """Fine-tune, evaluate on test and save; returns the test metrics (``test_*``)."""
+    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    set_seed(training_args.seed)
+    task, source = data_args.task, model_args.model_name_or_path
+    from_scratch = is_preset(source)
+    if training_args.remove_unused_columns:
+        logger.warning("--remove_unused_columns True would drop the columns the collator needs: setting it to False")
+        training_args.remove_unused_columns = False
+
+    # 1. The pre-trained user model's config, vocabulary and tokenizer (nothing when training from scratch).
+    config = vocabulary = tokenizer = None
+    if not from_scratch:
+        config = UserBertConfig.from_pretrained(source)
+        vocabulary, tokenizer = load_user_model_assets(source, config)
+        if config.behavior_type == "text":
+            vocabulary = extendable_copy(vocabulary)
+    behavior_type = config.behavior_type if config is not None else PRESETS[source.lower()]["behavior_type"]
+    if task == "next_item" and behavior_type == "text":
+        raise ValueError(
+            "--task next_item ranks every behaviour of the vocabulary and is implemented for ID-behaviour models "
+            "(gru4rec, bert4rec); this model encodes behaviour texts"
+        )
+    if data_args.export_pretraining_data:
+        export_pretraining_data(data_args, vocabulary)
+        return {}
+
+    # 2. Load the labelled data and build the train / validation / test splits (by user).
+    splits, vocabulary, behavior_data, label_names = load_task_data(data_args, vocabulary)
+    if data_args.train_fraction < 1:
+        group = "impression_id" if task == "news" else "user_id"
+        splits["train"] = subsample_training(splits["train"], data_args.train_fraction, training_args.seed, group)
+    if task == "ctr":
+        splits["train"] = pack_candidates(splits["train"], data_args.candidates_per_row, training_args.seed)
+        splits["validation"] = pack_candidates(splits["validation"])
+        splits["test"] = pack_candidates(splits["test"])
+    stats = split_statistics(splits, task)
+    logger.info("Downstream data (%s): %s", task, json.dumps(stats))
+    if len(splits["train"]) == 0 or len(splits["validation"]) == 0 or len(splits["test"]) == 0:
+        raise ValueError(f"a split of the {task} data is empty: {stats}")
+
+    # 3. The word tokenizer for text behaviours (from scratch: built from the behaviour texts).
+    if from_scratch and behavior_type == "text":
+        if not vocabulary.has_text:
+            raise ValueError(f"preset {source!r} encodes behaviour texts but {data_args.data} has none; use an ID "
+                             "preset (gru4rec, bert4rec)")
+        tokenizer = build_word_tokenizer(
+            vocabulary.texts, min_frequency=data_args.min_word_frequency, max_words=UserBertConfig().max_words
+        )
+
+    # 4. The model: the user model (pre-trained or new) plus the task head.
+    head = HEADS[task]
+    overrides = {}
+    if label_names is not None:
+        overrides.update(
+            num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+        )
+    if from_scratch:
+        config = UserBertConfig.from_preset(
+            source, behavior_vocab_size=len(vocabulary),
+            word_vocab_size=len(tokenizer) if tokenizer is not None else 2, max_behaviors=data_args.max_behaviors,
+            hidden_size=model_args.hidden_size, word_embedding_size=model_args.hidden_size,
+            attention_query_size=model_args.attention_query_size, num_attention_heads=model_args.num_attention_heads,
+            intermediate_size=4 * model_args.hidden_size, dropout=model_args.dropout, **overrides,
+        )
+        model = head(config)
+    else:
+        if len(vocabulary) > config.behavior_vocab_size:  # text models only: new behaviours need no weights
+            overrides["behavior_vocab_size"] = len(vocabulary)
+        model = head.from_pretrained(source, **overrides)
+    if model_args.freeze_user_model:
+        model.freeze_user_model()
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(f"--freeze_user_model leaves nothing to train in {head.__name__} (it scores with the "
+                             "user model's own behaviour encoder); fine-tune the whole model instead")
+    catalog = build_catalog(vocabulary, model.config, tokenizer)
+    logger.info("%s from %s: %s parameters (%s trainable)", head.__name__, "scratch" if from_scratch else source,
+                f"{model.num_parameters():,}", f"{model.num_parameters(only_trainable=True):,}")
+
+    # 5. Fine-tune with the standard Trainer, evaluating on validation; then evaluate on test.
+    trainer = Trainer(
+        model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits["validation"],
+        data_collator=COLLATORS[task](catalog, model.config.max_behaviors), compute_metrics=task_compute_metrics(task),
+    )
+    ignore_keys = eval_ignore_keys(task)
+    started = time.time()
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint, ignore_keys_for_eval=ignore_keys)
+    train_seconds = time.time() - started
+    test_metrics = trainer.evaluate(splits["test"], ignore_keys=ignore_keys, metric_key_prefix="test")
+    validation = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+
+    # 6. Save a Hub-ready folder: weights + config + code, vocabulary, tokenizer, results and a model card.
+    trainer.save_model(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        ensure_remote_code(training_args.output_dir)
+        save_user_model_assets(training_args.output_dir, vocabulary, tokenizer)
+        settings = {
+            "task": task, "data": data_args.data, "test_data": data_args.test_data,
+            "model_name_or_path": source, "from_scratch": from_scratch, "preset_or_base": source,
+            "train_fraction": data_args.train_fraction, "freeze_user_model": model_args.freeze_user_model,
+            "split_seed": data_args.split_seed, "seed": training_args.seed,
+            "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
+            "max_steps": training_args.max_steps,
+            "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
+            "max_behaviors": data_args.max_behaviors,
+        }
+        settings.update({
+            "ctr": {"history_fraction": data_args.history_fraction, "positive_rating": data_args.positive_rating},
+            "news": {"npratio": data_args.npratio},
+            "next_item": {"max_train_targets_per_user": data_args.max_train_targets_per_user,
+                          "exclude_history": data_args.exclude_history},
+            "user_classification": {"user_labels": data_args.user_labels or "MovieLens demo: mean rating >= 3.5"},
+        }[task])
+        results = {
+            "test": test_metrics, "validation": validation, "train_runtime_seconds": round(train_seconds, 1),
+            "settings": settings, "splits": stats,
+        }
+        if behavior_data is not None:
+            results["data_summary"] = behavior_data.summary.to_dict()
+        save_run_results(training_args.output_dir, results)
+        task_type, task_name = TASK_NAMES[task]
+        dataset_name = os.path.basename(os.path.normpath(str(data_args.data)))
+        card = build_model_card(
+            title=f"UserBERT {model.config.context_encoder}/{model.config.aggregator} user model fine-tuned for "
+                  f"{task_name.lower()} on {dataset_name}",
+            summary=(
+                f"A `{head.__name__}` {'trained from scratch (preset `' + source + '`)' if from_scratch else 'fine-tuned from `' + source + '`'}"
+                f" on {stats['train']['rows']:,} labelled training rows ({data_args.train_fraction:.0%} of the training "
+                f"{'impressions' if task == 'news' else 'users'}); metrics are on the held-out test split."
+            ),
+            config=model.config,
+            dataset_name=dataset_name,
+            data_description=(
+                f"`{data_args.data}`" + (f" (test: `{data_args.test_data}`)" if data_args.test_data else "")
+                + f", split with `userbert_hf.downstream_data`:\n\n```\n{json.dumps(stats, indent=2)}\n```"
+            ),
+            settings=settings,
+            metrics=card_metrics(task, test_metrics),
+            task_type=task_type,
+            task_name=task_name,
+            usage=(
+                f"from userbert_hf import {head.__name__}  # pip install userbert_hf\n"
+                f"model = {head.__name__}.from_pretrained('{training_args.output_dir}')\n"
+                "# the user model alone, without the package:\n"
+                "from transformers import AutoModel\n"
+                f"user_model = AutoModel.from_pretrained('{training_args.output_dir}', trust_remote_code=True)"
+            ),
+            tags=[task.replace("_", "-")],
+            base_model=None if from_scratch or os.path.isdir(source) else source,
+        )
+        card.save(os.path.join(training_args.output_dir, "README.md"))
+        print(f"Saved the fine-tuned model to {training_args.output_dir}: "
+              f"{json.dumps({k: v for k, v in test_metrics.items() if _finite(v)})}")
+    return test_metrics
+
+
+def main(argv: list[str] | None = None) -> dict:
+    data_args, model_args, training_args = parse_args(argv if argv is not None else sys.argv[1:])
+    return run_finetuning(data_args, model_args, training_args)
+
+
+__all__ = [
+    "FinetuningDataArguments",
+    "FinetuningModelArguments",
+    "FinetuningArguments",
+    "HEADS",
+    "run_finetuning",
+    "main",
+]

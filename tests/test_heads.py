@@ -1,0 +1,308 @@
+"""Behavioural tests for the downstream heads of modeling_userbert (news, CTR, next behaviour, user classification).
+
+Tiny configs (conftest.py) and random, non-default parameters: the default init zeroes biases, which would hide
+padding leaks through them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+from transformers import AutoModel, AutoModelForMultipleChoice, AutoModelForSequenceClassification
+
+from userbert_hf import (
+    UserBertForCTRPrediction,
+    UserBertForNewsRecommendation,
+    UserBertForNextBehaviorPrediction,
+    UserBertForPreTraining,
+    UserBertForUserClassification,
+    UserBertModel,
+)
+from userbert_hf.collation import BehaviorCatalog, build_behavior_table, pad_sequences
+from userbert_hf.modeling_userbert import candidate_softmax_loss
+
+HEADS = [UserBertForNewsRecommendation, UserBertForCTRPrediction, UserBertForNextBehaviorPrediction,
+         UserBertForUserClassification]
+
+
+def _randomize(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * scale)
+        for module in model.modules():
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight[module.padding_idx] = 0.0
+    return model.eval()
+
+
+def _text_catalog(config, seed=0) -> BehaviorCatalog:
+    generator = torch.Generator().manual_seed(seed)
+    n, words = config.behavior_vocab_size, 5
+    tokens = torch.randint(1, config.word_vocab_size, (n, words), generator=generator)
+    tokens = tokens * (torch.arange(words) < torch.randint(1, words + 1, (n, 1), generator=generator))
+    tokens[0] = 0
+    return BehaviorCatalog(n, tokens)
+
+
+def _catalog(config) -> BehaviorCatalog:
+    return _text_catalog(config) if config.behavior_type == "text" else BehaviorCatalog(config.behavior_vocab_size)
+
+
+def _batch(config, histories, *candidates):
+    """Table-layout inputs for ``histories`` (lists of ids) and candidate id tensors sharing the table."""
+    ids = pad_sequences(histories)
+    table, indices = build_behavior_table(_catalog(config), ids, *candidates)
+    return {**table, "behavior_index": indices[0], "attention_mask": (ids != 0).long()}, indices[1:]
+
+
+def _users_and_vectors(model, inputs):
+    """Reference user embeddings and behaviour-table vectors computed with the base model."""
+    table = model.userbert.encode_behaviors(inputs.get("behavior_ids"), inputs.get("behavior_token_ids"))
+    users = model.userbert(**inputs).user_embedding
+    return users, table
+
+
+HISTORIES = [[3, 5, 7], [2, 9], [11, 4, 6, 8]]
+
+
+# ----------------------------------------------------------------------------------------------
+# the pure loss
+# ----------------------------------------------------------------------------------------------
+def test_candidate_softmax_loss_matches_hand_computation():
+    logits = torch.tensor([[2.0, 0.5, -1.0, 7.0], [0.0, 1.0, 3.0, 0.0]])
+    labels = torch.tensor([[1.0, 0.0, 0.0, -100.0], [1.0, 0.0, 1.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    row0 = -torch.log_softmax(torch.tensor([2.0, 0.5, -1.0]), 0)[0]
+    lp1 = torch.log_softmax(torch.tensor([0.0, 1.0, 3.0, 0.0]), 0)
+    row1 = -(lp1[0] + lp1[2]) / 2
+    torch.testing.assert_close(candidate_softmax_loss(logits, labels, mask), (row0 + row1) / 2)
+    # Rows without any positive do not count; no positive at all gives a zero loss, not NaN.
+    only_row0 = candidate_softmax_loss(logits, torch.tensor([[1.0, 0, 0, -100], [0, 0, 0, 0]]), mask)
+    torch.testing.assert_close(only_row0, row0)
+    assert candidate_softmax_loss(logits, torch.zeros(2, 4), mask).item() == 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# shapes, losses, hand computations
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["gru4rec", "nrms"])
+def test_news_recommendation_scores_and_loss(tiny_config, preset):
+    config = tiny_config(preset)
+    model = _randomize(UserBertForNewsRecommendation(config))
+    candidates = torch.tensor([[12, 13, 14, 15, 16], [17, 3, 18, 19, 20], [21, 22, 23, 24, 25]])
+    labels = torch.tensor([[1.0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0], [0, 0, 1.0, 0, 1.0]])
+    inputs, (candidate_index,) = _batch(config, HISTORIES, candidates)
+    with torch.no_grad():
+        out = model(**inputs, candidate_index=candidate_index, labels=labels)
+        no_labels = model(**inputs, candidate_index=candidate_index)
+        users, table = _users_and_vectors(model, inputs)
+    assert out.logits.shape == (3, 5) and no_labels.loss is None and out.loss is not None
+    expected = torch.einsum("bh,bch->bc", users, table[candidate_index])
+    torch.testing.assert_close(out.logits, expected)
+    log_probs = torch.log_softmax(expected, -1)
+    hand = torch.stack([-log_probs[0, 0], -log_probs[1, 1], -(log_probs[2, 2] + log_probs[2, 4]) / 2]).mean()
+    torch.testing.assert_close(out.loss, hand)
+
+
+def test_news_padding_candidates_change_nothing(tiny_config):
+    config = tiny_config("nrms")
+    model = _randomize(UserBertForNewsRecommendation(config))
+    candidates = torch.tensor([[12, 13, 14], [17, 3, 18], [21, 22, 23]])
+    labels = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    # Two extra candidates per row pointing at real behaviours (not zeros) but masked, labels -100.
+    padded = torch.cat([candidates, torch.tensor([[30, 31], [32, 33], [34, 35]])], 1)
+    padded_labels = torch.cat([labels, torch.full((3, 2), -100.0)], 1)
+    inputs, (index,) = _batch(config, HISTORIES, candidates)
+    padded_inputs, (padded_index,) = _batch(config, HISTORIES, padded)
+    with torch.no_grad():
+        out = model(**inputs, candidate_index=index, labels=labels)
+        pad_out = model(**padded_inputs, candidate_index=padded_index, candidate_mask=(padded_labels != -100).long(),
+                        labels=padded_labels)
+    torch.testing.assert_close(pad_out.logits[:, :3], out.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(pad_out.loss, out.loss, atol=1e-6, rtol=0)
+    assert (pad_out.logits[:, 3:] == torch.finfo(pad_out.logits.dtype).min).all()
+
+
+@pytest.mark.parametrize("preset", ["gru4rec", "nrms"])
+def test_ctr_logits_bias_and_bce(tiny_config, preset):
+    config = tiny_config(preset)
+    model = _randomize(UserBertForCTRPrediction(config))
+    candidates = torch.tensor([12, 3, 25])
+    labels = torch.tensor([1.0, 0.0, 1.0])
+    inputs, (candidate_index,) = _batch(config, HISTORIES, candidates)
+    with torch.no_grad():
+        out = model(**inputs, candidate_index=candidate_index, labels=labels)
+        users, table = _users_and_vectors(model, inputs)
+    assert out.logits.shape == (3,)
+    expected = (users * table[candidate_index]).sum(-1) + model.ctr_bias
+    torch.testing.assert_close(out.logits, expected)
+    hand = -(labels * F.logsigmoid(expected) + (1 - labels) * F.logsigmoid(-expected)).mean()
+    torch.testing.assert_close(out.loss, hand)
+    assert model(**inputs, candidate_index=candidate_index).loss is None
+
+
+def test_ctr_packed_rows_equal_one_candidate_rows(tiny_config):
+    """Several candidates of a user in one row (padded) give the same logits and loss as one row per pair."""
+    config = tiny_config("nrms")
+    model = _randomize(UserBertForCTRPrediction(config))
+    pairs = [(0, 12, 1.0), (0, 13, 0.0), (0, 14, 1.0), (1, 15, 0.0), (2, 16, 1.0), (2, 17, 0.0)]
+    flat_inputs, (flat_index,) = _batch(config, [HISTORIES[u] for u, _, _ in pairs], torch.tensor([c for _, c, _ in pairs]))
+    flat_labels = torch.tensor([y for _, _, y in pairs])
+    packed = torch.tensor([[12, 13, 14], [15, 30, 31], [16, 17, 32]])  # padding points at real behaviours
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0]])
+    packed_labels = torch.tensor([[1.0, 0, 1], [0, -100, -100], [1, 0, -100]])
+    packed_inputs, (packed_index,) = _batch(config, HISTORIES, packed)
+    with torch.no_grad():
+        flat = model(**flat_inputs, candidate_index=flat_index, labels=flat_labels)
+        out = model(**packed_inputs, candidate_index=packed_index, candidate_mask=mask, labels=packed_labels)
+    assert out.logits.shape == (3, 3)
+    torch.testing.assert_close(out.logits[mask.bool()], flat.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.loss, flat.loss, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("preset", ["gru4rec", "bert4rec"])
+def test_next_behavior_rank_matches_brute_force(tiny_config, preset):
+    config = tiny_config(preset)
+    model = _randomize(UserBertForNextBehaviorPrediction(config))
+    histories = [[3, 5, 7], [2, 9], [11, 4, 6, 8], [20]]
+    labels = torch.tensor([5, 30, 11, -100])  # row 0: target in the history (a repeat); row 3 ignored
+    exclude = pad_sequences(histories)
+    inputs, _ = _batch(config, histories)
+    with torch.no_grad():
+        out = model(**inputs, labels=labels, exclude_index=exclude)
+        plain = model(**inputs, labels=labels)
+        users = model.userbert(**inputs).user_embedding
+    raw = users @ model.userbert.behavior_encoder.behavior_embeddings.weight.T  # (B, V)
+    assert out.logits.shape == (4, config.behavior_vocab_size)
+    assert torch.isinf(out.logits[:, 0]).all() and (out.logits[:, 0] < 0).all()
+    for row, target in enumerate(labels.tolist()):
+        if target < 0:
+            assert out.target_rank[row] == -100
+            continue
+        blocked = {0} | (set(histories[row]) - {target})
+        expected = sum(1 for j in range(config.behavior_vocab_size) if j not in blocked and raw[row, j] > raw[row, target])
+        assert out.target_rank[row].item() == expected
+        assert out.logits[row, target] == raw[row, target]  # the target is never excluded
+        without_exclusion = sum(1 for j in range(1, config.behavior_vocab_size) if raw[row, j] > raw[row, target])
+        assert plain.target_rank[row].item() == without_exclusion
+    # Loss: full softmax cross-entropy over the allowed behaviours, ignored rows left out.
+    allowed = out.logits[:3]
+    hand = -torch.log_softmax(allowed, -1)[torch.arange(3), labels[:3]].mean()
+    torch.testing.assert_close(out.loss, hand)
+    assert model(**inputs).loss is None and model(**inputs).target_rank is None
+
+
+def test_next_behavior_text_model_needs_all_behaviors(tiny_config):
+    config = tiny_config("nrms")
+    model = _randomize(UserBertForNextBehaviorPrediction(config))
+    catalog = _text_catalog(config)
+    inputs, _ = _batch(config, HISTORIES)
+    with pytest.raises(ValueError, match="all_behavior_token_ids"):
+        model(**inputs, labels=torch.tensor([1, 2, 3]))
+    with torch.no_grad():
+        out = model(**inputs, labels=torch.tensor([1, 2, 3]), all_behavior_token_ids=catalog.token_ids)
+    assert out.logits.shape == (3, config.behavior_vocab_size) and out.target_rank.min() >= 0
+
+
+def test_user_classification_dropout_linear_and_ce(tiny_config):
+    config = tiny_config("gru4rec", num_labels=3)
+    model = _randomize(UserBertForUserClassification(config))
+    inputs, _ = _batch(config, HISTORIES)
+    labels = torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        out = model(**inputs, labels=labels)
+        users = model.userbert(**inputs).user_embedding
+    expected = model.classifier(users)
+    assert out.logits.shape == (3, 3)
+    torch.testing.assert_close(out.logits, expected)
+    torch.testing.assert_close(out.loss, F.cross_entropy(expected, labels))
+    assert model(**inputs).loss is None
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_heads_need_the_table_layout(tiny_config, head):
+    model = head(tiny_config("gru4rec"))
+    per_position = {"behavior_ids": torch.tensor([[1, 2]])}
+    if head in (UserBertForNewsRecommendation, UserBertForCTRPrediction):
+        per_position["candidate_index"] = torch.tensor([[1]])
+    with pytest.raises(ValueError, match="behavior_index"):
+        model(**per_position)
+
+
+# ----------------------------------------------------------------------------------------------
+# loading pre-trained user models, freezing
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def transformers_logs(caplog):
+    transformers.logging.enable_propagation()
+    caplog.set_level(logging.WARNING, logger="transformers")
+    yield caplog
+    transformers.logging.disable_propagation()
+
+
+@pytest.mark.parametrize("source", [UserBertForPreTraining, UserBertModel])
+@pytest.mark.parametrize("head", HEADS)
+def test_from_pretrained_keeps_user_model_and_initialises_head(tiny_config, tmp_path, transformers_logs, source, head):
+    config = tiny_config("gru4rec")
+    pretrained = _randomize(source(config))
+    pretrained.save_pretrained(tmp_path)
+    user_model = pretrained.userbert if source is UserBertForPreTraining else pretrained
+    model, info = head.from_pretrained(tmp_path, output_loading_info=True)
+    loaded = model.userbert.state_dict()
+    for name, tensor in user_model.state_dict().items():
+        assert torch.equal(loaded[name], tensor), name  # bitwise
+    head_keys = {k for k in model.state_dict() if not k.startswith("userbert.")}
+    assert set(info["missing_keys"]) == head_keys
+    assert not any(r.levelno >= logging.ERROR for r in transformers_logs.records)
+    if head is UserBertForCTRPrediction:
+        assert model.ctr_bias.item() == 0.0
+    if head is UserBertForUserClassification:
+        assert model.classifier.weight.abs().sum() > 0 and (model.classifier.bias == 0).all()
+
+
+def test_fine_tuned_heads_save_and_reload_with_auto_classes(tiny_config, tmp_path):
+    config = tiny_config("gru4rec", num_labels=2)
+    classifier = _randomize(UserBertForUserClassification(config))
+    classifier.save_pretrained(tmp_path / "cls")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "cls")
+    assert type(reloaded) is UserBertForUserClassification
+    assert torch.equal(reloaded.classifier.weight, classifier.classifier.weight)
+    auto_map = json.loads((tmp_path / "cls" / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForSequenceClassification"] == "modeling_userbert.UserBertForUserClassification"
+    assert auto_map["AutoModel"] == "modeling_userbert.UserBertModel"
+    news = _randomize(UserBertForNewsRecommendation(config))
+    news.save_pretrained(tmp_path / "news")
+    assert type(AutoModelForMultipleChoice.from_pretrained(tmp_path / "news")) is UserBertForNewsRecommendation
+    base = AutoModel.from_pretrained(tmp_path / "news")
+    assert torch.equal(base.behavior_encoder.behavior_embeddings.weight,
+                       news.userbert.behavior_encoder.behavior_embeddings.weight)
+
+
+@pytest.mark.parametrize("head", [UserBertForCTRPrediction, UserBertForUserClassification])
+def test_freeze_user_model_keeps_it_unchanged(tiny_config, head):
+    config = tiny_config("nrms", dropout=0.1)
+    model = _randomize(head(config)).train()
+    model.freeze_user_model()
+    before = {k: v.clone() for k, v in model.userbert.state_dict().items()}
+    head_before = {k: v.clone() for k, v in model.named_parameters() if not k.startswith("userbert.")}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(not p.requires_grad for p in model.userbert.parameters())
+    optimizer = torch.optim.AdamW(trainable, lr=0.1)
+    inputs, (candidate_index,) = _batch(config, HISTORIES, torch.tensor([12, 13, 14]))
+    extra = {"candidate_index": candidate_index, "labels": torch.tensor([1.0, 0.0, 1.0])}
+    if head is UserBertForUserClassification:
+        extra = {"labels": torch.tensor([1, 0, 1])}
+    for _ in range(2):
+        model(**inputs, **extra).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    for name, tensor in model.userbert.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    assert any(not torch.equal(p, head_before[k]) for k, p in model.named_parameters() if k in head_before)
