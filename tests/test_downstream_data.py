@@ -67,8 +67,9 @@ def test_docstring_examples():
 # ----------------------------------------------------------------------------------------------
 def test_history_cut_moves_to_a_time_boundary():
     assert history_cut([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.8) == 8
-    assert history_cut([1, 1, 1, 1, 2, 2, 2, 2, 2, 3], 0.8) == 4  # left boundary is closer than the right one
-    assert history_cut([1, 2, 2, 2, 2, 2, 2, 2, 2, 3], 0.8) == 9
+    assert history_cut([1, 1, 1, 1, 2, 2, 2, 2, 2, 3], 0.8) == 9  # the nearer boundary: after the 2s
+    assert history_cut([1, 1, 1, 1, 1, 1, 1, 2, 2, 2], 0.8) == 7  # before the 2s (after them nothing is left)
+    assert history_cut([1, 1, 1, 1, 1, 1, 2, 2, 2, 2], 0.8) == 6
     assert history_cut([5, 5, 5], 0.8) == 2  # one timestamp for all: no boundary exists, the cut is kept
     assert history_cut([5], 0.8) is None
 

@@ -969,10 +969,10 @@ def test_regressions_found_by_fuzzing(tmp_path):
     # JSON Lines were split with str.splitlines, which also breaks at U+2028 / U+0085 inside JSON strings.
     path = tmp_path / "sep.jsonl"
     path.write_text(json.dumps({"user_id": "u", "item_id": "a\u2028b", "timestamp": 1}, ensure_ascii=False) + "\n"
-                    + json.dumps({"user_id": "u", "item_id": "c\x85", "timestamp": 2}, ensure_ascii=False) + "\n",
+                    + json.dumps({"user_id": "u", "item_id": "c\x85d", "timestamp": 2}, ensure_ascii=False) + "\n",
                     encoding="utf-8")
     data = load_event_log(path, verbose=False)
-    assert data.summary.skipped == {} and raw_sequences(data)["u"][0] == ["a\u2028b", "c\x85"]
+    assert data.summary.skipped == {} and raw_sequences(data)["u"][0] == ["a\u2028b", "c\x85d"]
     # A JSON Lines record `null` was counted as a blank line (not an error even with strict=True).
     path = tmp_path / "null.jsonl"
     path.write_text('{"user_id": "u", "item_id": "a", "timestamp": 1}\nnull\n')

@@ -101,14 +101,14 @@ def subsample_training(dataset: datasets.Dataset, fraction: float, seed: int = 4
 
     Example:
         >>> rows = datasets.Dataset.from_dict({"user_id": ["a", "a", "b", "c"], "x": [1, 2, 3, 4]})
-        >>> subsample_training(rows, 0.34, seed=0)["user_id"]
-        ['b']
+        >>> list(subsample_training(rows, 0.34, seed=0)["user_id"])
+        ['c']
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"train_fraction must be in (0, 1], got {fraction}")
     if fraction == 1 or len(dataset) == 0:
         return dataset
-    groups = list(dict.fromkeys(dataset[group_column]))
+    groups = list(dict.fromkeys(list(dataset[group_column])))
     keep_count = max(1, int(round(fraction * len(groups))))
     chosen = np.random.default_rng(seed).permutation(len(groups))[:keep_count]
     keep = {groups[i] for i in chosen}
@@ -226,7 +226,7 @@ def pack_candidates(rows: datasets.Dataset, candidates_per_row: int | None = Non
         >>> rows = datasets.Dataset.from_dict({"user_id": ["a", "a", "a", "b"], "history": [[1], [1], [1], [2]],
         ...                                    "candidate": [5, 6, 7, 8], "label": [1.0, 0.0, 1.0, 0.0]})
         >>> packed = pack_candidates(rows, candidates_per_row=2)
-        >>> packed["user_id"], [len(c) for c in packed["candidates"]]
+        >>> list(packed["user_id"]), [len(c) for c in packed["candidates"]]
         (['a', 'a', 'b'], [2, 1, 1])
     """
     if candidates_per_row is not None and candidates_per_row < 1:
@@ -235,7 +235,7 @@ def pack_candidates(rows: datasets.Dataset, candidates_per_row: int | None = Non
     by_user: dict[str, list[int]] = {}
     for i, user in enumerate(rows["user_id"]):
         by_user.setdefault(user, []).append(i)
-    histories, candidates, labels = rows["history"], rows["candidate"], rows["label"]
+    histories, candidates, labels = list(rows["history"]), list(rows["candidate"]), list(rows["label"])
     out = {name: [] for name in CTR_PACKED_FEATURES}
     for user, index in by_user.items():
         index = [index[j] for j in rng.permutation(len(index))]
@@ -334,10 +334,10 @@ def news_evaluation_rows(impressions: datasets.Dataset) -> datasets.Dataset:
     labelled = impressions.filter(lambda labels: all(x in (0, 1) for x in labels), input_columns="labels")
     return datasets.Dataset.from_dict(
         {
-            "impression_id": labelled["impression_id"],
-            "user_id": labelled["user_id"],
-            "history": labelled["history"],
-            "candidates": labelled["candidates"],
+            "impression_id": list(labelled["impression_id"]),
+            "user_id": list(labelled["user_id"]),
+            "history": list(labelled["history"]),
+            "candidates": list(labelled["candidates"]),
             "labels": [[float(x) for x in labels] for labels in labelled["labels"]],
         },
         features=NEWS_FEATURES,
@@ -507,7 +507,7 @@ class CTRCollator:
     Example:
         >>> batch = CTRCollator(BehaviorCatalog(10))([{"history": [3, 4], "candidate": 7, "label": 1.0}])
         >>> batch["behavior_ids"].tolist(), batch["behavior_index"].tolist(), batch["candidate_index"].tolist()
-        ([0, 3, 4, 7], [[1, 2]], [3])
+        ([3, 4, 7], [[0, 1]], [2])
     """
 
     catalog: BehaviorCatalog

@@ -150,10 +150,20 @@ class FinetuningModelArguments:
     freeze_user_model: bool = field(
         default=False, metadata={"help": "Train only the head (the CTR bias, the classifier); the user model is fixed."}
     )
-    hidden_size: int = field(default=128, metadata={"help": "From scratch: hidden size (as `userbert pretrain`)."})
-    attention_query_size: int = field(default=64, metadata={"help": "From scratch: additive attention query size."})
-    num_attention_heads: int = field(default=8, metadata={"help": "From scratch: heads of self-attention encoders."})
-    dropout: float = field(default=0.2, metadata={"help": "From scratch: dropout (paper: 0.2)."})
+    # From-scratch sizes default to those of `userbert pretrain`, so a from-scratch baseline has the architecture
+    # of the default pre-trained model.
+    hidden_size: int | None = field(default=None, metadata={"help": "From scratch: hidden size (default: as `userbert pretrain`)."})
+    attention_query_size: int | None = field(default=None, metadata={"help": "From scratch: additive attention query size."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "From scratch: heads of self-attention encoders."})
+    dropout: float | None = field(default=None, metadata={"help": "From scratch: dropout (paper: 0.2)."})
+
+    def __post_init__(self):
+        from .pretraining_job import PretrainingModelArguments
+
+        pretraining = PretrainingModelArguments()
+        for name in ("hidden_size", "attention_query_size", "num_attention_heads", "dropout"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(pretraining, name))
 
 
 @dataclass
@@ -363,15 +373,15 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         vocabulary, tokenizer = load_user_model_assets(source, config)
         if config.behavior_type == "text":
             vocabulary = extendable_copy(vocabulary)
+    if data_args.export_pretraining_data:
+        export_pretraining_data(data_args, vocabulary)
+        return {}
     behavior_type = config.behavior_type if config is not None else PRESETS[source.lower()]["behavior_type"]
     if task == "next_item" and behavior_type == "text":
         raise ValueError(
             "--task next_item ranks every behaviour of the vocabulary and is implemented for ID-behaviour models "
             "(gru4rec, bert4rec); this model encodes behaviour texts"
         )
-    if data_args.export_pretraining_data:
-        export_pretraining_data(data_args, vocabulary)
-        return {}
 
     # 2. Load the labelled data and build the train / validation / test splits (by user).
     splits, vocabulary, behavior_data, label_names = load_task_data(data_args, vocabulary)
@@ -384,8 +394,10 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         splits["test"] = pack_candidates(splits["test"])
     stats = split_statistics(splits, task)
     logger.info("Downstream data (%s): %s", task, json.dumps(stats))
-    if len(splits["train"]) == 0 or len(splits["validation"]) == 0 or len(splits["test"]) == 0:
+    if len(splits["train"]) == 0 or len(splits["test"]) == 0:
         raise ValueError(f"a split of the {task} data is empty: {stats}")
+    if len(splits["validation"]) == 0 and training_args.eval_strategy != "no":
+        raise ValueError(f"the validation split of the {task} data is empty ({stats}): pass --eval_strategy no")
 
     # 3. The word tokenizer for text behaviours (from scratch: built from the behaviour texts).
     if from_scratch and behavior_type == "text":
@@ -428,7 +440,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
 
     # 5. Fine-tune with the standard Trainer, evaluating on validation; then evaluate on test.
     trainer = Trainer(
-        model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits["validation"],
+        model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits["validation"] or None,
         data_collator=COLLATORS[task](catalog, model.config.max_behaviors), compute_metrics=task_compute_metrics(task),
     )
     ignore_keys = eval_ignore_keys(task)

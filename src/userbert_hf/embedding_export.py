@@ -1,0 +1,293 @@
+"""Embed every user of a behaviour dataset with a pre-trained user model, save the vectors, search neighbours.
+
+``userbert embed`` runs :func:`main`::
+
+    userbert embed --model_name_or_path outputs/userbert-pretrained --data movielens --output embeddings.parquet
+
+The model (a local folder or a Hub repository) brings its frozen behaviour vocabulary and, for text behaviours,
+its word tokenizer; the data is read with that vocabulary, so behaviour ids mean what they meant in pre-training.
+The result is a ``datasets.Dataset`` with columns ``user_id`` (string) and ``embedding`` (``List(float32)``),
+written as Parquet (``*.parquet``) or as a ``save_to_disk`` folder (any other path).
+
+Example:
+
+```python
+>>> from userbert_hf.embedding_export import embed_users, nearest_users
+>>> embeddings = embed_users("outputs/userbert-pretrained", "movielens")
+>>> ids, scores = nearest_users(embeddings, ["1"], k=5)   # the 5 users most similar to user "1" (cosine)
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from .assets import build_catalog, load_user_model_assets
+from .collation import UserBertCollator
+from .data_loading import BehaviorData, load_behavior_data
+from .modeling_userbert import UserBertModel
+from .vocabulary import BehaviorVocabulary
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("cosine", "dot", "l2")
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading the data with the model's vocabulary
+# ----------------------------------------------------------------------------------------------
+
+
+def _remap_users(users: datasets.Dataset, source: BehaviorVocabulary, target: BehaviorVocabulary) -> datasets.Dataset:
+    """Re-express ``behavior_ids`` of ``source`` in ``target`` ids; behaviours unknown to ``target`` are dropped."""
+    mapping = np.array([0] + [target.get(raw, 0) for raw in source.raw_ids[1:]], dtype=np.int64)  # source id -> id
+
+    def remap(batch):
+        ids = [mapping[np.asarray(seq, dtype=np.int64)] for seq in batch["behavior_ids"]]
+        keep = [seq != 0 for seq in ids]
+        out = {"behavior_ids": [seq[k].tolist() for seq, k in zip(ids, keep)]}
+        if "timestamps" in batch:
+            out["timestamps"] = [np.asarray(t)[k].tolist() for t, k in zip(batch["timestamps"], keep)]
+        return out
+
+    columns = [c for c in users.column_names if c not in ("user_id", "behavior_ids", "timestamps")]
+    return users.remove_columns(columns).map(remap, batched=True, desc="Mapping behaviours to the model vocabulary")
+
+
+def _count_behaviors(users: datasets.Dataset) -> int:
+    return int(pc.sum(pc.list_value_length(users.with_format("arrow")[:]["behavior_ids"])).as_py() or 0)
+
+
+def read_users(data, vocabulary: BehaviorVocabulary, max_behaviors: int | None = None) -> datasets.Dataset:
+    """The users of ``data`` (a :class:`BehaviorData` or anything :func:`load_behavior_data` accepts) with
+    ``behavior_ids`` in ``vocabulary``'s ids; behaviours the vocabulary does not know are dropped (and counted),
+    users left without behaviours are dropped with a warning."""
+    if not isinstance(data, BehaviorData):
+        data = load_behavior_data(data, vocabulary=vocabulary, max_behaviors=max_behaviors)
+    users = data.users
+    if data.vocabulary.raw_ids != vocabulary.raw_ids:
+        # Data loaded with its own vocabulary (a BehaviorData built elsewhere, a saved data folder).
+        before = _count_behaviors(users)
+        users = _remap_users(users, data.vocabulary, vocabulary)
+        dropped = before - _count_behaviors(users)
+        if dropped:
+            logger.warning("%d behaviours of %s are not in the model's vocabulary and were dropped", dropped, data.source)
+        lengths = pc.list_value_length(users.with_format("arrow")[:]["behavior_ids"])
+        empty = users.num_rows - pc.sum(pc.greater(lengths, 0)).as_py()
+        if empty:
+            logger.warning("%d users have no behaviour known to the model and get no embedding", empty)
+            users = users.filter(lambda seq: len(seq) > 0, input_columns="behavior_ids")
+    if "user_id" not in users.column_names:
+        raise ValueError(f"the users dataset needs a user_id column, got {users.column_names}")
+    return users
+
+
+# ----------------------------------------------------------------------------------------------
+# Embedding
+# ----------------------------------------------------------------------------------------------
+
+
+def _embeddings_dataset(user_ids: list[str], vectors: np.ndarray) -> datasets.Dataset:
+    """``user_id`` (string) + ``embedding`` (``List(float32)``) built straight in Arrow."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # (N, H)
+    n, h = vectors.shape
+    offsets = pa.array(np.arange(0, n * h + 1, h, dtype=np.int32))
+    table = pa.table({
+        "user_id": pa.array(user_ids, type=pa.string()),
+        "embedding": pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1))),
+    })
+    return datasets.Dataset(table)
+
+
+def embed_users(model_name_or_path: str, data, batch_size: int = 64, device: str | torch.device | None = None) -> datasets.Dataset:
+    """User embeddings of every user of ``data`` from a pre-trained user model.
+
+    Args:
+        model_name_or_path: a folder written by ``userbert pretrain`` (or ``save_pretrained`` + assets) or a Hub
+            repository id; its ``behavior_vocab.json`` (and ``tokenizer.json`` for text behaviours) are used.
+        data: a :class:`~userbert_hf.data_loading.BehaviorData` or anything ``load_behavior_data`` accepts
+            (``"movielens"``, a MovieLens/MIND folder, an event log, ...). Sequences keep the most recent
+            ``config.max_behaviors`` behaviours.
+        batch_size: users per forward pass.
+        device: ``"cpu"``, ``"cuda"``, ...; default: CUDA when available.
+
+    Returns:
+        A ``datasets.Dataset`` with ``user_id`` (string) and ``embedding`` (``List(float32)``, hidden size), in the
+        order of the users of ``data``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    # 1. The user model with its frozen vocabulary (and tokenizer).
+    model = UserBertModel.from_pretrained(model_name_or_path).to(device).eval()
+    config = model.config
+    vocabulary, tokenizer = load_user_model_assets(model_name_or_path, config)
+    collate = UserBertCollator(build_catalog(vocabulary, config, tokenizer), max_behaviors=config.max_behaviors)
+    # 2. The users, in the model's behaviour ids.
+    users = read_users(data, vocabulary, config.max_behaviors)
+    # 3. Batches of users -> user embeddings (each batch's distinct behaviours are encoded once).
+    user_ids: list[str] = []
+    vectors = np.empty((users.num_rows, config.hidden_size), dtype=np.float32)  # (N, H)
+    start = 0
+    with torch.inference_mode():
+        for batch in users.select_columns(["user_id", "behavior_ids"]).iter(batch_size=batch_size):
+            inputs = collate([{"behavior_ids": seq} for seq in batch["behavior_ids"]])
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            embedding = model(**inputs).user_embedding  # (B, H)
+            vectors[start : start + len(embedding)] = embedding.float().cpu().numpy()
+            start += len(embedding)
+            user_ids.extend(str(u) for u in batch["user_id"])
+    return _embeddings_dataset(user_ids, vectors)
+
+
+def save_user_embeddings(embeddings: datasets.Dataset, output_path: str) -> str:
+    """Write embeddings as Parquet (``*.parquet``) or as a ``datasets`` folder (``save_to_disk``)."""
+    parent = os.path.dirname(os.path.abspath(output_path))
+    os.makedirs(parent, exist_ok=True)
+    if output_path.endswith(".parquet"):
+        embeddings.to_parquet(output_path)
+    else:
+        embeddings.save_to_disk(output_path)
+    return output_path
+
+
+def load_user_embeddings(path: str) -> datasets.Dataset:
+    """Read what :func:`save_user_embeddings` wrote (Parquet file or ``save_to_disk`` folder)."""
+    if os.path.isdir(path):
+        return datasets.load_from_disk(path)
+    return datasets.Dataset(pq.read_table(path))
+
+
+def export_user_embeddings(model, data, output_path: str, batch_size: int = 64, device=None) -> datasets.Dataset:
+    """:func:`embed_users` + :func:`save_user_embeddings`; ``model`` is a model folder or Hub repository id."""
+    embeddings = embed_users(model, data, batch_size=batch_size, device=device)
+    save_user_embeddings(embeddings, output_path)
+    return embeddings
+
+
+# ----------------------------------------------------------------------------------------------
+# Nearest neighbours (faiss)
+# ----------------------------------------------------------------------------------------------
+
+
+def embedding_matrix(embeddings: datasets.Dataset) -> np.ndarray:
+    """The ``embedding`` column as a new, writable (N, H) float32 array."""
+    column = embeddings.with_format("arrow")[:]["embedding"].combine_chunks()  # honours select/filter/shuffle
+    if len(column) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    lengths = column.value_lengths().to_numpy(zero_copy_only=False)
+    if (lengths != lengths[0]).any():
+        raise ValueError("all embeddings must have the same size")
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    # A writable copy: Arrow buffers are read-only and faiss normalises in place.
+    return np.array(values, dtype=np.float32, copy=True).reshape(len(column), -1)
+
+
+def nearest_users(
+    embeddings: datasets.Dataset, query_user_ids, k: int = 10, metric: str = "cosine", exclude_self: bool = True
+) -> tuple[list[list[str]], np.ndarray]:
+    """The ``k`` users closest to each query user, by exact (flat) faiss search.
+
+    Args:
+        embeddings: a dataset with ``user_id`` and ``embedding`` (from :func:`embed_users`).
+        query_user_ids: a user id or a list of them (ids of ``embeddings``).
+        k: neighbours per query (at most the number of other users).
+        metric: ``"cosine"`` (inner product of L2-normalised vectors, ``IndexFlatIP``), ``"dot"`` (inner product)
+            or ``"l2"`` (squared Euclidean distance, ``IndexFlatL2``).
+        exclude_self: leave the query user out of its own neighbours.
+
+    Returns:
+        ``(neighbor_ids, scores)``: ``neighbor_ids[q]`` lists the ``k`` neighbour ids of query ``q``, best first;
+        ``scores`` (Q, k) float32 holds their similarity (cosine, dot: higher is closer) or distance (l2: lower
+        is closer).
+    """
+    import faiss
+
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r} is not one of {METRICS}")
+    if isinstance(query_user_ids, str):
+        query_user_ids = [query_user_ids]
+    user_ids = [str(u) for u in embeddings["user_id"]]
+    row_of = {u: i for i, u in enumerate(user_ids)}
+    missing = [q for q in query_user_ids if str(q) not in row_of]
+    if missing:
+        raise KeyError(f"user ids not in the embeddings: {missing[:10]}")
+    vectors = embedding_matrix(embeddings)  # (N, H)
+    if metric == "cosine":
+        faiss.normalize_L2(vectors)
+    index = faiss.IndexFlatL2(vectors.shape[1]) if metric == "l2" else faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    rows = np.array([row_of[str(q)] for q in query_user_ids], dtype=np.int64)
+    k = min(k, len(user_ids) - (1 if exclude_self else 0))
+    if k < 1:
+        return [[] for _ in rows], np.zeros((len(rows), 0), dtype=np.float32)
+    scores, found = index.search(vectors[rows], k + (1 if exclude_self else 0))  # (Q, k [+ 1])
+    neighbor_ids, kept_scores = [], np.empty((len(rows), k), dtype=np.float32)
+    for q, row in enumerate(rows):
+        keep = [j for j in range(found.shape[1]) if found[q, j] >= 0 and not (exclude_self and found[q, j] == row)][:k]
+        neighbor_ids.append([user_ids[found[q, j]] for j in keep])
+        kept_scores[q] = scores[q, keep]
+    return neighbor_ids, kept_scores
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EmbeddingExportArguments:
+    """``userbert embed``: embed every user of a dataset with a pre-trained user model."""
+
+    model_name_or_path: str = field(metadata={"help": "A pre-trained model folder or Hub repository id."})
+    data: str = field(
+        default="movielens", metadata={"help": "'movielens' (bundled), a MovieLens/MIND folder or an event log file."}
+    )
+    output: str = field(
+        default="user_embeddings.parquet",
+        metadata={"help": "Output: a .parquet file, or a folder for datasets' save_to_disk."},
+    )
+    batch_size: int = field(default=64, metadata={"help": "Users per forward pass."})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
+
+
+def main(argv: list[str] | None = None) -> datasets.Dataset:
+    from transformers import HfArgumentParser
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = HfArgumentParser(EmbeddingExportArguments)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        (args,) = parser.parse_json_file(os.path.abspath(argv[0]))
+    else:
+        (args,) = parser.parse_args_into_dataclasses(args=argv)
+    embeddings = export_user_embeddings(args.model_name_or_path, args.data, args.output, args.batch_size, args.device)
+    size = len(embeddings[0]["embedding"]) if embeddings.num_rows else 0
+    print(f"Embedded {embeddings.num_rows} users ({size} dimensions) with {args.model_name_or_path} -> {args.output}")
+    return embeddings
+
+
+__all__ = [
+    "EmbeddingExportArguments",
+    "embed_users",
+    "export_user_embeddings",
+    "save_user_embeddings",
+    "load_user_embeddings",
+    "embedding_matrix",
+    "nearest_users",
+    "read_users",
+    "main",
+]
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""A pre-training run killed with SIGKILL resumes from its last complete checkpoint and then produces the
+losses of a run that was never interrupted, step for step."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent / "scripts" / "crash_pretrain.py"
+
+
+def _losses(path: Path) -> dict[int, tuple[float, float]]:
+    out = {}
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        out[entry["step"]] = (entry["mbp_loss"], entry["bsm_loss"])
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_seed", [0])
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, kill_seed):
+    reference_log = tmp_path / "reference.jsonl"
+    subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "reference"), str(reference_log)], check=True,
+                   capture_output=True, timeout=300)
+    reference = _losses(reference_log)
+    assert sorted(reference) == list(range(1, 17))
+
+    run_dir, crash_log = tmp_path / "crashed", tmp_path / "crashed.jsonl"
+    process = subprocess.Popen([sys.executable, str(SCRIPT), str(run_dir), str(crash_log)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoint-2").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    # Kill at a random moment after the first checkpoint starts to appear (possibly while one is written).
+    time.sleep(random.Random(kill_seed).uniform(0.0, 1.5))
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    if process.returncode == 0:
+        pytest.skip("the run finished before it could be killed")
+
+    resumed_log = tmp_path / "resumed.jsonl"
+    done = subprocess.run([sys.executable, str(SCRIPT), str(run_dir), str(resumed_log), "--resume"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = _losses(resumed_log)
+    assert resumed, "the resumed run logged nothing"
+    assert max(resumed) == 16
+    for step, losses in resumed.items():
+        assert losses == pytest.approx(reference[step], abs=1e-4), step
