@@ -18,8 +18,10 @@ they push and pull a model, so ``push_to_hub``, ``HfApi().upload_folder``, ``Tra
 ========================================================  ===========================================================
 
 Errors carry the headers the client maps to exceptions: ``X-Error-Code: RepoNotFound`` / ``RevisionNotFound`` /
-``EntryNotFound``. Upload through Xet storage is not implemented: clients must run with ``HF_HUB_DISABLE_XET=1``
-(then LFS files go through the LFS batch API), and the Xet token endpoint answers with an error saying so.
+``EntryNotFound``. Xet storage is not implemented: a client with ``hf_xet`` installed must run with
+``HF_HUB_DISABLE_XET=1`` (or, in-process, ``huggingface_hub.constants.HF_HUB_DISABLE_XET = True``) so that LFS
+files (``*.safetensors``, ...) go through the LFS batch API; otherwise ``hf_xet`` keeps retrying the Xet token
+endpoint, which answers 501 with a message saying so.
 
 Repositories live in memory; commits have 40-hex ids and parents, branches are refs. Every request is recorded in
 ``FakeHub.requests`` as ``(method, route, path)``; requests no route matched are in ``FakeHub.unhandled``.
@@ -227,14 +229,14 @@ class FakeHub:
             raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
         return commit
 
-    def _new_commit(self, repo: Repo, branch: str, title: str, description: str, files: dict[str, StoredFile]) -> Commit:
+    def _new_commit(
+        self, repo: Repo, branch: str, title: str, description: str, files: dict[str, StoredFile]
+    ) -> Commit:
         parent = repo.branches.get(branch)
         self._commit_counter += 1
-        digest = hashlib.sha1(
-            json.dumps(
-                [repo.repo_id, parent, title, self._commit_counter, time.time(), sorted((p, f.oid) for p, f in files.items())]
-            ).encode()
-        ).hexdigest()
+        tree = sorted((path, f.oid) for path, f in files.items())
+        key = [repo.repo_id, parent, title, self._commit_counter, time.time(), tree]
+        digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()
         commit = Commit(digest, title, description, [parent] if parent else [], files)
         repo.commits[digest] = commit
         repo.branches[branch] = digest
@@ -287,7 +289,8 @@ class FakeHub:
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
         url = f"{self.url}/{prefix}{repo_id}"
         try:
-            self.create_repo(repo_id, repo_type, private=payload.get("visibility") == "private" or bool(payload.get("private")))
+            private = payload.get("visibility") == "private" or bool(payload.get("private"))
+            self.create_repo(repo_id, repo_type, private=private)
         except HubError as error:
             error.body = {"error": error.message, "url": url}  # type: ignore[attr-defined]
             raise
@@ -304,13 +307,10 @@ class FakeHub:
             metadata = yaml.safe_load(match.group(1)) or {}
         except yaml.YAMLError as error:
             return 400, {"errors": [{"message": f"YAML parse error: {error}"}], "warnings": []}
-        errors = []
         if not isinstance(metadata, dict):
-            errors.append({"message": "metadata must be a mapping"})
-        elif "model-index" in metadata:
-            index = metadata["model-index"]
-            if not isinstance(index, list) or not all(isinstance(m, dict) and "name" in m for m in index):
-                errors.append({"message": '"model-index" must be a list of {name, results}'})
+            return 400, {"errors": [{"message": "metadata must be a mapping"}], "warnings": []}
+        problems = _model_index_errors(metadata["model-index"]) if "model-index" in metadata else []
+        errors = [{"message": problem} for problem in problems]
         return (400 if errors else 200), {"errors": errors, "warnings": []}
 
     def preupload(self, request, repo_type: str, repo_id: str, revision: str) -> tuple[int, dict]:
@@ -325,7 +325,8 @@ class FakeHub:
             existing = commit.files.get(path)
             # The client compares "oid" with its own: sha256 for LFS files, git blob sha1 for regular ones.
             remote_oid = None if existing is None else (existing.lfs_sha256 or existing.oid)
-            answers.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": remote_oid})
+            mode = "lfs" if lfs else "regular"
+            answers.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": remote_oid})
         return 200, {"files": answers, "commitOid": commit.oid}
 
     def lfs_batch(self, request, repo_type: str, repo_id: str) -> tuple[int, dict]:
@@ -340,7 +341,8 @@ class FakeHub:
             oid, size = obj["oid"], int(obj["size"])
             answer = {"oid": oid, "size": size, "authenticated": True}
             if oid not in self.lfs_objects:  # no "actions" = already stored, the client skips the upload
-                answer["actions"] = {"upload": {"href": f"{self.url}/lfs-upload/{oid}", "header": {}, "expires_in": 3600}}
+                upload = {"href": f"{self.url}/lfs-upload/{oid}", "header": {}, "expires_in": 3600}
+                answer["actions"] = {"upload": upload}
             objects.append(answer)
         return 200, {"transfer": "basic", "objects": objects, "hash_algo": "sha256"}
 
@@ -439,7 +441,8 @@ class FakeHub:
                 folder = prefix + "/".join(parts[:depth])
                 if folder not in folders and (recursive or depth == 1):
                     folders.add(folder)
-                    entries.append({"type": "directory", "oid": hashlib.sha1(folder.encode()).hexdigest(), "size": 0, "path": folder})
+                    oid = hashlib.sha1(folder.encode()).hexdigest()
+                    entries.append({"type": "directory", "oid": oid, "size": 0, "path": folder})
             if recursive or len(parts) == 1:
                 entry = {"type": "file", "oid": stored.oid, "size": stored.size, "path": name}
                 if stored.lfs_sha256:
@@ -481,8 +484,38 @@ class FakeHub:
     def xet_token(self, request) -> tuple[int, dict]:
         raise HubError(
             501, "The fake Hub does not implement Xet storage: run the client with HF_HUB_DISABLE_XET=1 "
-            "(LFS files are then uploaded through the LFS batch API)"
+            "(or set huggingface_hub.constants.HF_HUB_DISABLE_XET = True) so LFS files use the LFS batch API"
         )
+
+
+def _model_index_errors(index) -> list[str]:
+    """What the Hub checks in a card's ``model-index``: models with a name and results, each result with a task
+    type, a dataset name and type, and metrics that have a type and a value."""
+    if not isinstance(index, list) or not index:
+        return ['"model-index" must be a non-empty list']
+    errors = []
+    for m, model in enumerate(index):
+        if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+            errors.append(f'"model-index[{m}].name" must be a string')
+            continue
+        for r, result in enumerate(model.get("results") or []):
+            where = f"model-index[{m}].results[{r}]"
+            if not isinstance(result, dict):
+                errors.append(f'"{where}" must be a mapping')
+                continue
+            if not isinstance((result.get("task") or {}).get("type"), str):
+                errors.append(f'"{where}.task.type" is required')
+            dataset = result.get("dataset") or {}
+            if not isinstance(dataset.get("name"), str) or not isinstance(dataset.get("type"), str):
+                errors.append(f'"{where}.dataset" needs a name and a type')
+            metrics = result.get("metrics")
+            if not isinstance(metrics, list) or not metrics:
+                errors.append(f'"{where}.metrics" must be a non-empty list')
+                continue
+            for i, metric in enumerate(metrics):
+                if not isinstance(metric, dict) or not isinstance(metric.get("type"), str) or "value" not in metric:
+                    errors.append(f'"{where}.metrics[{i}]" needs a type and a value')
+    return errors
 
 
 def _regular(content: bytes) -> StoredFile:
@@ -499,20 +532,21 @@ def _lfs_info(stored: StoredFile) -> dict:
 _REPO = r"(?P<repo_id>[\w.-]+/[\w.-]+)"
 _TYPE = r"(?P<repo_type>model|dataset|space)s"
 _URL_PREFIX = r"(?:(?P<url_type>datasets|spaces)/)?"
+_REV = r"(?P<revision>[^/]+)"
 ROUTES = [
     ("GET", "/api/whoami-v2", r"/api/whoami-v2", "whoami"),
     ("POST", "/api/repos/create", r"/api/repos/create", "create_repo_endpoint"),
     ("POST", "/api/validate-yaml", r"/api/validate-yaml", "validate_yaml"),
-    ("POST", "/api/{type}s/{repo}/preupload/{rev}", rf"/api/{_TYPE}/{_REPO}/preupload/(?P<revision>[^/]+)", "preupload"),
-    ("POST", "/api/{type}s/{repo}/commit/{rev}", rf"/api/{_TYPE}/{_REPO}/commit/(?P<revision>[^/]+)", "commit"),
-    ("GET", "/api/{type}s/{repo}/xet-write-token/{rev}", rf"/api/{_TYPE}/{_REPO}/xet-(?:write|read)-token/.*", "xet_token"),
-    ("GET", "/api/{type}s/{repo}/tree/{rev}", rf"/api/{_TYPE}/{_REPO}/tree/(?P<revision>[^/]+)(?:/(?P<path>.*))?", "tree"),
-    ("GET", "/api/{type}s/{repo}/revision/{rev}", rf"/api/{_TYPE}/{_REPO}/revision/(?P<revision>[^/]+)", "repo_info"),
+    ("POST", "/api/{type}s/{repo}/preupload/{rev}", rf"/api/{_TYPE}/{_REPO}/preupload/{_REV}", "preupload"),
+    ("POST", "/api/{type}s/{repo}/commit/{rev}", rf"/api/{_TYPE}/{_REPO}/commit/{_REV}", "commit"),
+    ("GET", "/api/{type}s/{repo}/xet-write-token/{rev}", rf"/api/{_TYPE}/{_REPO}/xet-\w+-token/.*", "xet_token"),
+    ("GET", "/api/{type}s/{repo}/tree/{rev}", rf"/api/{_TYPE}/{_REPO}/tree/{_REV}(?:/(?P<path>.*))?", "tree"),
+    ("GET", "/api/{type}s/{repo}/revision/{rev}", rf"/api/{_TYPE}/{_REPO}/revision/{_REV}", "repo_info"),
     ("GET", "/api/{type}s/{repo}", rf"/api/{_TYPE}/{_REPO}", "repo_info"),
     ("POST", "/{repo}.git/info/lfs/objects/batch", rf"/{_URL_PREFIX}{_REPO}\.git/info/lfs/objects/batch", "lfs_batch"),
     ("PUT", "/lfs-upload/{oid}", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", "lfs_upload"),
-    ("HEAD", "/{repo}/resolve/{rev}/{path}", rf"/{_URL_PREFIX}{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", "resolve"),
-    ("GET", "/{repo}/resolve/{rev}/{path}", rf"/{_URL_PREFIX}{_REPO}/resolve/(?P<revision>[^/]+)/(?P<path>.+)", "resolve"),
+    ("HEAD", "/{repo}/resolve/{rev}/{path}", rf"/{_URL_PREFIX}{_REPO}/resolve/{_REV}/(?P<path>.+)", "resolve"),
+    ("GET", "/{repo}/resolve/{rev}/{path}", rf"/{_URL_PREFIX}{_REPO}/resolve/{_REV}/(?P<path>.+)", "resolve"),
 ]
 _COMPILED = [(method, name, re.compile(pattern), handler) for method, name, pattern, handler in ROUTES]
 

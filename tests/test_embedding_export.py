@@ -4,6 +4,7 @@ faiss neighbours equal a numpy brute force."""
 from __future__ import annotations
 
 import math
+import sys
 
 import datasets
 import numpy as np
@@ -56,19 +57,27 @@ def _randomize(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module
     return model
 
 
-@pytest.fixture(scope="module", params=["nrms", "gru4rec"])
-def folder(request, movielens, tmp_path_factory):
-    """``(path, model)``: a saved user model folder with its vocabulary (and tokenizer) and the in-memory model."""
-    vocabulary = movielens.vocabulary
-    tokenizer = build_word_tokenizer(vocabulary.texts) if request.param == "nrms" else None
+def _save_model_folder(preset: str, vocabulary: BehaviorVocabulary, path):
+    """Save a tiny user model with random weights plus its vocabulary (and tokenizer) as a "pre-trained" folder."""
+    tokenizer = build_word_tokenizer(vocabulary.texts) if preset == "nrms" else None
     config = UserBertConfig.from_preset(
-        request.param, behavior_vocab_size=len(vocabulary), word_vocab_size=len(tokenizer) if tokenizer else 2, **SMALL
+        preset, behavior_vocab_size=len(vocabulary), word_vocab_size=len(tokenizer) if tokenizer else 2, **SMALL
     )
     model = _randomize(UserBertForPreTraining(config))
-    path = tmp_path_factory.mktemp(f"userbert-{request.param}")
     model.save_pretrained(path)
     save_user_model_assets(str(path), vocabulary, tokenizer)
     return path, model.userbert.eval(), tokenizer
+
+
+@pytest.fixture(scope="module", params=["nrms", "gru4rec"])
+def folder(request, movielens, tmp_path_factory):
+    """``(path, model, tokenizer)``: a text (NRMS) or ID (GRU4Rec) user model folder and the in-memory model."""
+    return _save_model_folder(request.param, movielens.vocabulary, tmp_path_factory.mktemp(f"userbert-{request.param}"))
+
+
+@pytest.fixture(scope="module")
+def id_folder(movielens, tmp_path_factory):
+    return _save_model_folder("gru4rec", movielens.vocabulary, tmp_path_factory.mktemp("userbert-id"))
 
 
 def _direct_embeddings(model, tokenizer, data: BehaviorData) -> torch.Tensor:
@@ -113,11 +122,14 @@ def test_data_with_another_vocabulary_is_mapped_to_the_models(folder, small_data
     model_vocab = small_data.vocabulary
     used = sorted({i for seq in small_data.users["behavior_ids"] for i in seq})
     raw_ids = ["new-movie"] + [model_vocab.raw_id(i) for i in reversed(used)]  # other order + an unknown id
-    other_vocab = BehaviorVocabulary(raw_ids, [model_vocab.text(model_vocab[r]) if r in model_vocab else "x" for r in raw_ids])
-    users = small_data.users.map(
-        lambda row: {"behavior_ids": [other_vocab["new-movie"]] + [other_vocab[model_vocab.raw_id(i)] for i in row["behavior_ids"]],
-                     "timestamps": [0] + list(row["timestamps"])}
-    )
+    texts = [model_vocab.text(model_vocab[r]) if r in model_vocab else "x" for r in raw_ids]
+    other_vocab = BehaviorVocabulary(raw_ids, texts)
+
+    def renumber(row):
+        ids = [other_vocab[model_vocab.raw_id(i)] for i in row["behavior_ids"]]
+        return {"behavior_ids": [other_vocab["new-movie"]] + ids, "timestamps": [0] + list(row["timestamps"])}
+
+    users = small_data.users.map(renumber)
     remapped = BehaviorData(users, other_vocab, small_data.summary, "other")
     expected = embedding_matrix(embed_users(str(path), small_data, device="cpu"))
     actual = embed_users(str(path), remapped, device="cpu")
@@ -125,10 +137,8 @@ def test_data_with_another_vocabulary_is_mapped_to_the_models(folder, small_data
     np.testing.assert_allclose(embedding_matrix(actual), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_data_by_name_is_read_with_the_models_vocabulary(folder, movielens):
-    path, model, _ = folder
-    if model.config.behavior_type == "text":
-        pytest.skip("the ID model embeds all 610 users fast enough for this check")
+def test_data_by_name_is_read_with_the_models_vocabulary(id_folder, movielens):
+    path, model, _ = id_folder  # an ID model: all 610 users embed in a second
     embeddings = embed_users(str(path), "movielens", batch_size=128, device="cpu")
     assert embeddings.num_rows == movielens.users.num_rows == 610
     small = BehaviorData(movielens.users.select([0, 300, 609]), movielens.vocabulary, movielens.summary, "movielens")
@@ -175,7 +185,9 @@ def _dataset(vectors: np.ndarray, ids=None) -> datasets.Dataset:
     ids = ids or [f"u{i}" for i in range(len(vectors))]
     return datasets.Dataset.from_dict(
         {"user_id": ids, "embedding": vectors.astype(np.float32).tolist()},
-        features=datasets.Features({"user_id": datasets.Value("string"), "embedding": datasets.List(datasets.Value("float32"))}),
+        features=datasets.Features(
+            {"user_id": datasets.Value("string"), "embedding": datasets.List(datasets.Value("float32"))}
+        ),
     )
 
 
@@ -229,7 +241,8 @@ def test_real_users_nearest_neighbour_has_the_highest_cosine(folder, small_data)
     row_of = {u: i for i, u in enumerate(embeddings["user_id"])}
     for query, neighbours, query_scores in zip(queries, ids, scores):
         assert query not in neighbours and len(neighbours) == 39
-        cosine = torch.nn.functional.cosine_similarity(vectors[row_of[query]][None], vectors[[row_of[n] for n in neighbours]])
+        others = vectors[[row_of[n] for n in neighbours]]  # (39, H)
+        cosine = torch.nn.functional.cosine_similarity(vectors[row_of[query]][None], others)
         np.testing.assert_allclose(query_scores, cosine.numpy(), rtol=1e-4, atol=1e-5)
         assert np.all(np.diff(query_scores) <= 1e-6), "neighbours must come best first"
 
@@ -242,3 +255,21 @@ def test_nearest_users_rejects_unknown_users_and_metrics():
         nearest_users(embeddings, ["u0"], metric="manhattan")
     ids, scores = nearest_users(embeddings, ["u0"], k=10)  # k larger than the other users: all of them
     assert sorted(ids[0]) == ["u1", "u2"] and scores.shape == (1, 2)
+
+
+def test_nearest_users_example_runs(id_folder, tmp_path, capsys, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "examples" / "nearest_users.py"
+    spec = importlib.util.spec_from_file_location("nearest_users_example", script)
+    example = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, example)  # dataclasses look their module up
+    spec.loader.exec_module(example)
+    output = tmp_path / "embeddings.parquet"
+    ids, scores = example.main(["--model_name_or_path", str(id_folder[0]), "--output", str(output),
+                                "--query_user_ids", "1", "42", "--k", "3"])
+    assert len(ids) == 2 and all(len(n) == 3 for n in ids) and "1" not in ids[0] and "42" not in ids[1]
+    assert load_user_embeddings(str(output)).num_rows == 610
+    printed = capsys.readouterr().out
+    assert "4. nearest users (cosine):" in printed and f"user {ids[0][0]}:" in printed

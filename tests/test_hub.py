@@ -7,6 +7,7 @@ tiny model and computes the reference embeddings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -71,7 +72,7 @@ def pretrained(tmp_path_factory):
     }
 
 
-def run_client(hub: FakeHub, script: str, hf_home: Path, *args, extra_env=None, endpoint: str | None = None, timeout=120):
+def run_client(hub: FakeHub, script: str, hf_home: Path, *args, extra_env=None, endpoint=None, timeout=120):
     """Run ``script`` in a fresh interpreter configured for the fake Hub; return its stdout's last line as JSON."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
     env.update(hub.client_env(str(hf_home)))
@@ -84,7 +85,8 @@ def run_client(hub: FakeHub, script: str, hf_home: Path, *args, extra_env=None, 
         env=env, capture_output=True, text=True, timeout=timeout, cwd=hf_home,
     )
     if result.returncode != 0:
-        raise AssertionError(f"client process failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        output = f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        raise AssertionError(f"client process failed ({result.returncode}):\n{output}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -122,7 +124,7 @@ LOAD = """
         [{"behavior_ids": [vocabulary[raw] for raw in user]} for user in users]
     )
     expected = torch.load(batch_file)
-    out = {"vocab_size": len(vocabulary), "tokenizer": type(tokenizer).__name__,
+    out = {"vocab_size": len(vocabulary),
            "same_batch": sorted(batch) == sorted(expected) and all(torch.equal(batch[k], expected[k]) for k in batch)}
     for name, cls in (("auto", AutoModel), ("userbert", UserBertModel)):
         model = cls.from_pretrained(repo).eval()
@@ -170,8 +172,19 @@ def assert_embeddings_equal(actual, expected: torch.Tensor):
 # ---------------------------------------------------------------------------------------------------------------
 # Tests (in order: push, download, remote code, offline, trainer, card)
 # ---------------------------------------------------------------------------------------------------------------
-def test_push_then_load_gives_same_embeddings(hub, pretrained, tmp_path_factory):
-    pushed = run_client(hub, PUSH, tmp_path_factory.mktemp("hf_push"), pretrained["folder"], REPO)
+@pytest.fixture(scope="module")
+def pushed(hub, pretrained, tmp_path_factory):
+    """The pre-trained folder pushed to ``REPO`` by ``upload_folder`` and the model's ``push_to_hub``."""
+    return run_client(hub, PUSH, tmp_path_factory.mktemp("hf_push"), pretrained["folder"], REPO)
+
+
+@pytest.fixture(scope="module")
+def hf_home(tmp_path_factory):
+    """The HF_HOME of the process that downloads ``REPO`` (the offline checks reuse its cache)."""
+    return tmp_path_factory.mktemp("hf_home")
+
+
+def test_push_then_load_gives_same_embeddings(hub, pretrained, pushed, hf_home):
     assert pushed["user"] == "test-user"
     for name in ("config.json", "model.safetensors", "modeling_userbert.py", "configuration_userbert.py",
                  "behavior_vocab.json", "tokenizer.json", "README.md", "training_results.json"):
@@ -182,38 +195,39 @@ def test_push_then_load_gives_same_embeddings(hub, pretrained, tmp_path_factory)
     assert len(repo.commits) == 3  # initial .gitattributes commit, upload_folder, push_to_hub
     config = json.loads(hub.read(REPO, "config.json"))
     assert config["auto_map"]["AutoModel"] == "modeling_userbert.UserBertModel"
-    # model.safetensors travelled through the LFS batch API: stored as LFS, uploaded once for two commits.
-    assert len(hub.lfs_objects) == 1
-    assert hub.read(REPO, "model.safetensors") == (pretrained["folder"] / "model.safetensors").read_bytes()
+    # model.safetensors travelled through the LFS batch API, once for two commits (same weights).
+    weights = (pretrained["folder"] / "model.safetensors").read_bytes()
+    sha256 = hashlib.sha256(weights).hexdigest()
+    assert repo.resolve("main").files["model.safetensors"].lfs_sha256 == sha256
+    assert sum(path == f"/lfs-upload/{sha256}" for _, _, path in hub.requests) == 1
+    assert hub.read(REPO, "model.safetensors") == weights
 
-    home = tmp_path_factory.mktemp("hf_home")
-    pretrained["hf_home"] = home
-    loaded = run_client(hub, LOAD, home, REPO, pretrained["users"], pretrained["batch"], "card")
+    loaded = run_client(hub, LOAD, hf_home, REPO, pretrained["users"], pretrained["batch"], "card")
     assert loaded["vocab_size"] == pretrained["vocab_size"]
-    assert loaded["tokenizer"] == "TokenizersBackend" or "Tokenizer" in loaded["tokenizer"]
     assert loaded["same_batch"], "the Hub's vocabulary and tokenizer must give the local model inputs"
     assert loaded["auto_class"] == loaded["userbert_class"] == "userbert_hf.modeling_userbert.UserBertModel"
     assert_embeddings_equal(loaded["auto"], pretrained["embeddings"])
     assert_embeddings_equal(loaded["userbert"], pretrained["embeddings"])
     # The card downloaded by ModelCard.load carries the job's metrics in its model-index.
     metrics = json.loads((pretrained["folder"] / "training_results.json").read_text())["metrics"]
-    assert loaded["card_results"] and all(value == pytest.approx(metrics[name], abs=1e-6) for name, value in loaded["card_results"])
-    downloaded = list((home / "hub" / "models--org--userbert-test" / "snapshots").glob("*/behavior_vocab.json"))
+    assert loaded["card_results"]
+    assert all(value == pytest.approx(metrics[name], abs=1e-6) for name, value in loaded["card_results"])
+    downloaded = list((hf_home / "hub" / "models--org--userbert-test" / "snapshots").glob("*/behavior_vocab.json"))
     assert len(downloaded) == 1 and downloaded[0].parent.name == repo.branches["main"]
     assert not hub.unhandled, hub.unhandled
 
 
-def test_trust_remote_code_without_the_package(hub, pretrained, tmp_path_factory):
+def test_trust_remote_code_without_the_package(hub, pretrained, pushed, tmp_path_factory):
     out = run_client(hub, REMOTE_CODE, tmp_path_factory.mktemp("hf_remote"), REPO, pretrained["batch"])
     assert out["class"].startswith("transformers_modules.") and out["class"].endswith(".UserBertModel")
     assert out["config_class"].startswith("transformers_modules.")
     assert_embeddings_equal(out["embedding"], pretrained["embeddings"])
 
 
-def test_offline_and_unreachable_hub_use_the_cache(hub, pretrained, tmp_path_factory):
-    home = pretrained.get("hf_home")
-    if home is None:
-        pytest.skip("needs test_push_then_load_gives_same_embeddings to fill the cache")
+def test_offline_and_unreachable_hub_use_the_cache(hub, pretrained, pushed, hf_home):
+    if not list(hf_home.glob("hub/models--org--userbert-test/snapshots/*/model.safetensors")):
+        run_client(hub, LOAD, hf_home, REPO, pretrained["users"], pretrained["batch"])  # fill the cache first
+    home = hf_home
     served_before = len(hub.requests)
     out = run_client(
         hub, LOAD, home, REPO, pretrained["users"], pretrained["batch"], "missing=org/never-downloaded",
@@ -279,9 +293,11 @@ def test_trainer_pushes_checkpoints_and_final_model(hub, tmp_path_factory):
     assert not hub.unhandled, hub.unhandled
 
 
-def test_pushed_model_card_has_model_index_and_cites_the_paper(hub, pretrained):
+def test_pushed_model_card_has_model_index_and_cites_the_paper(hub, pretrained, pushed):
     from huggingface_hub import ModelCard
 
+    # The push sent the README through the Hub's metadata check (model-index schema) before committing it.
+    assert any(route == "/api/validate-yaml" for _, route, _ in hub.requests)
     card = ModelCard(hub.read(REPO, "README.md").decode())
     results = card.data.eval_results
     assert results, "the card must carry a model-index with results"
@@ -292,3 +308,39 @@ def test_pushed_model_card_has_model_index_and_cites_the_paper(hub, pretrained):
     assert "Wu" in card.text and "Contrastive User Model Pre-training" in card.text
     assert "2202.07605" in card.text  # the unrelated Rakuten UserBERT is named apart
     assert card.data.library_name == "transformers"
+
+
+def test_fake_hub_answers_as_the_hub_does(hub, tmp_path, monkeypatch):
+    """In-process checks of uploads, resolve headers and the error mapping (HfApi, hf_hub_download and
+    get_hf_file_metadata take the endpoint as an argument)."""
+    from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # LFS files through the LFS batch API
+
+    api = HfApi(endpoint=hub.url, token="dummy-token")
+    repo_id = api.create_repo("org/errors").repo_id
+    assert repo_id == "org/errors" and api.create_repo("org/errors", exist_ok=True).repo_id == repo_id
+    bad_card = b"---\nmodel-index:\n- name: m\n  results:\n  - task: {}\n    metrics: []\n---\n# card\n"
+    with pytest.raises(ValueError, match="Invalid metadata in README.md"):
+        api.upload_file(path_or_fileobj=bad_card, path_in_repo="README.md", repo_id=repo_id)
+    api.upload_file(path_or_fileobj=b"{}", path_in_repo="sub/dir/a.json", repo_id=repo_id)
+    top = sorted(entry.path for entry in api.list_repo_tree(repo_id))
+    assert top == [".gitattributes", "sub"]
+    nested = [entry.path for entry in api.list_repo_tree(repo_id, path_in_repo="sub", recursive=True)]
+    assert nested == ["sub/dir", "sub/dir/a.json"]
+    download = dict(endpoint=hub.url, token="dummy-token", cache_dir=tmp_path)
+    assert Path(hf_hub_download(repo_id, "sub/dir/a.json", **download)).read_bytes() == b"{}"
+    weights = bytes(range(256)) * 40
+    commit = api.upload_file(path_or_fileobj=weights, path_in_repo="w.safetensors", repo_id=repo_id)
+    meta = get_hf_file_metadata(hf_hub_url(repo_id, "w.safetensors", endpoint=hub.url), token="dummy-token")
+    assert (meta.commit_hash, meta.etag, meta.size) == (commit.oid, hashlib.sha256(weights).hexdigest(), len(weights))
+    assert Path(hf_hub_download(repo_id, "w.safetensors", **download)).read_bytes() == weights
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(repo_id, "missing.json", **download)
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download("org/absent", "config.json", **download)
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download(repo_id, "sub/dir/a.json", revision="0" * 40, **download)
+    with pytest.raises(RepositoryNotFoundError):
+        api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="org/absent")

@@ -43,3 +43,17 @@ def test_malformed_shards_are_named(movielens, tmp_path):
         load_user_shards(str(tmp_path / "len.parquet"), movielens.vocabulary, cache_dir=str(tmp_path / "c3"))
     with pytest.raises(FileNotFoundError):
         load_user_shards(str(tmp_path / "nothing-*.parquet"), movielens.vocabulary)
+
+
+def test_pretraining_job_reads_a_shard_folder(movielens, tmp_path):
+    from userbert_hf.pretraining_job import main
+
+    write_user_shards(movielens.users, tmp_path / "shards", rows_per_shard=300)
+    movielens.vocabulary.save(tmp_path / "shards")
+    metrics = main([
+        "--data", str(tmp_path / "shards"), "--preset", "gru4rec", "--hidden_size", "16", "--max_steps", "3",
+        "--behavior_pool_size", "100", "--sequence_pool_size", "20", "--output_dir", str(tmp_path / "out"),
+        "--use_cpu", "--disable_tqdm", "true", "--logging_steps", "1",
+    ])
+    assert metrics["mbp_loss"] > 0 and metrics["bsm_loss"] > 0
+    assert (tmp_path / "out" / "behavior_vocab.json").exists() and (tmp_path / "out" / "model.safetensors").exists()

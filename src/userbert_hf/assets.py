@@ -20,11 +20,11 @@ def resolve_model_file(name_or_path: str, filename: str, required: bool = True) 
             raise FileNotFoundError(f"{path} does not exist: {name_or_path} is not a userbert_hf model folder")
         return None
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import RemoteEntryNotFoundError
 
     try:
         return hf_hub_download(name_or_path, filename)
-    except EntryNotFoundError:
+    except RemoteEntryNotFoundError:  # not LocalEntryNotFoundError: offline misses are not "missing from the Hub"
         if required:
             raise FileNotFoundError(f"{filename} is missing from the Hub repository {name_or_path}") from None
         return None

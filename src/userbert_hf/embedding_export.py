@@ -81,7 +81,7 @@ def read_users(data, vocabulary: BehaviorVocabulary, max_behaviors: int | None =
         users = _remap_users(users, data.vocabulary, vocabulary)
         dropped = before - _count_behaviors(users)
         if dropped:
-            logger.warning("%d behaviours of %s are not in the model's vocabulary and were dropped", dropped, data.source)
+            logger.warning("%d behaviours of %s are not in the model's vocabulary: dropped", dropped, data.source)
         lengths = pc.list_value_length(users.with_format("arrow")[:]["behavior_ids"])
         empty = users.num_rows - pc.sum(pc.greater(lengths, 0)).as_py()
         if empty:
@@ -109,7 +109,9 @@ def _embeddings_dataset(user_ids: list[str], vectors: np.ndarray) -> datasets.Da
     return datasets.Dataset(table)
 
 
-def embed_users(model_name_or_path: str, data, batch_size: int = 64, device: str | torch.device | None = None) -> datasets.Dataset:
+def embed_users(
+    model_name_or_path: str, data, batch_size: int = 64, device: str | torch.device | None = None
+) -> datasets.Dataset:
     """User embeddings of every user of ``data`` from a pre-trained user model.
 
     Args:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -148,4 +149,105 @@ def save_run_results(output_dir: str, results: dict) -> str:
     return path
 
 
-__all__ = ["build_model_card", "save_run_results", "PAPER_CITATION"]
+# Entries of a results payload that describe the run (time, throughput), not the model's quality.
+_RUN_KEYS = ("runtime", "runtime_seconds", "samples_per_second", "steps_per_second", "total_flos", "epoch")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def card_metrics(results: dict) -> dict[str, float]:
+    """The metrics of a ``training_results.json`` payload that go into a card's ``model-index``.
+
+    Pre-training runs (``{"metrics": {...}}``): every finite number except run time / throughput. Fine-tuning
+    runs (``{"test": {"test_auc": ...}, "settings": {"task": ...}}``): the task's card metrics from the test split
+    (``finetuning_job.CARD_METRICS``), prefix dropped.
+    """
+    task = (results.get("settings") or {}).get("task")
+    if task and isinstance(results.get("test"), dict):
+        test = {k.removeprefix("test_"): v for k, v in results["test"].items()}
+        try:
+            from .finetuning_job import CARD_METRICS
+
+            names = CARD_METRICS[task]
+        except (ImportError, KeyError):
+            names = [k for k in test if not k.endswith(_RUN_KEYS)]
+        return {name: float(test[name]) for name in names if _is_number(test.get(name))}
+    metrics = results.get("metrics") or {}
+    return {name: float(v) for name, v in metrics.items() if _is_number(v) and not name.endswith(_RUN_KEYS)}
+
+
+def usage_snippet(model_id: str) -> str:
+    """How to load a released user model and embed users with it."""
+    return (
+        "from transformers import AutoModel\n"
+        f"model = AutoModel.from_pretrained({model_id!r}, trust_remote_code=True)\n"
+        "# with userbert_hf installed, the vocabulary and tokenizer come along:\n"
+        "from userbert_hf.embedding_export import embed_users\n"
+        f"embeddings = embed_users({model_id!r}, 'movielens')  # datasets.Dataset: user_id, embedding"
+    )
+
+
+def model_card_from_results(config, results: dict, model_id: str, title: str | None = None) -> ModelCard:
+    """Rebuild the card of a saved run from its config and ``training_results.json`` payload (written by
+    ``save_run_results`` in the pre-training or fine-tuning job).
+
+    ``model_id`` (a Hub repository id or a folder) appears in the loading instructions.
+    """
+    settings = dict(results.get("settings") or {})
+    data = str(settings.get("data", "unknown"))
+    dataset_name = os.path.basename(os.path.normpath(data)) or data
+    task = settings.get("task")
+    if task:
+        try:
+            from .finetuning_job import TASK_NAMES
+
+            task_type, task_name = TASK_NAMES[task]
+        except (ImportError, KeyError):
+            task_type, task_name = str(task).replace("_", "-"), str(task)
+        model = f"{config.context_encoder}/{config.aggregator}"
+        title = title or f"UserBERT {model} user model fine-tuned for {task_name.lower()} on {dataset_name}"
+        source = settings.get("model_name_or_path")
+        origin = f" from `{source}`" if source else ""
+        summary = f"A {model} user model fine-tuned for {task_name.lower()}{origin}; metrics are on the test split."
+    else:
+        preset = settings.get("preset", config.context_encoder)
+        title = title or f"UserBERT {preset} user model pre-trained on {dataset_name}"
+        summary = (
+            f"A {preset} user model pre-trained with the `{settings.get('objective', config.pretraining_objective)}` "
+            f"objective on {int(settings.get('users', 0)):,} users and {int(settings.get('behaviours', 0)):,} distinct "
+            "behaviours."
+        )
+        task_type, task_name = "feature-extraction", "User model pre-training"
+    if results.get("data_summary"):
+        from .data_loading import LoadSummary
+
+        summary_text = str(LoadSummary.from_dict(results["data_summary"]))
+        data_description = f"`{data}`, loaded with `userbert_hf.data_loading`:\n\n```\n{summary_text}\n```"
+    else:
+        data_description = f"`{data}`."
+    base_model = settings.get("model_name_or_path") if task and not settings.get("from_scratch") else None
+    return build_model_card(
+        title=title,
+        summary=summary,
+        config=config,
+        dataset_name=dataset_name,
+        data_description=data_description,
+        settings={k: v for k, v in settings.items() if not isinstance(v, (dict, list))},
+        metrics=card_metrics(results),
+        task_type=task_type,
+        task_name=task_name,
+        usage=usage_snippet(model_id),
+        tags=[str(task).replace("_", "-")] if task else None,
+        base_model=base_model if base_model and "/" in str(base_model) and not os.path.isdir(str(base_model)) else None,
+    )
+
+__all__ = [
+    "build_model_card",
+    "save_run_results",
+    "PAPER_CITATION",
+    "card_metrics",
+    "usage_snippet",
+    "model_card_from_results",
+]

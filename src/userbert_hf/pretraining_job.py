@@ -14,10 +14,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from transformers import HfArgumentParser, set_seed
+from transformers.dynamic_module_utils import custom_object_save
 
 from .assets import build_catalog, load_user_model_assets, save_user_model_assets
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data_loading import load_behavior_data
+from .sharded_data import load_user_shards
 from .model_card import build_model_card, save_run_results
 from .modeling_userbert import UserBertForPreTraining
 from .tokenization_userbert import build_word_tokenizer
@@ -125,6 +127,9 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
         data = load_behavior_data(
             data_args.data, max_behaviors=data_args.max_behaviors, vocabulary=vocabulary, strict=data_args.strict_data
         )
+    elif _is_user_shard_folder(data_args.data):  # Parquet user shards at scale, memory-mapped
+        data = load_user_shards(data_args.data, data_args.data, max_behaviors=data_args.max_behaviors)
+        vocabulary = data.vocabulary
     else:
         data = load_behavior_data(data_args.data, max_behaviors=data_args.max_behaviors, strict=data_args.strict_data)
         vocabulary = data.vocabulary
@@ -144,8 +149,13 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     catalog = build_catalog(vocabulary, model.config, tokenizer)
     logger.info("User model: %s parameters, %s", f"{model.num_parameters():,}", model.config.to_diff_dict())
 
-    # 4. Pre-train with the medium-hard negative sampler.
+    # 4. Pre-train with the medium-hard negative sampler. The vocabulary, tokenizer and model code go into the
+    #    output folder first, so pushes made during training (push_to_hub with hub_strategy="every_save") are
+    #    loadable too.
     trainer = UserBertTrainer(model=model, args=training_args, train_dataset=data.users, catalog=catalog)
+    if trainer.is_world_process_zero():
+        save_user_model_assets(training_args.output_dir, vocabulary, tokenizer)
+        custom_object_save(model, training_args.output_dir, config=model.config)
     started = time.time()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     elapsed = time.time() - started
@@ -185,13 +195,19 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
             task_name="User model pre-training",
             usage=(
                 "from transformers import AutoModel\n"
-                f"model = AutoModel.from_pretrained('{training_args.output_dir}', trust_remote_code=True)\n"
+                f"model = AutoModel.from_pretrained('{training_args.hub_model_id or training_args.output_dir}', trust_remote_code=True)\n"
                 "# or, with userbert_hf installed: from userbert_hf import UserBertModel"
             ),
         )
         card.save(os.path.join(training_args.output_dir, "README.md"))
         print(f"Saved the pre-trained user model to {training_args.output_dir}: {json.dumps(metrics)}")
     return metrics
+
+
+def _is_user_shard_folder(path: str) -> bool:
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, "behavior_vocab.json")) and any(
+        name.endswith(".parquet") for name in os.listdir(path)
+    )
 
 
 def final_task_metrics(log_history: list[dict]) -> dict:
