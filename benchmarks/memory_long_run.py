@@ -3,14 +3,13 @@
     python benchmarks/memory_long_run.py [--steps 2000] [--preset gru4rec]
 
 The sampler's pools are rebuilt every step / every T steps and the logs are flushed every `logging_steps`;
-none of it may accumulate. Prints resident memory (and Python-heap peak) at step 100 and at the last step.
+none of it may accumulate. Prints resident memory every 100 steps and its growth from step 100 to the end.
 """
 
 import argparse
 import resource
 import tempfile
 import time
-import tracemalloc
 
 import psutil
 import torch
@@ -28,9 +27,8 @@ class MemoryProbe(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0 or state.global_step == 1:
-            rss = psutil.Process().memory_info().rss / 2**20
-            heap = tracemalloc.get_traced_memory()[0] / 2**20
-            self.samples.append((state.global_step, rss, heap))
+            info = psutil.Process().memory_info()
+            self.samples.append((state.global_step, info.rss / 2**20, (info.rss - info.shared) / 2**20))
 
 
 def main():
@@ -50,18 +48,17 @@ def main():
         )
         trainer = UserBertTrainer(model=UserBertForPreTraining(config), args=training, train_dataset=data.users,
                                   catalog=BehaviorCatalog(len(data.vocabulary)), callbacks=[probe])
-        tracemalloc.start()
         started = time.time()
         trainer.train()
         elapsed = time.time() - started
     first = next(s for s in probe.samples if s[0] >= 100)
     last = probe.samples[-1]
     print(f"{args.steps} steps of {args.preset} pre-training on MovieLens in {elapsed:.0f} s")
-    print("step  rss_MiB  python_heap_MiB")
+    print("step  rss_MiB  anonymous_rss_MiB")
     for step, rss, heap in probe.samples[:: max(1, len(probe.samples) // 10)] + [last]:
         print(f"{step:5d}  {rss:7.1f}  {heap:7.1f}")
     print(f"RSS growth from step {first[0]} to {last[0]}: {last[1] - first[1]:+.1f} MiB "
-          f"(ratio {last[1] / first[1]:.3f}); Python heap growth {last[2] - first[2]:+.2f} MiB; "
+          f"(ratio {last[1] / first[1]:.3f}); anonymous RSS growth {last[2] - first[2]:+.1f} MiB; "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
