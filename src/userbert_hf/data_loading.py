@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .vocabulary import BehaviorVocabulary
+from .vocabulary import PAD_TOKEN, BehaviorVocabulary
 
 try:  # datasets >= 4
     from datasets import List as _ListFeature
@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BEHAVIORS = 100
 MAX_EXAMPLES_PER_REASON = 5
+# csv's default field limit (128 KiB) would make one long title / id fail the whole file.
+_CSV_FIELD_SIZE_LIMIT = 2**31 - 1
+# Timestamps are stored as int64: values outside this range are unparsable, not wrapped around.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 # Reasons that are content filters, not format errors: counted, but ``strict=True`` does not raise on them.
 FILTER_REASONS = frozenset(
@@ -358,6 +362,8 @@ def _read_delimited(path: Path, delimiter: str, issues: _Issues) -> _Table:
     n_fields = 0
     rows_read = 0
     end = 0  # last physical line read so far; a record starts on the line after the previous one ended
+    old_field_limit = csv.field_size_limit()
+    csv.field_size_limit(max(old_field_limit, _CSV_FIELD_SIZE_LIMIT))
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, delimiter=delimiter)
@@ -387,6 +393,8 @@ def _read_delimited(path: Path, delimiter: str, issues: _Issues) -> _Table:
         ) from None
     except csv.Error as e:
         raise DataFormatError(f"{path}:{end + 1}: cannot parse the line: {e}", path=path, line=end + 1) from None
+    finally:
+        csv.field_size_limit(old_field_limit)
     issues.summary.rows_read += rows_read
     if header is None:
         raise DataFormatError(f"{path}: file is empty (only blank lines)", path=path, reason="empty_file")
@@ -411,7 +419,7 @@ def _read_json(path: Path, file_format: str, issues: _Issues) -> _Table:
         raise DataFormatError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})", path=path) from None
     if not text.strip():
         raise DataFormatError(f"{path}: file is empty (only whitespace)", path=path, reason="empty_file")
-    records: list[tuple[object, object]] = []  # (location, parsed value or exception message)
+    records: list[tuple[object, object]] = []  # (location, parsed value, _BLANK or exception message)
     if file_format == "json" and text.lstrip().startswith("["):
         try:
             values = json.loads(text)
@@ -419,9 +427,12 @@ def _read_json(path: Path, file_format: str, issues: _Issues) -> _Table:
             raise DataFormatError(f"{path}:{e.lineno}: invalid JSON: {e.msg}", path=path, line=e.lineno) from None
         records = [(f"record {i}", value) for i, value in enumerate(values, start=1)]
     else:
-        for line_no, line in enumerate(text.splitlines(), start=1):
+        lines = re.split(r"\r\n|\r|\n", text)  # not str.splitlines: JSON strings may hold U+2028, U+0085, ...
+        if lines[-1] == "":
+            lines.pop()
+        for line_no, line in enumerate(lines, start=1):
             if not line.strip():
-                records.append((line_no, None))
+                records.append((line_no, _BLANK))
                 continue
             try:
                 records.append((line_no, json.loads(line)))
@@ -431,7 +442,7 @@ def _read_json(path: Path, file_format: str, issues: _Issues) -> _Table:
     locations: list = []
     columns: dict[str, None] = {}
     for where, value in records:
-        if value is None and isinstance(where, int):
+        if value is _BLANK:  # not None: a JSON line `null` is a record that is not an object
             issues.skip("blank_line", path, where, "blank line")
             continue
         issues.summary.rows_read += 1
@@ -451,6 +462,9 @@ def _read_json(path: Path, file_format: str, issues: _Issues) -> _Table:
 @dataclass
 class _JsonError:
     message: str
+
+
+_BLANK = object()  # a blank JSON Lines line
 
 
 def _read_parquet(path: Path) -> _Table:
@@ -497,9 +511,9 @@ def _parse_time(value: object, time_format: str | None) -> int | None:
     if value is None or isinstance(value, (bool, np.bool_)):
         return None
     if isinstance(value, (int, np.integer)):
-        return int(value)
+        return _in_int64(int(value))
     if isinstance(value, (float, np.floating)):
-        return int(math.floor(value)) if math.isfinite(value) else None
+        return _in_int64(int(math.floor(value))) if math.isfinite(value) else None
     if isinstance(value, datetime):
         return _datetime_to_unix(value)
     if isinstance(value, date):
@@ -513,7 +527,7 @@ def _parse_time(value: object, time_format: str | None) -> int | None:
         except ValueError:
             return None
     try:
-        return int(text)
+        return _in_int64(int(text))
     except ValueError:
         pass
     try:
@@ -521,13 +535,17 @@ def _parse_time(value: object, time_format: str | None) -> int | None:
     except ValueError:
         pass
     else:
-        return int(math.floor(number)) if math.isfinite(number) else None
+        return _in_int64(int(math.floor(number))) if math.isfinite(number) else None
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     try:
         return _datetime_to_unix(datetime.fromisoformat(text))
     except ValueError:
         return None
+
+
+def _in_int64(seconds: int) -> int | None:
+    return seconds if _INT64_MIN <= seconds <= _INT64_MAX else None
 
 
 def _datetime_to_unix(value: datetime) -> int:
@@ -583,7 +601,8 @@ def _events_from_table(
     raw_floats = {name: table.column(name) for name in float_columns}
     floats = {name: _floats(values) for name, values in raw_floats.items()}
 
-    bad = (users == "") | (items == "") | ~time_ok
+    reserved = items == PAD_TOKEN  # the padding behaviour's raw id cannot name a real behaviour
+    bad = (users == "") | (items == "") | reserved | ~time_ok
     for _, ok in floats.values():
         bad |= ~ok
     for i in np.flatnonzero(bad):
@@ -592,6 +611,9 @@ def _events_from_table(
             issues.skip("empty_user_id", path, where, f"column {user_column!r} is empty", column=user_column)
         elif items[i] == "":
             issues.skip("empty_item_id", path, where, f"column {item_column!r} is empty", column=item_column)
+        elif reserved[i]:
+            issues.skip("reserved_item_id", path, where,
+                        f"column {item_column!r}: {PAD_TOKEN!r} is reserved for padding", column=item_column)
         elif not time_ok[i]:
             issues.skip(
                 "unparsable_timestamp", path, where,
@@ -632,8 +654,14 @@ def _times(values: list, time_format: str | None) -> tuple[np.ndarray, np.ndarra
     seconds = np.zeros(n, dtype=np.int64)
     ok = np.zeros(n, dtype=bool)
     if time_format is None and n:
-        numeric = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
-        ok = np.isfinite(numeric)
+        try:
+            numeric = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+        except (OverflowError, TypeError, ValueError):  # e.g. a JSON integer beyond float range
+            numeric = np.full(n, np.nan)
+        # float64 is exact below 2**53; larger numbers (e.g. nanoseconds, or beyond int64) are parsed one by one
+        # by _parse_time, exactly and range-checked, instead of being rounded or wrapped around.
+        ok = np.isfinite(numeric) & (np.abs(numeric) < 2.0**53)
+        ok &= np.fromiter((type(v) is not bool for v in values), dtype=bool, count=n)  # as _parse_time: no bools
         seconds[ok] = np.floor(numeric[ok]).astype(np.int64)
         slow = np.flatnonzero(~ok)
     else:
@@ -647,7 +675,8 @@ def _times(values: list, time_format: str | None) -> tuple[np.ndarray, np.ndarra
 
 def _floats(values: list) -> tuple[np.ndarray, np.ndarray]:
     numeric = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
-    return numeric, np.isfinite(numeric)
+    # stored as float32: a larger magnitude would become inf
+    return numeric, np.isfinite(numeric) & (np.abs(numeric) <= np.finfo(np.float32).max)
 
 
 def _build_behavior_data(
@@ -1006,6 +1035,10 @@ def _read_mind_news(path: Path, issues: _Issues, text_fields: Sequence[str]) -> 
         news_id = parts[0].strip()
         if not news_id:
             issues.skip("news_empty_id", path, line_no, "field 'news_id' is empty", column="news_id")
+            continue
+        if news_id == PAD_TOKEN:
+            issues.skip("news_reserved_id", path, line_no, f"news id {PAD_TOKEN!r} is reserved for padding",
+                        column="news_id")
             continue
         if news_id in news:
             issues.skip("news_duplicate_id", path, line_no, f"news id {news_id!r} appears again", column="news_id")

@@ -586,8 +586,10 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
             loss, out.mbp_loss, out.mbp_accuracy = contrastive_loss_from_scores(scores, mbp_normalizer)
             total = total + config.mbp_loss_weight * loss
 
-        if objective == "userbert" and bsm_candidate_index is not None and config.bsm_loss_weight > 0:
+        valid = None
+        if objective == "userbert" and bsm_candidate_index is not None:
             valid = bsm_valid.bool() if bsm_valid is not None else torch.ones_like(bsm_candidate_index[:, 0, 0]).bool()
+        if valid is not None and bool(valid.any()) and config.bsm_loss_weight > 0:  # no user with two periods: no BSM
             b, c, l2 = bsm_candidate_index.shape
             index = bsm_candidate_index[valid].reshape(-1, l2)  # (V * (1 + P), L2)
             mask = bsm_candidate_mask[valid].reshape(-1, l2)

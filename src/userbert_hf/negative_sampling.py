@@ -102,6 +102,7 @@ class MediumHardNegativeSampler:
         sequence_pool_interval: T, steps between refreshes (paper: 50).
         num_behavior_negatives: K (paper: 4). num_sequence_negatives: P (paper: 4).
         min_crop_behaviors: shortest cropped candidate sequence.
+        max_crop_behaviors: longest cropped candidate sequence (the model's ``max_behaviors``).
         seed: base seed.
         encode_batch_size: behaviours / sequences encoded per forward when building pools.
 
@@ -124,6 +125,7 @@ class MediumHardNegativeSampler:
         num_behavior_negatives: int = 4,
         num_sequence_negatives: int = 4,
         min_crop_behaviors: int = 2,
+        max_crop_behaviors: int | None = None,
         seed: int = 42,
         encode_batch_size: int = 1024,
     ):
@@ -144,6 +146,7 @@ class MediumHardNegativeSampler:
         self.num_behavior_negatives = num_behavior_negatives
         self.num_sequence_negatives = num_sequence_negatives
         self.min_crop_behaviors = min_crop_behaviors
+        self.max_crop_behaviors = max_crop_behaviors
         self.seed = seed
         self.encode_batch_size = encode_batch_size
         self.sequence_pool: SequencePool | None = None
@@ -280,8 +283,9 @@ class MediumHardNegativeSampler:
         n = len(ids)
         if n == 0:
             return None
-        low = min(self.min_crop_behaviors, n)
-        size = int(rng.integers(low, n + 1))
+        high = min(n, self.max_crop_behaviors) if self.max_crop_behaviors else n  # the model's max_behaviors
+        low = min(self.min_crop_behaviors, high)
+        size = int(rng.integers(low, high + 1))
         start = int(rng.integers(0, n - size + 1))
         return ids[start : start + size], ts[start : start + size]
 

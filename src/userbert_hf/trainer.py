@@ -102,7 +102,7 @@ class UserBertTrainer(Trainer):
                 behavior_pool_size=args.behavior_pool_size, sequence_pool_size=args.sequence_pool_size,
                 sequence_pool_interval=args.sequence_pool_interval,
                 num_behavior_negatives=args.num_behavior_negatives, num_sequence_negatives=args.num_sequence_negatives,
-                min_crop_behaviors=args.bsm_min_behaviors, seed=args.seed,
+                min_crop_behaviors=args.bsm_min_behaviors, max_crop_behaviors=config.max_behaviors, seed=args.seed,
             )
         self.add_callback(SamplerCheckpointCallback(self))
         self._task_sums: dict[str, float] = {}
