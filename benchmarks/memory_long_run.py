@@ -1,6 +1,6 @@
 """A long pre-training run on MovieLens keeps memory flat: peak RSS after the first steps vs at the end.
 
-    python benchmarks/memory_long_run.py [--steps 2000] [--preset gru4rec]
+    python benchmarks/memory_long_run.py [--steps 2000] [--preset bert4rec]
 
 The sampler's pools are rebuilt every step / every T steps and the logs are flushed every `logging_steps`;
 none of it may accumulate. Prints resident memory every 100 steps and its growth from step 100 to the end.
@@ -29,12 +29,13 @@ class MemoryProbe(TrainerCallback):
         if state.global_step % self.every == 0 or state.global_step == 1:
             info = psutil.Process().memory_info()
             self.samples.append((state.global_step, info.rss / 2**20, (info.rss - info.shared) / 2**20))
+            print(f"step {state.global_step}: rss {info.rss / 2**20:.1f} MiB", flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--preset", default="gru4rec")
+    parser.add_argument("--preset", default="bert4rec")
     args = parser.parse_args()
     data = load_default_dataset(verbose=False)
     config = UserBertConfig.from_preset(args.preset, behavior_vocab_size=len(data.vocabulary), hidden_size=32,
