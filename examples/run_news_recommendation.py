@@ -1,4 +1,4 @@
-"""Fine-tune a user model for news recommendation on MIND (download MINDsmall_train / MINDsmall_dev yourself).
+r"""Fine-tune a user model for news recommendation on MIND (download MINDsmall_train / MINDsmall_dev yourself).
 
 Training rows are one clicked news plus 4 non-clicked news of the same impression (a 5-way softmax); evaluation
 ranks whole impressions (per-impression AUC, MRR, nDCG@5, nDCG@10).

@@ -1,4 +1,4 @@
-"""Fine-tune an ID-behaviour user model for next-item prediction (leave-one-out, full ranking; HR@k, NDCG@k).
+r"""Fine-tune an ID-behaviour user model for next-item prediction (leave-one-out, full ranking; HR@k, NDCG@k).
 
 Training predicts each user's third-last item, validation the second-last, test the last one, ranked against every
 item (items already in the history are not ranked, as in S3-Rec's evaluation). Amazon Beauty is the usual file:
@@ -7,9 +7,11 @@ item (items already in the history are not ranked, as in S3-Rec's evaluation). A
     python examples/run_next_item.py --data ../shared/data/amazon-beauty/Beauty.txt --model_name_or_path gru4rec \
         --max_train_targets_per_user 5 --num_train_epochs 10 --learning_rate 1e-3
     # pre-train on the sequences without their last two items (the evaluation targets), then fine-tune
-    python examples/run_next_item.py --data ../shared/data/amazon-beauty/Beauty.txt --export_pretraining_data outputs/beauty-pretrain
+    python examples/run_next_item.py --data ../shared/data/amazon-beauty/Beauty.txt \
+        --export_pretraining_data outputs/beauty-pretrain
     userbert pretrain --data outputs/beauty-pretrain --preset bert4rec --output_dir outputs/bert4rec-beauty
-    python examples/run_next_item.py --data ../shared/data/amazon-beauty/Beauty.txt --model_name_or_path outputs/bert4rec-beauty
+    python examples/run_next_item.py --data ../shared/data/amazon-beauty/Beauty.txt \
+        --model_name_or_path outputs/bert4rec-beauty
 
 Every option of `userbert finetune --help` works here; the steps are in `userbert_hf.finetuning_job`.
 """

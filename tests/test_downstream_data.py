@@ -36,7 +36,7 @@ from userbert_hf.downstream_data import (
 from userbert_hf.vocabulary import BehaviorVocabulary
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-BEAUTY_PATH = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "amazon-beauty" / "Beauty.txt").resolve()
+BEAUTY_PATH = (Path(__file__).resolve().parents[1] / ".." / "shared/data/amazon-beauty/Beauty.txt").resolve()
 SPLITS = ("train", "validation", "test")
 
 
@@ -147,7 +147,9 @@ def test_pack_candidates_keeps_every_pair(ctr):
     assert max(len(c) for c in packed["candidates"]) == 5
     pairs = Counter(zip(rows["user_id"], rows["candidate"], rows["label"]))
     packed_pairs = Counter(
-        (u, c, y) for u, cs, ys in zip(packed["user_id"], packed["candidates"], packed["labels"]) for c, y in zip(cs, ys)
+        (u, c, y)
+        for u, cs, ys in zip(packed["user_id"], packed["candidates"], packed["labels"])
+        for c, y in zip(cs, ys)
     )
     assert packed_pairs == pairs
     assert pack_candidates(rows)["user_id"] == list(dict.fromkeys(rows["user_id"]))  # None: one row per user

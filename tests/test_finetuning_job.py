@@ -18,7 +18,8 @@ from userbert_hf.finetuning_job import main
 from userbert_hf.tokenization_userbert import build_word_tokenizer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-TINY_MODEL = ["--hidden_size", "16", "--attention_query_size", "8", "--num_attention_heads", "2", "--max_behaviors", "20"]
+TINY_MODEL = ["--hidden_size", "16", "--attention_query_size", "8", "--num_attention_heads", "2",
+              "--max_behaviors", "20"]
 QUICK = ["--max_steps", "4", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "32",
          "--eval_strategy", "no", "--disable_tqdm", "true", "--logging_steps", "1", "--seed", "0"]
 
@@ -92,6 +93,10 @@ def test_ctr_from_pretrained_folder(tmp_path, pretrained_nrms):
     assert not results["settings"]["from_scratch"]
     assert (out / "tokenizer.json").is_file()
     assert "fine-tuned from" in (out / "README.md").read_text()
+    auto_map = json.loads((out / "config.json").read_text())["auto_map"]  # this head's, not the pre-training one's
+    assert auto_map == {
+        "AutoConfig": "configuration_userbert.UserBertConfig", "AutoModel": "modeling_userbert.UserBertModel"
+    }
     # Fine-tuning started from the pre-trained user model: the saved vocabulary is the pre-trained one.
     assert json.loads((out / "behavior_vocab.json").read_text())["ids"] == json.loads(
         (pretrained_nrms / "behavior_vocab.json").read_text())["ids"]

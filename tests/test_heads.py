@@ -153,7 +153,8 @@ def test_ctr_packed_rows_equal_one_candidate_rows(tiny_config):
     config = tiny_config("nrms")
     model = _randomize(UserBertForCTRPrediction(config))
     pairs = [(0, 12, 1.0), (0, 13, 0.0), (0, 14, 1.0), (1, 15, 0.0), (2, 16, 1.0), (2, 17, 0.0)]
-    flat_inputs, (flat_index,) = _batch(config, [HISTORIES[u] for u, _, _ in pairs], torch.tensor([c for _, c, _ in pairs]))
+    flat_histories = [HISTORIES[u] for u, _, _ in pairs]
+    flat_inputs, (flat_index,) = _batch(config, flat_histories, torch.tensor([c for _, c, _ in pairs]))
     flat_labels = torch.tensor([y for _, _, y in pairs])
     packed = torch.tensor([[12, 13, 14], [15, 30, 31], [16, 17, 32]])  # padding points at real behaviours
     mask = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0]])
@@ -187,7 +188,9 @@ def test_next_behavior_rank_matches_brute_force(tiny_config, preset):
             assert out.target_rank[row] == -100
             continue
         blocked = {0} | (set(histories[row]) - {target})
-        expected = sum(1 for j in range(config.behavior_vocab_size) if j not in blocked and raw[row, j] > raw[row, target])
+        expected = sum(
+            1 for j in range(config.behavior_vocab_size) if j not in blocked and raw[row, j] > raw[row, target]
+        )
         assert out.target_rank[row].item() == expected
         assert out.logits[row, target] == raw[row, target]  # the target is never excluded
         without_exclusion = sum(1 for j in range(1, config.behavior_vocab_size) if raw[row, j] > raw[row, target])

@@ -67,7 +67,9 @@ USER_CLASSIFICATION_FEATURES = datasets.Features(
 # =====================================================================================================
 # Splits and label fractions
 # =====================================================================================================
-def split_users(user_ids: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 42) -> dict[str, set]:
+def split_users(
+    user_ids: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 42
+) -> dict[str, set]:
     """Assign distinct users to train / validation / test with a seeded permutation.
 
     ``fractions`` are normalised; the validation and test shares are rounded, train gets the rest, so every user
@@ -93,7 +95,9 @@ def split_users(user_ids: Sequence[str], fractions: Sequence[float] = (0.8, 0.1,
     }
 
 
-def subsample_training(dataset: datasets.Dataset, fraction: float, seed: int = 42, group_column: str = "user_id") -> datasets.Dataset:
+def subsample_training(
+    dataset: datasets.Dataset, fraction: float, seed: int = 42, group_column: str = "user_id"
+) -> datasets.Dataset:
     """Keep ``round(fraction * groups)`` (at least one) groups of training rows, chosen with ``seed``.
 
     Groups are users (CTR, next item, user classification) or impressions (news, ``group_column="impression_id"``)
@@ -108,11 +112,12 @@ def subsample_training(dataset: datasets.Dataset, fraction: float, seed: int = 4
         raise ValueError(f"train_fraction must be in (0, 1], got {fraction}")
     if fraction == 1 or len(dataset) == 0:
         return dataset
-    groups = list(dict.fromkeys(list(dataset[group_column])))
+    column = list(dataset[group_column])
+    groups = list(dict.fromkeys(column))  # first-seen order: deterministic
     keep_count = max(1, int(round(fraction * len(groups))))
     chosen = np.random.default_rng(seed).permutation(len(groups))[:keep_count]
     keep = {groups[i] for i in chosen}
-    return dataset.filter(lambda groups: [g in keep for g in groups], input_columns=group_column, batched=True)
+    return dataset.select([i for i, group in enumerate(column) if group in keep])
 
 
 def _recent(sequence, max_behaviors: int | None) -> list[int]:
