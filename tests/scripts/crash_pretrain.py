@@ -33,7 +33,7 @@ def main(output_dir, loss_log, resume):
     )
     torch.manual_seed(0)
     args = UserBertTrainingArguments(
-        output_dir, max_steps=16, per_device_train_batch_size=16, learning_rate=3e-3, use_cpu=True, logging_steps=1,
+        output_dir, max_steps=24, per_device_train_batch_size=16, learning_rate=3e-3, use_cpu=True, logging_steps=1,
         save_strategy="steps", save_steps=2, save_total_limit=3, disable_tqdm=True, report_to=[], seed=3,
         behavior_pool_size=200, sequence_pool_size=30, sequence_pool_interval=3,
     )
