@@ -291,6 +291,15 @@ class UserBertPreTrainedModel(PreTrainedModel):
                 json.dump(saved, f, indent=2, sort_keys=True)
                 f.write("\n")
 
+    def freeze_user_model(self) -> None:
+        """Stop training the user model (``self.userbert``, behaviour encoder included) of a task head: only the
+        head's own parameters learn. News and next-behaviour heads have none (candidates are scored with the
+        user model's behaviour encoder), CTR keeps its bias, user classification its classifier (a linear probe)."""
+        if not hasattr(self, "userbert"):
+            raise AttributeError(f"{type(self).__name__} is the user model itself; freeze it from a task head")
+        for param in self.userbert.parameters():
+            param.requires_grad = False
+
     def _init_weights(self, module):
         super()._init_weights(module)
         # Glorot-uniform dense and convolution weights (the Keras defaults of the paper's implementation): the
@@ -709,11 +718,6 @@ class UserBertForNewsRecommendation(UserBertPreTrainedModel):
         self.userbert = UserBertModel(config)
         self.post_init()
 
-    def freeze_user_model(self) -> None:
-        """Stop training the user model. This head has no parameters of its own: only use it with a trained
-        behaviour encoder (candidates are encoded by it too)."""
-        for param in self.userbert.parameters():
-            param.requires_grad = False
 
     def forward(
         self,
@@ -794,10 +798,6 @@ class UserBertForCTRPrediction(UserBertPreTrainedModel):
         if isinstance(module, UserBertForCTRPrediction):
             init.zeros_(module.ctr_bias)
 
-    def freeze_user_model(self) -> None:
-        """Stop training the user model (behaviour encoder included, so only ``ctr_bias`` is left to train)."""
-        for param in self.userbert.parameters():
-            param.requires_grad = False
 
     def forward(
         self,
@@ -886,10 +886,6 @@ class UserBertForNextBehaviorPrediction(UserBertPreTrainedModel):
         self.userbert = UserBertModel(config)
         self.post_init()
 
-    def freeze_user_model(self) -> None:
-        """Stop training the user model. This head has no parameters of its own."""
-        for param in self.userbert.parameters():
-            param.requires_grad = False
 
     def all_behavior_vectors(self, all_behavior_token_ids: torch.LongTensor | None = None) -> torch.Tensor:
         """(V, H) vectors of every behaviour of the vocabulary (row 0 is padding)."""
@@ -978,10 +974,6 @@ class UserBertForUserClassification(UserBertPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def freeze_user_model(self) -> None:
-        """Stop training the user model: only the classifier learns (a linear probe)."""
-        for param in self.userbert.parameters():
-            param.requires_grad = False
 
     def forward(
         self,
