@@ -496,6 +496,8 @@ def _as_id(value: object) -> str:
         return ""
     if isinstance(value, str):
         return value.strip()
+    if isinstance(value, (bytes, bytearray)):  # Parquet binary columns
+        return bytes(value).decode("utf-8", errors="replace").strip()
     if isinstance(value, (float, np.floating)):
         if not math.isfinite(value):
             return ""
@@ -642,10 +644,9 @@ def _events_from_table(
 
 def _ids(values: list) -> np.ndarray:
     """Canonical string ids ('' for missing) as an object array."""
-    try:
+    if all(type(v) is str for v in values):
         return np.asarray([v.strip() for v in values] or [], dtype=object)
-    except AttributeError:  # not all strings (JSON / Parquet values)
-        return np.asarray([_as_id(v) for v in values] or [], dtype=object)
+    return np.asarray([_as_id(v) for v in values] or [], dtype=object)  # JSON / Parquet values (numbers, bytes)
 
 
 def _times(values: list, time_format: str | None) -> tuple[np.ndarray, np.ndarray]:
