@@ -22,7 +22,7 @@ import torch
 from userbert_hf import UserBertConfig, UserBertForPreTraining
 from userbert_hf.collation import BehaviorCatalog
 from userbert_hf.sharded_data import load_user_shards
-from userbert_hf.trainer import UserBertTrainer, UserBertTrainingArguments
+from userbert_hf.pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
 from userbert_hf.vocabulary import BehaviorVocabulary
 
 

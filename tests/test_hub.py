@@ -255,7 +255,7 @@ TRAIN_AND_PUSH = """
     import datasets
     from userbert_hf import UserBertConfig, UserBertForPreTraining
     from userbert_hf.collation import BehaviorCatalog
-    from userbert_hf.trainer import UserBertTrainer, UserBertTrainingArguments
+    from userbert_hf.pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
 
     output_dir, repo = sys.argv[1], sys.argv[2]
     users = datasets.Dataset.from_dict({

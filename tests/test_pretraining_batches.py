@@ -6,7 +6,7 @@ import torch
 
 from userbert_hf.collation import UserBertPretrainingCollator
 from userbert_hf.data_loading import load_default_dataset
-from userbert_hf.pretraining_batches import (
+from userbert_hf.pretraining.masking import (
     PretrainingBatchBuilder,
     choose_masked_positions,
     choose_period_split,

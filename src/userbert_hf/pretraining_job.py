@@ -23,7 +23,7 @@ from .sharded_data import load_user_shards
 from .model_card import build_model_card, save_run_results
 from .modeling_userbert import UserBertForPreTraining
 from .tokenization_userbert import build_word_tokenizer
-from .trainer import UserBertTrainer, UserBertTrainingArguments
+from .pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
 
 logger = logging.getLogger(__name__)
 

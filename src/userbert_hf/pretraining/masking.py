@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .collation import pad_sequences
+from ..collation import pad_sequences
 
 _MASK, _SPLIT, _CP = 1, 2, 3
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .collation import BehaviorCatalog, build_behavior_table, pad_sequences
+from ..collation import BehaviorCatalog, build_behavior_table, pad_sequences
 
 STRATEGIES = ("medium_hard", "random", "hardest")
 _BEHAVIOR_POOL, _SEQUENCE_POOL, _FALLBACK, _RANDOM = 11, 12, 13, 14
