@@ -13,7 +13,7 @@ import torch
 
 from userbert_hf import UserBertConfig, UserBertModel
 from userbert_hf.collation import BehaviorCatalog, UserBertCollator
-from userbert_hf.data_loading import load_default_dataset
+from userbert_hf.data import load_default_dataset
 from userbert_hf.tokenization_userbert import build_word_tokenizer
 
 

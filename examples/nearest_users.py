@@ -17,7 +17,7 @@ from transformers import HfArgumentParser
 
 from userbert_hf import UserBertConfig
 from userbert_hf.assets import load_user_model_assets
-from userbert_hf.data_loading import load_behavior_data
+from userbert_hf.data import load_behavior_data
 from userbert_hf.embedding_export import embed_users, nearest_users, save_user_embeddings
 
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from userbert_hf.data_loading import (
+from userbert_hf.data import (
     BehaviorData,
     DataFormatError,
     LoadSummary,
@@ -638,7 +638,7 @@ def test_save_and_reload(tmp_path):
 
 def test_summary_is_logged_and_printed(tmp_path, caplog, capsys):
     path = FIXTURES / "events_broken.csv"
-    with caplog.at_level(logging.INFO, logger="userbert_hf.data_loading"):
+    with caplog.at_level(logging.INFO, logger="userbert_hf.data"):
         load_event_log(path, verbose=False)
     assert "unparsable_timestamp: 2" in caplog.text and capsys.readouterr().out == ""
     load_event_log(path)

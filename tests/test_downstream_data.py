@@ -14,7 +14,7 @@ import torch
 
 from userbert_hf import downstream_data
 from userbert_hf.collation import BehaviorCatalog
-from userbert_hf.data_loading import bundled_movielens_path, load_amazon_beauty, load_mind_impressions, load_movielens
+from userbert_hf.data import bundled_movielens_path, load_amazon_beauty, load_mind_impressions, load_movielens
 from userbert_hf.downstream_data import (
     CTRCollator,
     NewsRecommendationCollator,
@@ -28,11 +28,11 @@ from userbert_hf.downstream_data import (
     movielens_demo_user_labels,
     news_training_rows,
     pack_candidates,
-    pretraining_users_for,
     read_user_labels,
     split_users,
     subsample_training,
 )
+from userbert_hf.tasks import pretraining_users_for
 from userbert_hf.vocabulary import BehaviorVocabulary
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

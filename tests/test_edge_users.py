@@ -26,7 +26,7 @@ from datasets import Dataset
 
 from userbert_hf import UserBertConfig, UserBertForPreTraining, UserBertModel
 from userbert_hf.collation import BehaviorCatalog, UserBertPretrainingCollator
-from userbert_hf.data_loading import load_event_log
+from userbert_hf.data import load_event_log
 from userbert_hf.pretraining.masking import PretrainingBatchBuilder, num_masked
 from userbert_hf.pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
 

@@ -16,7 +16,7 @@ from torch import nn
 from userbert_hf import UserBertConfig, UserBertForPreTraining
 from userbert_hf.assets import build_catalog, save_user_model_assets
 from userbert_hf.cli import main as cli_main
-from userbert_hf.data_loading import BehaviorData, load_behavior_data, save_behavior_data
+from userbert_hf.data import BehaviorData, load_behavior_data, save_behavior_data
 from userbert_hf.embedding_export import (
     embed_users,
     embedding_matrix,

@@ -34,7 +34,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from userbert_hf.data_loading import (
+from userbert_hf.data import (
     FILTER_REASONS,
     DataFormatError,
     load_amazon_beauty,
@@ -967,7 +967,7 @@ def test_known_broken_lines_amazon_beauty(workdir, data, max_behaviors, ending):
 
 # ------------------------------------------------------------------------ regressions found by the fuzzing
 def test_regressions_found_by_fuzzing(tmp_path):
-    """Each of these crashed or silently mis-read before the fixes in data_loading.py."""
+    """Each of these crashed or silently mis-read before the fixes in the loaders (userbert_hf.data)."""
     header = "user_id,item_id,timestamp\n"
     # Timestamps beyond int64 wrapped around to -2**63 (a RuntimeWarning); a JSON 10**400 raised OverflowError.
     path = tmp_path / "big.csv"
@@ -1036,7 +1036,7 @@ def test_parquet_binary_id_columns_are_decoded(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from userbert_hf.data_loading import load_event_log
+    from userbert_hf.data import load_event_log
 
     path = tmp_path / "binary.parquet"
     table = pa.table({

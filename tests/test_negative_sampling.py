@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from userbert_hf import UserBertConfig, UserBertModel
 from userbert_hf.collation import BehaviorCatalog
-from userbert_hf.data_loading import load_default_dataset
+from userbert_hf.data import load_default_dataset
 from userbert_hf.pretraining.samplers import MediumHardNegativeSampler, top_k_by_cosine
 
 

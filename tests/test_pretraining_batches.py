@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from userbert_hf.collation import UserBertPretrainingCollator
-from userbert_hf.data_loading import load_default_dataset
+from userbert_hf.data import load_default_dataset
 from userbert_hf.pretraining.masking import (
     PretrainingBatchBuilder,
     choose_masked_positions,

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from userbert_hf.data_loading import DataFormatError, load_default_dataset
+from userbert_hf.data import DataFormatError, load_default_dataset
 from userbert_hf.sharded_data import load_user_shards, write_user_shards
 
 

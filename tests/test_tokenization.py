@@ -123,7 +123,7 @@ def test_bad_arguments():
 
 
 def test_on_movielens_texts():
-    from userbert_hf.data_loading import load_default_dataset
+    from userbert_hf.data import load_default_dataset
 
     vocab = load_default_dataset(verbose=False).vocabulary
     tok = build_word_tokenizer(vocab.texts, min_frequency=2, max_words=30)

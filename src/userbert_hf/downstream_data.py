@@ -1,4 +1,4 @@
-"""Labelled data for fine-tuning user models, built from what the loaders of ``data_loading`` return.
+"""Labelled data for fine-tuning user models, built from what the loaders of ``userbert_hf.data`` return.
 
 Four tasks, each a ``datasets.DatasetDict`` with ``train`` / ``validation`` / ``test`` splits:
 

@@ -34,7 +34,7 @@ import torch
 
 from .assets import build_catalog, load_user_model_assets
 from .collation import UserBertCollator
-from .data_loading import BehaviorData, load_behavior_data
+from .data import BehaviorData, load_behavior_data
 from .modeling_userbert import UserBertModel
 from .vocabulary import BehaviorVocabulary
 
@@ -117,7 +117,7 @@ def embed_users(
     Args:
         model_name_or_path: a folder written by ``userbert pretrain`` (or ``save_pretrained`` + assets) or a Hub
             repository id; its ``behavior_vocab.json`` (and ``tokenizer.json`` for text behaviours) are used.
-        data: a :class:`~userbert_hf.data_loading.BehaviorData` or anything ``load_behavior_data`` accepts
+        data: a :class:`~userbert_hf.data.BehaviorData` or anything ``load_behavior_data`` accepts
             (``"movielens"``, a MovieLens/MIND folder, an event log, ...). Sequences keep the most recent
             ``config.max_behaviors`` behaviours.
         batch_size: users per forward pass.

@@ -36,7 +36,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from .assets import build_catalog, load_user_model_assets, save_user_model_assets
 from .configuration_userbert import PRESETS, UserBertConfig
-from .data_loading import BehaviorData, load_behavior_data, load_mind_impressions, save_behavior_data
+from .data import BehaviorData, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import (
     COLLATORS,
     TASKS,
@@ -274,7 +274,7 @@ def load_task_data(data_args: FinetuningDataArguments, vocabulary: BehaviorVocab
 def export_pretraining_data(data_args: FinetuningDataArguments, vocabulary: BehaviorVocabulary | None) -> str:
     """Write the users' behaviour sequences that pre-training may see for this task (``save_behavior_data``)."""
     if data_args.task == "news":
-        from .data_loading import load_mind
+        from .data import load_mind
 
         data = load_mind(data_args.data, max_behaviors=None, vocabulary=vocabulary, strict=data_args.strict_data)
     else:

@@ -221,10 +221,10 @@ def model_card_from_results(config, results: dict, model_id: str, title: str | N
         )
         task_type, task_name = "feature-extraction", "User model pre-training"
     if results.get("data_summary"):
-        from .data_loading import LoadSummary
+        from .data import LoadSummary
 
         summary_text = str(LoadSummary.from_dict(results["data_summary"]))
-        data_description = f"`{data}`, loaded with `userbert_hf.data_loading`:\n\n```\n{summary_text}\n```"
+        data_description = f"`{data}`, loaded with `userbert_hf.data`:\n\n```\n{summary_text}\n```"
     else:
         data_description = f"`{data}`."
     base_model = settings.get("model_name_or_path") if task and not settings.get("from_scratch") else None

@@ -18,7 +18,7 @@ from transformers.dynamic_module_utils import custom_object_save
 
 from .assets import build_catalog, load_user_model_assets, save_user_model_assets
 from .configuration_userbert import PRESETS, UserBertConfig
-from .data_loading import load_behavior_data
+from .data import load_behavior_data
 from .sharded_data import load_user_shards
 from .model_card import build_model_card, save_run_results
 from .modeling_userbert import UserBertForPreTraining
@@ -188,7 +188,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
             ),
             config=model.config,
             dataset_name=os.path.basename(str(data_args.data)),
-            data_description=f"`{data_args.data}`, loaded with `userbert_hf.data_loading`:\n\n```\n{data.summary}\n```",
+            data_description=f"`{data_args.data}`, loaded with `userbert_hf.data`:\n\n```\n{data.summary}\n```",
             settings=settings,
             metrics={k: v for k, v in metrics.items() if k != "train_runtime_seconds"},
             task_type="feature-extraction",

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .data_loading import BehaviorData, DataFormatError, LoadSummary
+from .data import BehaviorData, DataFormatError, LoadSummary
 from .vocabulary import BehaviorVocabulary
 
 USER_COLUMNS = ("user_id", "behavior_ids", "timestamps")

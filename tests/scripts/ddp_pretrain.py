@@ -12,7 +12,7 @@ import torch
 
 from userbert_hf import UserBertConfig, UserBertForPreTraining
 from userbert_hf.collation import BehaviorCatalog
-from userbert_hf.data_loading import load_default_dataset
+from userbert_hf.data import load_default_dataset
 from userbert_hf.pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
 
 

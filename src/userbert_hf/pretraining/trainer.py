@@ -66,7 +66,7 @@ class UserBertTrainer(Trainer):
 
     Args:
         catalog: ``BehaviorCatalog`` of the behaviour vocabulary (text word ids for text behaviours).
-        train_dataset: one row per user with ``behavior_ids`` and ``timestamps`` (from ``userbert_hf.data_loading``).
+        train_dataset: one row per user with ``behavior_ids`` and ``timestamps`` (from ``userbert_hf.data``).
         Other arguments as ``transformers.Trainer``; ``args`` is a ``UserBertTrainingArguments``.
 
     Logs ``mbp_loss``, ``bsm_loss`` (or ``nbp_loss`` / ``cp_loss``) and their accuracies separately.

@@ -1,0 +1,233 @@
+"""Line-accurate readers: CSV/TSV, JSON Lines / JSON arrays and Parquet into a :class:`Table` that remembers where
+every row came from (1-based physical line, ``row N`` or ``record N``), so every skip and error names it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pyarrow as pa
+
+from .summary import DataFormatError, Issues
+
+# csv's default field limit (128 KiB) would make one long title / id fail the whole file.
+_CSV_FIELD_SIZE_LIMIT = 2**31 - 1
+
+
+@dataclass
+class Table:
+    path: Path
+    columns: list[str]
+    locations: list  # int (1-based line) or str ("row 3", "record 3")
+    _rows: list = field(default_factory=list)  # list[list[str]] for CSV, list[dict] for JSON
+    _arrow: pa.Table | None = None
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def column(self, name: str) -> list:
+        if self._arrow is not None:
+            return self._arrow.column(name).to_pylist()
+        if self._rows and isinstance(self._rows[0], dict):
+            return [row.get(name) for row in self._rows]
+        index = self.columns.index(name)
+        return [row[index] for row in self._rows]
+
+    def require(self, *names: str | None) -> None:
+        missing = [n for n in names if n is not None and n not in self.columns]
+        if missing:
+            raise DataFormatError(
+                f"{self.path}: missing required column {missing[0]!r}"
+                + (f" (also missing: {missing[1:]})" if len(missing) > 1 else "")
+                + f"; available columns: {self.columns}",
+                path=self.path,
+                column=missing[0],
+                reason="missing_column",
+            )
+
+
+def check_file(path: str | os.PathLike, what: str = "data file") -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise DataFormatError(f"{path}: expected a {what}, got a directory", path=path)
+    if path.stat().st_size == 0:
+        raise DataFormatError(f"{path}: file is empty (0 bytes)", path=path, reason="empty_file")
+    return path
+
+
+def infer_format(path: Path, file_format: str | None) -> str:
+    formats = {"csv": "csv", "tsv": "tsv", "tab": "tsv", "jsonl": "jsonl", "ndjson": "jsonl", "json": "json",
+               "parquet": "parquet", "pq": "parquet"}
+    if file_format is not None:
+        key = file_format.lower().lstrip(".")
+        if key not in formats:
+            raise ValueError(f"unknown file_format {file_format!r}; expected one of {sorted(set(formats.values()))}")
+        return formats[key]
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise DataFormatError(
+            f"{path}: cannot infer the file format from the suffix {path.suffix!r}; pass file_format= one of "
+            f"{sorted(set(formats.values()))}",
+            path=path,
+        )
+    return formats[suffix]
+
+
+def read_table(path: Path, file_format: str, issues: Issues) -> Table:
+    if file_format in ("csv", "tsv"):
+        return read_delimited(path, "," if file_format == "csv" else "\t", issues)
+    if file_format in ("jsonl", "json"):
+        return _read_json(path, file_format, issues)
+    table = _read_parquet(path)
+    issues.summary.rows_read += len(table)
+    return table
+
+
+def read_delimited(path: Path, delimiter: str, issues: Issues) -> Table:
+    """Read a CSV/TSV file with a header line; rows with the wrong number of fields are skipped."""
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    header: list[str] | None = None
+    n_fields = 0
+    rows_read = 0
+    end = 0  # last physical line read so far; a record starts on the line after the previous one ended
+    old_field_limit = csv.field_size_limit()
+    csv.field_size_limit(max(old_field_limit, _CSV_FIELD_SIZE_LIMIT))
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            for row in reader:
+                start, end = end + 1, reader.line_num
+                if len(row) != n_fields or header is None:
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        if header is not None:
+                            issues.skip("blank_line", path, start, "blank line")
+                        continue
+                    if header is None:
+                        header = _check_header([h.strip() for h in row], path, start)
+                        n_fields = len(header)
+                        continue
+                    rows_read += 1
+                    issues.skip(
+                        "wrong_field_count", path, start,
+                        f"expected {n_fields} fields ({', '.join(header)}), got {len(row)}: {_preview(row)}",
+                    )
+                    continue
+                rows_read += 1
+                rows.append(row)
+                lines.append(start)
+    except UnicodeDecodeError as e:
+        raise DataFormatError(
+            f"{path}: not valid UTF-8 after line {end} ({e.reason} at byte {e.start})", path=path
+        ) from None
+    except csv.Error as e:
+        raise DataFormatError(f"{path}:{end + 1}: cannot parse the line: {e}", path=path, line=end + 1) from None
+    finally:
+        csv.field_size_limit(old_field_limit)
+    issues.summary.rows_read += rows_read
+    if header is None:
+        raise DataFormatError(f"{path}: file is empty (only blank lines)", path=path, reason="empty_file")
+    return Table(path=path, columns=header, locations=lines, _rows=rows)
+
+
+def _check_header(header: list[str], path: Path, line: int) -> list[str]:
+    duplicates = sorted({h for h in header if header.count(h) > 1})
+    if duplicates:
+        raise DataFormatError(
+            f"{path}:{line}: duplicate column name(s) {duplicates} in the header {header}",
+            path=path, line=line, reason="duplicate_column",
+        )
+    return header
+
+
+def _read_json(path: Path, file_format: str, issues: Issues) -> Table:
+    """Read JSON Lines (one object per line), or a JSON array of objects for ``.json`` files."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})", path=path) from None
+    if not text.strip():
+        raise DataFormatError(f"{path}: file is empty (only whitespace)", path=path, reason="empty_file")
+    records: list[tuple[object, object]] = []  # (location, parsed value, _BLANK or exception message)
+    if file_format == "json" and text.lstrip().startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"{path}:{e.lineno}: invalid JSON: {e.msg}", path=path, line=e.lineno) from None
+        records = [(f"record {i}", value) for i, value in enumerate(values, start=1)]
+    else:
+        lines = re.split(r"\r\n|\r|\n", text)  # not str.splitlines: JSON strings may hold U+2028, U+0085, ...
+        if lines[-1] == "":
+            lines.pop()
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip():
+                records.append((line_no, _BLANK))
+                continue
+            try:
+                records.append((line_no, json.loads(line)))
+            except json.JSONDecodeError as e:
+                records.append((line_no, _JsonError(e.msg)))
+    rows: list[dict] = []
+    locations: list = []
+    columns: dict[str, None] = {}
+    for where, value in records:
+        if value is _BLANK:  # not None: a JSON line `null` is a record that is not an object
+            issues.skip("blank_line", path, where, "blank line")
+            continue
+        issues.summary.rows_read += 1
+        if isinstance(value, _JsonError):
+            issues.skip("unparsable_line", path, where, f"invalid JSON: {value.message}")
+            continue
+        if not isinstance(value, dict):
+            issues.skip("unparsable_line", path, where, f"expected a JSON object, got {type(value).__name__}")
+            continue
+        for key in value:
+            columns.setdefault(key, None)
+        rows.append(value)
+        locations.append(where)
+    return Table(path=path, columns=list(columns), locations=locations, _rows=rows)
+
+
+@dataclass
+class _JsonError:
+    message: str
+
+
+_BLANK = object()  # a blank JSON Lines line
+
+
+def _read_parquet(path: Path) -> Table:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise DataFormatError(f"{path}: cannot read as Parquet: {e}", path=path) from None
+    return Table(
+        path=path,
+        columns=list(table.column_names),
+        locations=[f"row {i}" for i in range(1, table.num_rows + 1)],
+        _arrow=table,
+    )
+
+
+def _preview(row: Sequence[str], limit: int = 80) -> str:
+    text = repr(list(row))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def iter_lines(path: Path) -> Iterable[tuple[int, str]]:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            for line_no, line in enumerate(f, start=1):
+                yield line_no, line.rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})", path=path) from None
+
