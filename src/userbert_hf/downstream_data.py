@@ -1,9 +1,12 @@
 """Labelled data for fine-tuning user models, built from what the loaders of ``userbert_hf.data`` return.
 
-Four tasks, each a ``datasets.DatasetDict`` with ``train`` / ``validation`` / ``test`` splits:
+The split builders of the tasks registered in ``tasks.py``, each a ``datasets.DatasetDict`` with ``train`` /
+``validation`` / ``test`` splits:
 
 * ``ctr`` (MovieLens): a user's earlier ratings are the history, the later ones are candidates labelled
   ``rating >= 4``; one row per (user, candidate); users are split 80/10/10.
+* ``implicit_ctr`` (MovieLens, implicit feedback): the same history; candidates are the later rated items
+  (label 1) and popular items the user never rated (label 0), closer to clicks than rating thresholds.
 * ``next_item`` (Amazon Beauty, leave-one-out): validation predicts each user's second-last behaviour, test the
   last one, training the ones before; full ranking over all behaviours.
 * ``news`` (MIND): training rows are one clicked + ``npratio`` non-clicked news of the same impression,
@@ -11,7 +14,7 @@ Four tasks, each a ``datasets.DatasetDict`` with ``train`` / ``validation`` / ``
 * ``user_classification``: one row per user with a label (a ``user_id,label`` file, or a MovieLens demo label).
 
 :func:`subsample_training` keeps a seeded share of the labelled training data (by user or impression), the
-low-resource setting of the paper (10% / 25% / 100%). :func:`pretraining_users_for` returns the behaviour
+low-resource setting of the paper (10% / 25% / 100%). :func:`pretraining_users` returns the behaviour
 sequences a pre-training run may use without ever seeing an evaluation target.
 
 The collators turn rows into the batch-table layout of the UserBERT heads (``build_behavior_table``):
@@ -43,7 +46,6 @@ except ImportError:  # pragma: no cover - datasets 3.x
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("news", "ctr", "next_item", "user_classification")
 SPLITS = ("train", "validation", "test")
 IGNORE_INDEX = -100
 
@@ -208,6 +210,69 @@ def build_ctr_dataset(
             out["history"].append(history)
             out["candidate"].append(behavior)
             out["label"].append(1.0 if rating >= positive_rating else 0.0)
+    return datasets.DatasetDict(
+        {split: datasets.Dataset.from_dict(columns[split], features=CTR_FEATURES) for split in SPLITS}
+    )
+
+
+def build_implicit_ctr_dataset(
+    data,
+    *,
+    history_fraction: float = 0.8,
+    negatives_per_positive: int = 1,
+    popular_items: int = 1000,
+    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 42,
+    max_behaviors: int | None = 100,
+) -> datasets.DatasetDict:
+    """Implicit-feedback CTR rows (clicks rather than rating thresholds): history = a user's earlier behaviours,
+    candidates = the later behaviours (label 1) plus ``negatives_per_positive`` items per positive drawn
+    uniformly from the ``popular_items`` most frequent items of all histories that the user never had (label 0).
+
+    Negatives are popular so that popularity alone does not separate them from the positives (as an impression
+    log shows popular items that were not clicked). Popularity is counted on history parts only, so no
+    evaluation candidate leaks into it. Negatives of a user are drawn with ``(seed, user index)``; a user with
+    fewer unseen popular items than needed gets them all. Users are split like :func:`build_ctr_dataset`.
+
+    Example (item popularity over the histories [1, 2, 3, 4] and [1, 2, 6, 7]: 1, 2, then 3, 4 by id; user ``a``
+    had all four popular items, ``b`` gets one negative among 3 and 4):
+        >>> from types import SimpleNamespace
+        >>> users = datasets.Dataset.from_dict({"user_id": ["a", "b"], "behavior_ids": [[1, 2, 3, 4, 5], [1, 2, 6, 7, 9]],
+        ...                                     "timestamps": [[1, 2, 3, 4, 5]] * 2})
+        >>> rows = build_implicit_ctr_dataset(SimpleNamespace(users=users), popular_items=4, split_fractions=(1, 0, 0))
+        >>> list(zip(rows["train"]["user_id"], rows["train"]["candidate"], rows["train"]["label"]))
+        [('a', 5, 1.0), ('b', 9, 1.0), ('b', 4, 0.0)]
+    """
+    if negatives_per_positive < 1 or popular_items < 1:
+        raise ValueError(f"negatives_per_positive and popular_items must be >= 1, got {negatives_per_positive}, "
+                         f"{popular_items}")
+    users = data.users
+    _warn_if_truncated(data, "implicit_ctr")
+    cuts = [history_cut(t, history_fraction) for t in users["timestamps"]]
+    sequences = users["behavior_ids"]
+    counts: dict[int, int] = {}
+    for sequence, cut in zip(sequences, cuts):
+        for behavior in sequence[:cut] if cut is not None else ():
+            counts[behavior] = counts.get(behavior, 0) + 1
+    popular = np.asarray(sorted(counts, key=lambda b: (-counts[b], b))[:popular_items], dtype=np.int64)
+    parts = split_users(users["user_id"], split_fractions, seed)
+    columns = {split: {name: [] for name in CTR_FEATURES} for split in SPLITS}
+    for index, (user, sequence, cut) in enumerate(zip(users["user_id"], sequences, cuts)):
+        if cut is None:
+            continue
+        split = next(s for s in SPLITS if user in parts[s])
+        positives = list(dict.fromkeys(sequence[cut:]))
+        unseen = popular[~np.isin(popular, np.asarray(sequence, dtype=np.int64))]
+        rng = np.random.default_rng([seed, index])
+        size = min(len(unseen), negatives_per_positive * len(positives))
+        negatives = rng.choice(unseen, size=size, replace=False).tolist() if size else []
+        history = _recent(sequence[:cut], max_behaviors)
+        out = columns[split]
+        for behavior, label in [(b, 1.0) for b in positives] + [(int(b), 0.0) for b in negatives]:
+            out["user_id"].append(user)
+            out["history"].append(history)
+            out["candidate"].append(behavior)
+            out["label"].append(label)
     return datasets.DatasetDict(
         {split: datasets.Dataset.from_dict(columns[split], features=CTR_FEATURES) for split in SPLITS}
     )
@@ -449,38 +514,48 @@ def build_user_classification_dataset(
 # =====================================================================================================
 # What pre-training may see
 # =====================================================================================================
-def pretraining_users_for(
-    task: str,
+PRETRAINING_VIEWS = ("history", "before_last_two", "all")
+
+
+def pretraining_users(
     data,
+    view: str,
     *,
     history_fraction: float = 0.8,
     max_behaviors: int | None = None,
 ) -> datasets.Dataset:
-    """The users' behaviour sequences a pre-training run may use before fine-tuning on ``task``: inputs the
-    downstream model sees anyway, never an evaluation candidate or target.
+    """The users' behaviour sequences a pre-training run may use before fine-tuning: inputs the downstream model
+    sees anyway, never an evaluation candidate or target (``tasks.pretraining_users_for`` picks the task's view).
 
-    * ``ctr``: each user's history part (:func:`history_cut` with the same ``history_fraction``); the later
-      candidates are dropped (users with a single rating keep it: it is never a candidate);
-    * ``next_item``: each sequence without its last two behaviours (the validation and test targets);
-    * ``news`` / ``user_classification``: unchanged (MIND histories precede their impressions; user labels are
+    * ``history`` (CTR tasks): each user's history part (:func:`history_cut` with the same ``history_fraction``);
+      the later candidates are dropped (users with a single rating keep it: it is never a candidate);
+    * ``before_last_two`` (next item): each sequence without its last two behaviours (validation and test targets);
+    * ``all`` (news, user classification): unchanged (MIND histories precede their impressions; user labels are
       not behaviours).
 
     Returns a dataset with the columns of ``data.users`` (list columns cut consistently), users left without
     behaviours dropped, sequences truncated to the most recent ``max_behaviors``.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> users = datasets.Dataset.from_dict({"user_id": ["a"], "behavior_ids": [[5, 6, 7, 8]],
+        ...                                     "timestamps": [[1, 2, 3, 4]]})
+        >>> list(pretraining_users(SimpleNamespace(users=users), "before_last_two")["behavior_ids"])
+        [[5, 6]]
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    if view not in PRETRAINING_VIEWS:
+        raise ValueError(f"unknown pre-training view {view!r}; choose one of {PRETRAINING_VIEWS}")
     users = data.users
-    if task == "ctr":
-        _warn_if_truncated(data, "pretraining_users_for('ctr')")
+    if view == "history":
+        _warn_if_truncated(data, "pretraining_users(view='history')")
     list_columns = [name for name, feature in users.features.items() if isinstance(feature, _ListFeature)]
 
     def keep_length(timestamps: list) -> int:
         n = len(timestamps)
-        if task == "ctr":
+        if view == "history":
             cut = history_cut(timestamps, history_fraction)
             return n if cut is None else cut
-        if task == "next_item":
+        if view == "before_last_two":
             return max(n - 2, 0)
         return n
 
@@ -492,7 +567,7 @@ def pretraining_users_for(
             ]
         return batch
 
-    cut = users.map(cut_batch, batched=True, desc=f"pre-training users for {task}")
+    cut = users.map(cut_batch, batched=True, desc=f"pre-training users ({view})")
     return cut.filter(lambda ids: [len(x) > 0 for x in ids], input_columns="behavior_ids", batched=True)
 
 
@@ -588,20 +663,14 @@ class UserClassificationCollator:
         return batch
 
 
-COLLATORS = {
-    "news": NewsRecommendationCollator,
-    "ctr": CTRCollator,
-    "next_item": NextBehaviorCollator,
-    "user_classification": UserClassificationCollator,
-}
-
-
 def split_statistics(splits: datasets.DatasetDict, task: str) -> dict:
     """Rows, users and label balance of each split (for logs, ``training_results.json`` and the model card)."""
     stats = {}
     for name, split in splits.items():
         entry = {"rows": len(split), "users": len(set(split["user_id"])) if len(split) else 0}
-        if task == "ctr" and len(split):
+        columns = split.column_names
+        ctr_rows = "candidate" in columns or ("candidates" in columns and "impression_id" not in columns)
+        if ctr_rows and len(split):  # (user, candidate) rows, one per pair or packed per user
             labels = split["label"] if "label" in split.column_names else [x for row in split["labels"] for x in row]
             entry["pairs"] = len(labels)
             entry["positive_rate"] = round(float(np.mean(labels)), 4)
@@ -615,7 +684,6 @@ def split_statistics(splits: datasets.DatasetDict, task: str) -> dict:
 
 
 __all__ = [
-    "TASKS",
     "split_users",
     "subsample_training",
     "history_cut",
@@ -628,11 +696,12 @@ __all__ = [
     "read_user_labels",
     "movielens_demo_user_labels",
     "build_user_classification_dataset",
-    "pretraining_users_for",
+    "PRETRAINING_VIEWS",
+    "pretraining_users",
+    "build_implicit_ctr_dataset",
     "CTRCollator",
     "NewsRecommendationCollator",
     "NextBehaviorCollator",
     "UserClassificationCollator",
-    "COLLATORS",
     "split_statistics",
 ]

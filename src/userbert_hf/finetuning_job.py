@@ -37,52 +37,25 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from .assets import build_catalog, load_user_model_assets, save_user_model_assets
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import BehaviorData, load_behavior_data, load_mind_impressions, save_behavior_data
-from .downstream_data import (
-    COLLATORS,
-    TASKS,
-    build_ctr_dataset,
-    build_news_dataset,
-    build_next_item_dataset,
-    build_user_classification_dataset,
-    movielens_demo_user_labels,
-    pack_candidates,
-    pretraining_users_for,
-    read_user_labels,
-    split_statistics,
-    subsample_training,
-)
-from .metrics import auc_score, make_ctr_compute_metrics, make_news_compute_metrics, make_next_item_compute_metrics
+from .downstream_data import split_statistics
 from .model_card import build_model_card, save_run_results
-from .modeling_userbert import (
-    UserBertForCTRPrediction,
-    UserBertForNewsRecommendation,
-    UserBertForNextBehaviorPrediction,
-    UserBertForUserClassification,
+from .tasks import (  # noqa: F401  (the metric factories stay importable from here)
+    TASK_REGISTRY,
+    TASKS,
+    get_task,
+    make_classification_compute_metrics,
+    make_pairwise_ctr_compute_metrics,
+    pretraining_users_for,
 )
 from .tokenization_userbert import build_word_tokenizer
 from .vocabulary import BehaviorVocabulary
 
 logger = logging.getLogger(__name__)
 
-HEADS = {
-    "news": UserBertForNewsRecommendation,
-    "ctr": UserBertForCTRPrediction,
-    "next_item": UserBertForNextBehaviorPrediction,
-    "user_classification": UserBertForUserClassification,
-}
-# Metrics that go into the model card's model-index (counts and flags stay in training_results.json).
-CARD_METRICS = {
-    "news": ("auc", "mrr", "ndcg@5", "ndcg@10"),
-    "ctr": ("auc", "ap", "logloss"),
-    "next_item": ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr"),
-    "user_classification": ("accuracy", "auc"),
-}
-TASK_NAMES = {
-    "news": ("news-recommendation", "News recommendation"),
-    "ctr": ("ctr-prediction", "Click-through-rate prediction"),
-    "next_item": ("next-item-prediction", "Next-item prediction (leave-one-out, full ranking)"),
-    "user_classification": ("user-classification", "User classification"),
-}
+# Kept for code that imported these tables: the registry in ``tasks.py`` is the one definition.
+HEADS = {name: task.head for name, task in TASK_REGISTRY.items()}
+CARD_METRICS = {name: task.card_metrics for name, task in TASK_REGISTRY.items()}
+TASK_NAMES = {name: (task.hub_task_type, task.hub_task_name) for name, task in TASK_REGISTRY.items()}
 
 
 @dataclass
@@ -92,7 +65,7 @@ class FinetuningDataArguments:
     task: str = field(default="ctr", metadata={"help": f"Downstream task, one of {TASKS}."})
     data: str = field(
         default="movielens",
-        metadata={"help": "ctr: 'movielens' (bundled) or a MovieLens folder; next_item: Beauty.txt or any behaviour "
+        metadata={"help": "ctr, implicit_ctr: 'movielens' (bundled) or a MovieLens folder; next_item: Beauty.txt or any behaviour "
                           "log; news: a MIND split folder; user_classification: any behaviour log."},
     )
     test_data: str | None = field(
@@ -117,8 +90,20 @@ class FinetuningDataArguments:
                           "row per (user, candidate)); evaluation rows hold all of a user's candidates."},
     )
     npratio: int = field(default=4, metadata={"help": "news: non-clicked news per clicked news in training rows."})
+    train_every_prefix: bool = field(
+        default=True,
+        metadata={"help": "next_item: train on every prefix of each sequence (SASRec/S3-Rec protocol); False: only "
+                          "the last --max_train_targets_per_user targets before validation."},
+    )
     max_train_targets_per_user: int = field(
-        default=1, metadata={"help": "next_item: training targets per user (the last ones before validation)."}
+        default=1, metadata={"help": "next_item with --train_every_prefix False: training targets per user (the "
+                                     "last ones before validation)."}
+    )
+    negatives_per_positive: int = field(
+        default=1, metadata={"help": "implicit_ctr: never-rated popular items per rated candidate (label 0)."}
+    )
+    popular_items: int = field(
+        default=1000, metadata={"help": "implicit_ctr: negatives are drawn from this many most-rated items."}
     )
     exclude_history: bool = field(
         default=True, metadata={"help": "next_item: do not rank behaviours already in the history (S3-Rec protocol)."}
@@ -226,49 +211,8 @@ def extendable_copy(vocabulary: BehaviorVocabulary) -> BehaviorVocabulary:
 # ----------------------------------------------------------------------------------------------
 def load_task_data(data_args: FinetuningDataArguments, vocabulary: BehaviorVocabulary | None):
     """Load the labelled splits of a task. Returns ``(splits, vocabulary, behavior_data_or_None, label_names)``."""
-    task = data_args.task
-    load_kwargs = dict(vocabulary=vocabulary, strict=data_args.strict_data, verbose=False)
-    if task == "news":
-        if vocabulary is None:
-            vocabulary = BehaviorVocabulary()
-        impressions = load_mind_impressions(
-            data_args.data, vocabulary, max_behaviors=data_args.max_behaviors, strict=data_args.strict_data,
-            verbose=False,
-        )
-        test = None
-        if data_args.test_data:
-            test = load_mind_impressions(
-                data_args.test_data, vocabulary, max_behaviors=data_args.max_behaviors, strict=data_args.strict_data,
-                verbose=False,
-            )
-        splits = build_news_dataset(impressions, test, npratio=data_args.npratio, seed=data_args.split_seed)
-        return splits, vocabulary, None, None
-    # Candidates and targets are chosen on whole sequences; histories are truncated afterwards.
-    data = load_behavior_data(data_args.data, max_behaviors=None, **load_kwargs)
-    label_names = None
-    if task == "ctr":
-        splits = build_ctr_dataset(
-            data, history_fraction=data_args.history_fraction, positive_rating=data_args.positive_rating,
-            seed=data_args.split_seed, max_behaviors=data_args.max_behaviors,
-        )
-    elif task == "next_item":
-        splits = build_next_item_dataset(
-            data, max_train_targets_per_user=data_args.max_train_targets_per_user,
-            max_behaviors=data_args.max_behaviors, exclude_history=data_args.exclude_history,
-        )
-    else:
-        if data_args.user_labels:
-            labels = read_user_labels(data_args.user_labels)
-        elif "ratings" in data.users.column_names:
-            logger.warning("user_classification without --user_labels: using the MovieLens DEMO label "
-                           "(mean rating >= 3.5); pass a user_id,label CSV for a real task")
-            labels = movielens_demo_user_labels(data)
-        else:
-            raise ValueError("--task user_classification needs --user_labels (a CSV with columns user_id,label)")
-        splits, label_names = build_user_classification_dataset(
-            data, labels, seed=data_args.split_seed, max_behaviors=data_args.max_behaviors
-        )
-    return splits, data.vocabulary, data, label_names
+    built = get_task(data_args.task).build_splits(data_args, vocabulary)
+    return built.splits, built.vocabulary, built.behavior_data, built.label_names
 
 
 def export_pretraining_data(data_args: FinetuningDataArguments, vocabulary: BehaviorVocabulary | None) -> str:
@@ -298,47 +242,14 @@ def export_pretraining_data(data_args: FinetuningDataArguments, vocabulary: Beha
 # ----------------------------------------------------------------------------------------------
 # Metrics
 # ----------------------------------------------------------------------------------------------
-def make_classification_compute_metrics():
-    """``compute_metrics`` for user classification: accuracy (and AUC for two classes)."""
-
-    def compute_metrics(eval_pred) -> dict[str, float]:
-        logits, labels = eval_pred.predictions, eval_pred.label_ids
-        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-        logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels).reshape(-1)
-        metrics = {"accuracy": float((logits.argmax(-1) == labels).mean())}
-        if logits.shape[-1] == 2 and 0 < labels.sum() < len(labels):
-            metrics["auc"] = auc_score(labels, logits[:, 1] - logits[:, 0])
-        return metrics
-
-    return compute_metrics
-
-
-def make_pairwise_ctr_compute_metrics():
-    """CTR metrics over all (user, candidate) pairs: predictions and labels (n, C) are flattened and padding
-    (label -100) is dropped, so packed and one-candidate rows give the same numbers."""
-    ctr_metrics = make_ctr_compute_metrics()
-
-    def compute_metrics(eval_pred) -> dict[str, float]:
-        logits, labels = eval_pred.predictions, eval_pred.label_ids
-        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-        return ctr_metrics((np.asarray(logits).reshape(-1), np.asarray(labels).reshape(-1)))
-
-    return compute_metrics
-
-
 def task_compute_metrics(task: str):
-    return {
-        "news": make_news_compute_metrics,
-        "ctr": make_pairwise_ctr_compute_metrics,
-        "next_item": make_next_item_compute_metrics,
-        "user_classification": make_classification_compute_metrics,
-    }[task]()
+    return get_task(task).metrics_function()
 
 
 def eval_ignore_keys(task: str) -> list[str]:
     """Model outputs the Trainer should not gather at evaluation: next-item keeps only the target ranks, never
     the (n, V) score matrix."""
-    return ["logits", "user_embedding"] if task == "next_item" else ["user_embedding"]
+    return list(get_task(task).eval_ignore_keys)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -366,12 +277,7 @@ def _finite(value) -> bool:
 
 
 def card_metrics(task: str, metrics: dict, prefix: str = "test_") -> dict[str, float]:
-    out = {}
-    for name in CARD_METRICS[task]:
-        value = metrics.get(prefix + name)
-        if _finite(value):
-            out[name] = float(value)
-    return out
+    return get_task(task).card_metrics_from(metrics, prefix)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -398,21 +304,17 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         export_pretraining_data(data_args, vocabulary)
         return {}
     behavior_type = config.behavior_type if config is not None else PRESETS[source.lower()]["behavior_type"]
-    if task == "next_item" and behavior_type == "text":
+    task_spec = get_task(task)
+    if task_spec.id_behaviours_only and behavior_type == "text":
         raise ValueError(
-            "--task next_item ranks every behaviour of the vocabulary and is implemented for ID-behaviour models "
+            f"--task {task} ranks every behaviour of the vocabulary and is implemented for ID-behaviour models "
             "(gru4rec, bert4rec); this model encodes behaviour texts"
         )
 
     # 2. Load the labelled data and build the train / validation / test splits (by user).
     splits, vocabulary, behavior_data, label_names = load_task_data(data_args, vocabulary)
-    if data_args.train_fraction < 1:
-        group = "impression_id" if task == "news" else "user_id"
-        splits["train"] = subsample_training(splits["train"], data_args.train_fraction, training_args.seed, group)
-    if task == "ctr":
-        splits["train"] = pack_candidates(splits["train"], data_args.candidates_per_row, training_args.seed)
-        splits["validation"] = pack_candidates(splits["validation"])
-        splits["test"] = pack_candidates(splits["test"])
+    splits = task_spec.prepare_training_splits(splits, data_args.train_fraction, training_args.seed,
+                                               data_args.candidates_per_row)
     stats = split_statistics(splits, task)
     logger.info("Downstream data (%s): %s", task, json.dumps(stats))
     if len(splits["train"]) == 0 or len(splits["test"]) == 0:
@@ -430,7 +332,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         )
 
     # 4. The model: the user model (pre-trained or new) plus the task head.
-    head = HEADS[task]
+    head = task_spec.head
     overrides = {}
     if label_names is not None:
         overrides.update(
@@ -462,7 +364,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     # 5. Fine-tune with the standard Trainer, evaluating on validation; then evaluate on test.
     trainer = Trainer(
         model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits["validation"] or None,
-        data_collator=COLLATORS[task](catalog, model.config.max_behaviors), compute_metrics=task_compute_metrics(task),
+        data_collator=task_spec.collator(catalog, model.config.max_behaviors), compute_metrics=task_compute_metrics(task),
     )
     ignore_keys = eval_ignore_keys(task)
     started = time.time()
@@ -488,13 +390,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
             "max_behaviors": data_args.max_behaviors,
         }
-        settings.update({
-            "ctr": {"history_fraction": data_args.history_fraction, "positive_rating": data_args.positive_rating},
-            "news": {"npratio": data_args.npratio},
-            "next_item": {"max_train_targets_per_user": data_args.max_train_targets_per_user,
-                          "exclude_history": data_args.exclude_history},
-            "user_classification": {"user_labels": data_args.user_labels or "MovieLens demo: mean rating >= 3.5"},
-        }[task])
+        settings.update(task_spec.settings_of(data_args))
         results = {
             "test": test_metrics, "validation": validation, "train_runtime_seconds": round(train_seconds, 1),
             "settings": settings, "splits": stats,
@@ -502,7 +398,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         if behavior_data is not None:
             results["data_summary"] = behavior_data.summary.to_dict()
         save_run_results(training_args.output_dir, results)
-        task_type, task_name = TASK_NAMES[task]
+        task_type, task_name = task_spec.hub_task_type, task_spec.hub_task_name
         origin = f"trained from scratch (preset `{source}`)" if from_scratch else f"fine-tuned from `{source}`"
         dataset_name = os.path.basename(os.path.normpath(str(data_args.data)))
         card = build_model_card(
@@ -510,8 +406,8 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
                   f"{task_name.lower()} on {dataset_name}",
             summary=(
                 f"A `{head.__name__}` {origin} on {stats['train'].get('pairs', stats['train']['rows']):,} labelled "
-                f"training {'(user, candidate) pairs' if task == 'ctr' else 'rows'} ({data_args.train_fraction:.0%} "
-                f"of the training {'impressions' if task == 'news' else 'users'}); metrics are on the held-out test "
+                f"training {'(user, candidate) pairs' if task_spec.packs_candidates else 'rows'} "
+                f"({data_args.train_fraction:.0%} of the training {task_spec.group_column.removesuffix('_id')}s); metrics are on the held-out test "
                 "split."
             ),
             config=model.config,

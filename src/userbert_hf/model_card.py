@@ -8,6 +8,8 @@ import os
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .tasks import TASK_REGISTRY
+
 PAPER_CITATION = """@inproceedings{wu2022userbert,
   title     = {UserBERT: Contrastive User Model Pre-training},
   author    = {Wu, Chuhan and Wu, Fangzhao and Qi, Tao and Huang, Yongfeng},
@@ -162,17 +164,14 @@ def card_metrics(results: dict) -> dict[str, float]:
 
     Pre-training runs (``{"metrics": {...}}``): every finite number except run time / throughput. Fine-tuning
     runs (``{"test": {"test_auc": ...}, "settings": {"task": ...}}``): the task's card metrics from the test split
-    (``finetuning_job.CARD_METRICS``), prefix dropped.
+    (``tasks.TASK_REGISTRY[task].card_metrics``), prefix dropped.
     """
     task = (results.get("settings") or {}).get("task")
     if task and isinstance(results.get("test"), dict):
         test = {k.removeprefix("test_"): v for k, v in results["test"].items()}
-        try:
-            from .finetuning_job import CARD_METRICS
-
-            names = CARD_METRICS[task]
-        except (ImportError, KeyError):
-            names = [k for k in test if not k.endswith(_RUN_KEYS)]
+        names = TASK_REGISTRY[task].card_metrics if task in TASK_REGISTRY else [
+            k for k in test if not k.endswith(_RUN_KEYS)
+        ]
         return {name: float(test[name]) for name in names if _is_number(test.get(name))}
     metrics = results.get("metrics") or {}
     return {name: float(v) for name, v in metrics.items() if _is_number(v) and not name.endswith(_RUN_KEYS)}
@@ -200,11 +199,9 @@ def model_card_from_results(config, results: dict, model_id: str, title: str | N
     dataset_name = os.path.basename(os.path.normpath(data)) or data
     task = settings.get("task")
     if task:
-        try:
-            from .finetuning_job import TASK_NAMES
-
-            task_type, task_name = TASK_NAMES[task]
-        except (ImportError, KeyError):
+        if task in TASK_REGISTRY:
+            task_type, task_name = TASK_REGISTRY[task].hub_task_type, TASK_REGISTRY[task].hub_task_name
+        else:
             task_type, task_name = str(task).replace("_", "-"), str(task)
         model = f"{config.context_encoder}/{config.aggregator}"
         title = title or f"UserBERT {model} user model fine-tuned for {task_name.lower()} on {dataset_name}"
