@@ -39,6 +39,15 @@ class BehaviorCatalog:
                     f"token_ids must have shape (num_behaviors={self.num_behaviors}, max_words), got {tuple(token_ids.shape)}"
                 )
         self.token_ids = token_ids
+        self._text_lengths = self._text_groups = None
+        if token_ids is not None:
+            # Per behaviour: 1 + its last non-padding word column (0 for an empty text), so a table's width is
+            # one max over U numbers; and a group id shared by behaviours with identical word ids, so identity
+            # checks compare ids instead of (N, M, W) word tensors.
+            used = token_ids != 0  # (num_behaviors, max_words)
+            columns = torch.arange(1, token_ids.shape[1] + 1)
+            self._text_lengths = (used * columns).amax(1) if token_ids.shape[1] else torch.zeros(self.num_behaviors, dtype=torch.long)
+            self._text_groups = torch.unique(token_ids, dim=0, return_inverse=True)[1]  # (num_behaviors,)
 
     @property
     def is_text(self) -> bool:
@@ -57,19 +66,20 @@ class BehaviorCatalog:
         """Model inputs for a table of behaviour ids (U,): ``behavior_ids`` or ``behavior_token_ids`` (U, W)."""
         if self.token_ids is None:
             return {"behavior_ids": unique_ids}
-        tokens = self.token_ids[unique_ids.cpu()]  # (U, max_words)
+        rows = unique_ids.cpu()
         # Drop word columns that are padding for every behaviour of the table: outputs are unchanged (padding
         # words are masked) and short texts are not encoded at full length.
-        used = int((tokens != 0).any(0).nonzero().max()) + 1 if bool((tokens != 0).any()) else 1
-        return {"behavior_token_ids": tokens[:, :used].to(unique_ids.device)}
+        used = max(int(self._text_lengths[rows].max()), 1) if len(rows) else 1
+        tokens = self.token_ids[rows, :used]  # (U, used)
+        return {"behavior_token_ids": tokens.to(unique_ids.device)}
 
     def identical(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Whether behaviours ``a`` and ``b`` (broadcastable id tensors, e.g. (N, 1) and (1, M)) are the same
         behaviour: same id, or for text behaviours the same word ids (duplicate titles under different ids)."""
         same = a == b
         if self.token_ids is not None:
-            tokens = self.token_ids.to(a.device)
-            same = same | (tokens[a] == tokens[b]).all(-1)
+            groups = self._text_groups.to(a.device)
+            same = same | (groups[a] == groups[b])
         return same
 
 
@@ -81,11 +91,8 @@ def build_behavior_table(catalog: BehaviorCatalog, *id_tensors: torch.Tensor):
     """
     flat = torch.cat([t.reshape(-1) for t in id_tensors])
     unique_ids, inverse = torch.unique(flat, return_inverse=True)  # (U,), (sum of sizes,)
-    indices, start = [], 0
-    for t in id_tensors:
-        indices.append(inverse[start : start + t.numel()].view(t.shape))
-        start += t.numel()
-    return catalog.table_inputs(unique_ids), indices
+    parts = inverse.split([t.numel() for t in id_tensors])
+    return catalog.table_inputs(unique_ids), [part.view(t.shape) for part, t in zip(parts, id_tensors)]
 
 
 def pad_sequences(sequences: list, pad_value: int = 0, length: int | None = None, dtype=torch.long) -> torch.Tensor:

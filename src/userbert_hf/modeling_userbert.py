@@ -72,16 +72,18 @@ class UserBertSelfAttention(nn.Module):
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # hidden: (N, S, H); mask: (N, S) bool
-        n, s, _ = hidden.shape
-
-        def heads(x):  # (N, S, H) -> (N, heads, S, head_size)
-            return x.view(n, s, self.num_heads, self.head_size).transpose(1, 2)
-
-        q, k, v = heads(self.query(hidden)), heads(self.key(hidden)), heads(self.value(hidden))
-        scores = q @ k.transpose(-1, -2) / self.head_size**0.5  # (N, heads, S, S)
-        probs = torch.softmax(_masked_fill_min(scores, mask[:, None, None, :]), dim=-1)
-        context = self.dropout(probs) @ v  # (N, heads, S, head_size)
-        context = context.transpose(1, 2).reshape(n, s, self.num_heads * self.head_size)  # (N, S, H)
+        n, s, h = hidden.shape
+        # One (H -> 3H) projection instead of three; the parameters stay query/key/value (checkpoint keys).
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3H,)
+        qkv = F.linear(hidden, weight, bias).view(n, s, 3, self.num_heads, self.head_size)  # (N, S, 3, heads, hs)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (N, heads, S, head_size)
+        # Fused attention (the CPU flash kernel without dropout; PyTorch picks the math path with dropout on CPU
+        # and fused kernels on GPUs). A row whose keys are all padding gives zeros, which callers mask anyway.
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask[:, None, None, :], dropout_p=self.dropout.p if self.training else 0.0
+        )  # (N, heads, S, head_size)
+        context = context.transpose(1, 2).reshape(n, s, h)  # (N, S, H)
         return self.output(context)
 
 
@@ -197,10 +199,9 @@ class UserBertContextEncoder(nn.Module):
             for layer in self.layers:
                 hidden = layer(hidden, mask)
         elif self.kind == "gru":
-            lengths = mask.sum(-1).clamp(min=1).cpu()  # empty users run one (zero) step, discarded later
-            packed = nn.utils.rnn.pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
-            output, _ = self.gru(packed)
-            hidden, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=mask.shape[1])
+            # Behaviours are left-aligned and the GRU runs forward, so the trailing padding cannot change the
+            # states of valid positions: no packing (and no host round trip for the lengths) is needed.
+            hidden, _ = self.gru(hidden)  # (B, L, H); padded positions are zeroed below
         elif self.kind == "cnn":
             hidden = F.relu(self.cnn(hidden.transpose(1, 2))).transpose(1, 2)
         return self.dropout(hidden) * mask.unsqueeze(-1)
