@@ -17,6 +17,7 @@ TEXT_ENCODERS = ("cnn", "self_attention")
 CONTEXT_ENCODERS = ("none", "self_attention", "transformer", "gru", "cnn")
 AGGREGATORS = ("attention", "mean", "max", "last")
 OBJECTIVES = ("userbert", "ptum", "cp")
+SIMILARITIES = ("dot", "cosine")
 
 # Upper bounds that reject absurd (or hostile) configs before any memory is allocated.
 MAX_VOCAB_SIZE = 50_000_000
@@ -59,6 +60,25 @@ PRESETS: dict[str, dict] = {
         num_attention_heads=4,
     ),
 }
+
+
+# The files ``save_pretrained`` copies next to a checkpoint; ``auto_map`` may name nothing else.
+OWN_CODE_MODULES = ("configuration_userbert", "modeling_userbert", "processing_userbert")
+
+
+def own_auto_map(auto_map: dict | None) -> dict:
+    """The entries of ``auto_map`` that point at this package's own code files in the same folder (no
+    ``repo--`` prefix, no other module); every other entry is dropped."""
+
+    def own(ref) -> bool:
+        return isinstance(ref, str) and "--" not in ref and ref.count(".") == 1 and ref.split(".")[0] in OWN_CODE_MODULES
+
+    kept = {}
+    for key, ref in (auto_map or {}).items():
+        refs = [r for r in (ref if isinstance(ref, (list, tuple)) else [ref]) if r is not None]
+        if refs and all(own(r) for r in refs):
+            kept[key] = ref
+    return kept
 
 
 @strict
@@ -109,6 +129,13 @@ class UserBertConfig(PreTrainedConfig):
     bsm_loss_weight: float = 1.0
     ptum_next_k: int = 2
     cp_temperature: float = 1.0
+    # How the matchers score a query against candidates: "dot" (the paper) or "cosine"; scores are divided by
+    # matching_temperature. Cosine with a temperature keeps a direction shared by every embedding from dominating
+    # (the dot product is blind to it: it adds the same amount to every candidate's score).
+    matching_similarity: str = "dot"
+    matching_temperature: float = 1.0
+    # A 2-layer MLP between the user embedding and the sequence matchers (BSM, CP), as in SimCLR.
+    projection_head: bool = False
     tie_word_embeddings: bool = False
 
     # ----- validation (run at construction by @strict) -----
@@ -119,6 +146,7 @@ class UserBertConfig(PreTrainedConfig):
             ("context_encoder", CONTEXT_ENCODERS),
             ("aggregator", AGGREGATORS),
             ("pretraining_objective", OBJECTIVES),
+            ("matching_similarity", SIMILARITIES),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -162,6 +190,27 @@ class UserBertConfig(PreTrainedConfig):
             raise ValueError("UserBertConfig: padding ids must be 0 (vocabularies reserve id 0 for padding)")
         if self.cp_temperature <= 0:
             raise ValueError(f"UserBertConfig.cp_temperature={self.cp_temperature} must be > 0")
+        if not self.matching_temperature > 0:
+            raise ValueError(f"UserBertConfig.matching_temperature={self.matching_temperature} must be > 0")
+
+    @property
+    def uses_next_behavior_prediction(self) -> bool:
+        """Whether the pre-training model has PTUM's next-behaviour projections."""
+        return self.pretraining_objective == "ptum"
+
+    # ----- auto_map: only this folder's own code -----
+    def to_dict(self) -> dict:
+        """As transformers, but ``auto_map`` keeps only entries that name this package's own code in the saved
+        folder: a foreign entry inherited from a loaded config (``"org/repo--modeling_x.X"``) would make
+        ``AutoModel.from_pretrained(folder, trust_remote_code=True)`` download and run someone else's code."""
+        output = super().to_dict()
+        if "auto_map" in output:
+            auto_map = own_auto_map(output["auto_map"])
+            if auto_map:
+                output["auto_map"] = auto_map
+            else:
+                del output["auto_map"]
+        return output
 
     # ----- presets -----
     @classmethod
@@ -180,4 +229,4 @@ class UserBertConfig(PreTrainedConfig):
         return cls(**settings)
 
 
-__all__ = ["UserBertConfig", "PRESETS"]
+__all__ = ["UserBertConfig", "PRESETS", "own_auto_map"]

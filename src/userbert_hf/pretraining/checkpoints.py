@@ -1,83 +1,86 @@
 """Checkpoint validation for resuming pre-training: a checkpoint is complete only when every file, the
-negative sampler's state included, can be read back."""
+negative sampler's state and the RNG states included, can be read back. Every problem names the file."""
 
 from __future__ import annotations
 
+import glob
+import json
+import logging
 import os
+import zipfile
 
-import torch
+from ..assets import safetensors_problem
+
+logger = logging.getLogger(__name__)
 
 _CHECKPOINT_FILES = ("model.safetensors", "trainer_state.json", "optimizer.pt", "scheduler.pt")
+_SAMPLER_FILES = ("negative_sampler.json", "negative_sampler.safetensors")
+
+
+def _torch_file_problem(path: str) -> str | None:
+    """A ``torch.save`` file is a zip archive: a truncated one has no central directory, a corrupted one fails its
+    CRC check. Checked without unpickling anything."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        return f"{path} is truncated or corrupted ({type(err).__name__}: {err})"
+    if bad is not None:
+        return f"{path} is corrupted (member {bad} fails its CRC check)"
+    return None
+
+
+def _json_problem(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            json.load(f)
+    except (OSError, ValueError) as err:
+        return f"{path} is truncated or corrupted ({err})"
+    return None
 
 
 def checkpoint_problem(directory: str, expect_sampler_state: bool = True) -> str | None:
     """Why a checkpoint folder cannot be resumed from (a missing, truncated or corrupted file, named), or
     ``None`` when it is complete. Reads every tensor, so a checkpoint cut short by a crash is caught here rather
-    than half-way through loading."""
-    import json
+    than half-way through loading.
 
-    from safetensors import safe_open
+    Example:
 
-    for name in _CHECKPOINT_FILES:
+    ```python
+    >>> checkpoint_problem("outputs/run/checkpoint-200")
+    'outputs/run/checkpoint-200/rng_state.pth is truncated or corrupted (BadZipFile: File is not a zip file)'
+    ```
+    """
+    required = _CHECKPOINT_FILES + (_SAMPLER_FILES if expect_sampler_state else ())
+    for name in required:
         path = os.path.join(directory, name)
         if not os.path.exists(path):
             return f"{path} is missing (the checkpoint was not completely written)"
-    path = os.path.join(directory, "model.safetensors")
-    try:
-        with safe_open(path, framework="pt") as f:
-            for key in f.keys():
-                f.get_tensor(key)
-    except Exception as err:
-        return f"{path} is truncated or corrupted ({err})"
-    for name in ("trainer_state.json",):
-        path = os.path.join(directory, name)
-        try:
-            with open(path) as f:
-                json.load(f)
-        except Exception as err:
-            return f"{path} is truncated or corrupted ({err})"
-    for name in ("optimizer.pt", "scheduler.pt"):
-        path = os.path.join(directory, name)
-        try:
-            torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            return f"{path} is truncated or corrupted ({type(err).__name__}: {str(err)[:200]})"
+    # One RNG file per process: rng_state.pth (one process) or rng_state_<rank>.pth.
+    rng_files = sorted(glob.glob(os.path.join(glob.escape(directory), "rng_state*.pth")))
+    if not rng_files:
+        return f"{os.path.join(directory, 'rng_state.pth')} is missing (the checkpoint was not completely written)"
+    checks = [safetensors_problem(os.path.join(directory, "model.safetensors"))]
+    checks.append(_json_problem(os.path.join(directory, "trainer_state.json")))
+    checks += [_torch_file_problem(os.path.join(directory, n)) for n in ("optimizer.pt", "scheduler.pt")]
+    checks += [_torch_file_problem(path) for path in rng_files]
     if expect_sampler_state:
-        meta_path = os.path.join(directory, "negative_sampler.json")
-        tensor_path = os.path.join(directory, "negative_sampler.safetensors")
-        for path in (meta_path, tensor_path):
-            if not os.path.exists(path):
-                return f"{path} is missing (the checkpoint was not completely written)"
-        try:
-            with open(meta_path) as f:
-                json.load(f)
-            with safe_open(tensor_path, framework="pt") as f:
-                for key in f.keys():
-                    f.get_tensor(key)
-        except Exception as err:
-            return f"the negative sampler state in {directory} is truncated or corrupted ({err})"
-    return None
+        checks.append(_json_problem(os.path.join(directory, "negative_sampler.json")))
+        checks.append(safetensors_problem(os.path.join(directory, "negative_sampler.safetensors")))
+    return next((problem for problem in checks if problem), None)
 
 
 def last_complete_checkpoint(output_dir: str, expect_sampler_state: bool = True) -> str | None:
     """The newest ``checkpoint-N`` folder of ``output_dir`` that is complete; incomplete newer ones (a crash
     while writing) are reported and skipped."""
-    import logging
-    import re
+    from ..output_dir import checkpoint_folders
 
-    if not os.path.isdir(output_dir):
-        return None
-    steps = sorted(
-        (int(m.group(1)), name) for name in os.listdir(output_dir) if (m := re.fullmatch(r"checkpoint-(\d+)", name))
-    )
-    for _, name in reversed(steps):
-        path = os.path.join(output_dir, name)
+    for path in reversed(checkpoint_folders(output_dir)):
         problem = checkpoint_problem(path, expect_sampler_state)
         if problem is None:
             return path
-        logging.getLogger(__name__).warning("Skipping checkpoint %s: %s", path, problem)
+        logger.warning("Skipping checkpoint %s: %s", path, problem)
     return None
-
 
 
 __all__ = ["checkpoint_problem", "last_complete_checkpoint"]

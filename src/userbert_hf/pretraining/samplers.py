@@ -1,16 +1,19 @@
-"""Medium-hard negative sampling (Section 3.3 of the paper), with the ``random`` and ``hardest`` ablations.
+"""Negative samplers for masked behaviour prediction (MBP) and behaviour sequence matching (BSM).
 
-* Behaviour pool (MBP): at every step, ``behavior_pool_size`` behaviours are drawn uniformly from the whole
-  behaviour set and encoded with the current behaviour encoder; each masked behaviour takes the K pool
-  behaviours most cosine-similar to it, never one identical to it (same id, or same text).
-* Sequence pool (BSM): every ``sequence_pool_interval`` steps, ``sequence_pool_size`` sequences are cropped
-  from random users and encoded with the model as it is at that step; each target sequence A takes the P pool
-  candidates most cosine-similar to it among those of other users that do not overlap A in time. The chosen
-  candidates are re-encoded with the current model for the loss (by the model's forward).
+* :class:`MediumHardNegativeSampler` (the paper, Section 3.3). Behaviour pool: at every step, ``behavior_pool_size``
+  behaviours are drawn uniformly and encoded with the current behaviour encoder; each masked behaviour takes the K
+  pool behaviours most cosine-similar to it, never one identical to it (same id, or same text). Sequence pool:
+  every ``sequence_pool_interval`` steps, ``sequence_pool_size`` sequences are cropped from random users and
+  encoded with the model of that step; each target sequence A takes the P pool candidates most cosine-similar to
+  it among those of other users that do not overlap A in time.
+* :class:`RandomNegativeSampler`: uniform behaviours, and a uniform choice among the same allowed pool sequences.
+* :class:`HardestNegativeSampler`: top-K over the whole behaviour set (re-encoded every
+  ``behavior_table_interval`` steps) and top-P over a ten times larger sequence pool.
 
-Randomness is a function of ``(seed, step)`` only, so every rank draws the same pools and a resumed run draws
-what an uninterrupted one would. The sequence pool (and its encodings, which depend on the model at refresh
-time) is part of the state saved in checkpoints.
+Randomness: pools come from ``step_generator(seed, step, stream)`` (the same on every rank); every per-target
+draw from ``user_rng(seed, step, user, stream)``, so the negatives of a user do not depend on which micro-batch or
+rank it lands in. Every collective (the sharded pool encodings) is entered by every rank on every call, whatever
+its data. The sequence pool and its encodings are state saved in checkpoints.
 """
 
 from __future__ import annotations
@@ -25,18 +28,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from ..collation import BehaviorCatalog, build_behavior_table, pad_sequences
+from .masking import RandomStream, step_generator, user_rng
 
-STRATEGIES = ("medium_hard", "random", "hardest")
-_BEHAVIOR_POOL, _SEQUENCE_POOL, _FALLBACK, _RANDOM = 11, 12, 13, 14
 STATE_FILE = "negative_sampler.safetensors"
 STATE_META_FILE = "negative_sampler.json"
-
-
-def step_generator(seed: int, step: int, salt: int) -> torch.Generator:
-    """A torch generator determined by (seed, step, salt): identical on every rank and after resume."""
-    g = torch.Generator()
-    g.manual_seed(int(np.random.SeedSequence([seed & 0xFFFFFFFF, step, salt]).generate_state(1)[0]))
-    return g
 
 
 def top_k_allowed(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +68,7 @@ class SequencePool:
     ids: torch.Tensor  # (u, Lc) behaviour ids, right-padded
     users: torch.Tensor  # (u,) dataset row of the user each crop came from
     windows: torch.Tensor  # (u, 2) first and last timestamp of each crop
-    embeddings: torch.Tensor  # (u, H) user embeddings at ``step``
+    embeddings: torch.Tensor | None  # (u, H) user embeddings at ``step`` (None for samplers that need none)
 
 
 @dataclass
@@ -87,16 +82,14 @@ class SequenceNegatives:
     has_negatives: list
 
 
-class MediumHardNegativeSampler:
-    """Chooses negatives for masked behaviour prediction and behaviour sequence matching.
+class NegativeSampler:
+    """Shared machinery of the samplers: pool drawing, sharded encoding, cropping, state. Subclasses choose among
+    the candidates (:meth:`choose_behaviors`, :meth:`choose_sequences`).
 
     Args:
         catalog: how to encode any behaviour id (``BehaviorCatalog``).
         users: the pre-training ``datasets.Dataset`` (``behavior_ids``, ``timestamps`` per user), for cropping
-            candidate sequences.
-        strategy: ``medium_hard`` (paper), ``random`` (uniform negatives) or ``hardest`` (top-K over the whole
-            behaviour set, refreshed every ``sequence_pool_interval`` steps; candidate sequences from a pool of
-            all users' crops).
+            candidate sequences (not needed for behaviour negatives alone).
         behavior_pool_size: m, behaviours drawn per step (paper: 1,000).
         sequence_pool_size: u, sequences cropped per refresh (paper: 100).
         sequence_pool_interval: T, steps between refreshes (paper: 50).
@@ -105,20 +98,15 @@ class MediumHardNegativeSampler:
         max_crop_behaviors: longest cropped candidate sequence (the model's ``max_behaviors``).
         seed: base seed.
         encode_batch_size: behaviours / sequences encoded per forward when building pools.
-
-    Example:
-
-    ```python
-    >>> sampler = MediumHardNegativeSampler(catalog, users_dataset, behavior_pool_size=1000)
-    >>> pool_ids = sampler.behavior_pool_ids(step=0)  # the same on every rank
-    ```
     """
+
+    name = "base"
+    needs_sequence_embeddings = True  # whether the sequence pool is encoded (for cosine choices)
 
     def __init__(
         self,
         catalog: BehaviorCatalog,
         users=None,
-        strategy: str = "medium_hard",
         behavior_pool_size: int = 1000,
         sequence_pool_size: int = 100,
         sequence_pool_interval: int = 50,
@@ -129,8 +117,8 @@ class MediumHardNegativeSampler:
         seed: int = 42,
         encode_batch_size: int = 1024,
     ):
-        if strategy not in STRATEGIES:
-            raise ValueError(f"negative sampling strategy {strategy!r} is not one of {STRATEGIES}")
+        if num_behavior_negatives < 1 or num_sequence_negatives < 1:
+            raise ValueError("num_behavior_negatives and num_sequence_negatives must be >= 1")
         if catalog.num_behaviors - 1 <= num_behavior_negatives:
             raise ValueError(
                 f"{catalog.num_behaviors - 1} behaviours cannot give {num_behavior_negatives} negatives per target"
@@ -139,7 +127,6 @@ class MediumHardNegativeSampler:
             raise ValueError("pool sizes and sequence_pool_interval must be >= 1")
         self.catalog = catalog
         self.users = users
-        self.strategy = strategy
         self.behavior_pool_size = min(behavior_pool_size, catalog.num_behaviors - 1)
         self.sequence_pool_size = sequence_pool_size
         self.sequence_pool_interval = sequence_pool_interval
@@ -150,9 +137,11 @@ class MediumHardNegativeSampler:
         self.seed = seed
         self.encode_batch_size = encode_batch_size
         self.sequence_pool: SequencePool | None = None
-        self.full_behavior_embeddings: torch.Tensor | None = None  # "hardest": all behaviours, refreshed every T
-        self.full_behavior_step = -1
         self.counters = {"sequence_pool_refreshes": 0, "bsm_fallback_negatives": 0, "bsm_targets_without_negatives": 0}
+
+    @property
+    def strategy(self) -> str:
+        return self.name
 
     # ------------------------------------------------------------------ encoding helpers
     @staticmethod
@@ -161,19 +150,18 @@ class MediumHardNegativeSampler:
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
-    def _sharded(self, n: int, encode_chunk) -> torch.Tensor:
-        """Encode rows [0, n) split across ranks (each rank a contiguous shard), gathered on every rank."""
+    def _sharded(self, n: int, encode_chunk, hidden: int, device) -> torch.Tensor:
+        """Encode rows [0, n) split across ranks (each rank a contiguous shard), gathered on every rank. Every rank
+        enters the gather, also with an empty shard."""
         rank, world = self._world()
         per_rank = -(-n // world)
         start, stop = min(rank * per_rank, n), min((rank + 1) * per_rank, n)
         parts = [encode_chunk(i, min(i + self.encode_batch_size, stop)) for i in range(start, stop, self.encode_batch_size)]
-        local = torch.cat(parts) if parts else None
+        local = torch.cat(parts) if parts else torch.zeros(0, hidden, device=device)
         if world == 1:
             return local
-        hidden = local.shape[-1] if local is not None else self._hidden_size
-        padded = torch.zeros(per_rank, hidden, device=self._device)
-        if local is not None:
-            padded[: len(local)] = local
+        padded = torch.zeros(per_rank, hidden, device=device)
+        padded[: len(local)] = local
         gathered = [torch.empty_like(padded) for _ in range(world)]
         torch.distributed.all_gather(gathered, padded)
         return torch.cat(gathered)[:n]
@@ -182,7 +170,6 @@ class MediumHardNegativeSampler:
     def encode_behaviors(self, user_model, ids: torch.Tensor, sharded: bool = False) -> torch.Tensor:
         """Behaviour-encoder vectors (N, H) of behaviour ids (N,), without gradient, in eval mode."""
         device = next(user_model.parameters()).device
-        self._device, self._hidden_size = device, user_model.config.hidden_size
         was_training = user_model.training
         user_model.eval()
         try:
@@ -190,8 +177,9 @@ class MediumHardNegativeSampler:
                 return user_model.encode_behaviors(**self.catalog.table_inputs(ids[i:j].to(device))).float()
 
             if sharded:
-                return self._sharded(len(ids), chunk)
-            return torch.cat([chunk(i, i + self.encode_batch_size) for i in range(0, len(ids), self.encode_batch_size)])
+                return self._sharded(len(ids), chunk, user_model.config.hidden_size, device)
+            parts = [chunk(i, i + self.encode_batch_size) for i in range(0, len(ids), self.encode_batch_size)]
+            return torch.cat(parts) if parts else torch.zeros(0, user_model.config.hidden_size, device=device)
         finally:
             user_model.train(was_training)
 
@@ -201,7 +189,6 @@ class MediumHardNegativeSampler:
     ) -> torch.Tensor:
         """User embeddings (N, H) of padded behaviour-id sequences (N, L), without gradient, in eval mode."""
         device = next(user_model.parameters()).device
-        self._device, self._hidden_size = device, user_model.config.hidden_size
         was_training = user_model.training
         user_model.eval()
         try:
@@ -213,15 +200,16 @@ class MediumHardNegativeSampler:
                 return user_model.encode_sequences(embeddings, part != 0, masked).user_embedding.float()
 
             if sharded:
-                return self._sharded(len(ids), chunk)
-            return torch.cat([chunk(i, i + self.encode_batch_size) for i in range(0, len(ids), self.encode_batch_size)])
+                return self._sharded(len(ids), chunk, user_model.config.hidden_size, device)
+            parts = [chunk(i, i + self.encode_batch_size) for i in range(0, len(ids), self.encode_batch_size)]
+            return torch.cat(parts) if parts else torch.zeros(0, user_model.config.hidden_size, device=device)
         finally:
             user_model.train(was_training)
 
-    # ------------------------------------------------------------------ behaviour negatives (MBP)
+    # ------------------------------------------------------------------ behaviour negatives (MBP, PTUM)
     def behavior_pool_ids(self, step: int) -> torch.Tensor:
         """The m behaviour ids of the pool at ``step``: uniform without replacement over ids 1..M-1."""
-        g = step_generator(self.seed, step, _BEHAVIOR_POOL)
+        g = step_generator(self.seed, step, RandomStream.BEHAVIOR_POOL)
         num = self.catalog.num_behaviors - 1
         if num <= 2_000_000:
             return torch.randperm(num, generator=g)[: self.behavior_pool_size] + 1
@@ -230,42 +218,33 @@ class MediumHardNegativeSampler:
     def _allowed(self, target_ids: torch.Tensor, pool_ids: torch.Tensor) -> torch.Tensor:
         return ~self.catalog.identical(target_ids[:, None].cpu(), pool_ids[None, :].cpu())
 
-    def sample_behavior_negatives(self, user_model, target_ids: torch.Tensor, step: int) -> torch.Tensor:
-        """Negative behaviour ids (N, K) for masked behaviours ``target_ids`` (N,)."""
-        k = self.num_behavior_negatives
-        if len(target_ids) == 0:
-            return torch.zeros(0, k, dtype=torch.long)
-        target_ids = target_ids.cpu()
-        if self.strategy == "random":
-            return self.random_behavior_negatives(target_ids, step)
-        if self.strategy == "hardest":
-            if self.full_behavior_embeddings is None or step - self.full_behavior_step >= self.sequence_pool_interval:
-                all_ids = torch.arange(1, self.catalog.num_behaviors)
-                self.full_behavior_embeddings = self.encode_behaviors(user_model, all_ids, sharded=True).cpu()
-                self.full_behavior_step = step
-            pool_ids = torch.arange(1, self.catalog.num_behaviors)
-            pool_embeddings = self.full_behavior_embeddings
-        else:
-            pool_ids = self.behavior_pool_ids(step)
-            pool_embeddings = self.encode_behaviors(user_model, pool_ids, sharded=True).cpu()
-        target_embeddings = self.encode_behaviors(user_model, target_ids).cpu()
-        picks, ok = top_k_by_cosine(target_embeddings, pool_embeddings, self._allowed(target_ids, pool_ids), k)
-        negatives = pool_ids[picks]
-        if not ok.all():  # a pool (almost) full of duplicates of the target: top up with random negatives
-            negatives = torch.where(ok, negatives, self.random_behavior_negatives(target_ids, step))
-        return negatives
-
-    def random_behavior_negatives(self, target_ids: torch.Tensor, step: int) -> torch.Tensor:
-        """K uniformly random behaviour ids per target (N,), never identical to the target."""
-        g = step_generator(self.seed, step, _RANDOM)
+    def random_behavior_negatives(
+        self, target_ids: torch.Tensor, target_users: torch.Tensor, step: int,
+        stream: RandomStream = RandomStream.RANDOM_BEHAVIOR_NEGATIVES,
+    ) -> torch.Tensor:
+        """K uniformly random behaviour ids (N, K) per target (N,), never identical to the target. Drawn per user
+        (the i-th target of a user always gets the same draws), so independent of the batch layout."""
         k, num = self.num_behavior_negatives, self.catalog.num_behaviors - 1
-        out = torch.randint(1, num + 1, (len(target_ids), k), generator=g)
-        for _ in range(100):
-            bad = self.catalog.identical(target_ids[:, None], out)  # (N, k)
-            if not bad.any():
-                return out
-            out[bad] = torch.randint(1, num + 1, (int(bad.sum()),), generator=g)
-        raise RuntimeError("could not draw negatives different from their targets (is every behaviour identical?)")
+        target_ids, target_users = target_ids.cpu(), target_users.cpu()
+        out = torch.zeros(len(target_ids), k, dtype=torch.long)
+        for user in torch.unique(target_users).tolist():
+            rows = (target_users == user).nonzero(as_tuple=True)[0]  # this user's targets, in order
+            rng = user_rng(self.seed, step, user, stream)
+            draws = torch.from_numpy(rng.integers(1, num + 1, size=(len(rows), k)))
+            for _ in range(100):
+                bad = self.catalog.identical(target_ids[rows][:, None], draws)  # (n, k)
+                if not bad.any():
+                    break
+                draws[bad] = torch.from_numpy(rng.integers(1, num + 1, size=int(bad.sum())))
+            else:
+                raise RuntimeError("could not draw negatives different from their targets (is every behaviour identical?)")
+            out[rows] = draws
+        return out
+
+    def behavior_negatives(self, user_model, target_ids: torch.Tensor, target_users: torch.Tensor, step: int) -> torch.Tensor:
+        """Negative behaviour ids (N, K) for masked behaviours ``target_ids`` (N,) of users ``target_users`` (N,).
+        Enters the same collectives on every rank whatever N (also N = 0)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ sequence negatives (BSM)
     def _crop(self, row: dict, rng: np.random.Generator, exclude_window=None):
@@ -289,16 +268,19 @@ class MediumHardNegativeSampler:
         start = int(rng.integers(0, n - size + 1))
         return ids[start : start + size], ts[start : start + size]
 
+    def _pool_user_count(self) -> int:
+        return self.sequence_pool_size
+
     def maybe_refresh_sequence_pool(self, user_model, step: int) -> bool:
         """Re-draw and re-encode the sequence pool when ``step`` starts a new interval (exactly every T steps:
-        steps 0, T, 2T, ...). Returns whether it was refreshed."""
+        steps 0, T, 2T, ...). Returns whether it was refreshed. Every rank must call this at every step (the
+        encoding gathers across ranks); it decides from ``step`` alone, so all ranks refresh together."""
         pool_step = (step // self.sequence_pool_interval) * self.sequence_pool_interval
         if self.sequence_pool is not None and self.sequence_pool.step == pool_step:
             return False
-        g = np.random.default_rng([self.seed & 0xFFFFFFFF, pool_step, _SEQUENCE_POOL])
+        g = np.random.default_rng([self.seed & 0xFFFFFFFF, pool_step, RandomStream.SEQUENCE_POOL])
         num_users = len(self.users)
-        size = self.sequence_pool_size if self.strategy != "hardest" else min(num_users, 10 * self.sequence_pool_size)
-        chosen = g.choice(num_users, size=min(size, num_users), replace=False)
+        chosen = g.choice(num_users, size=min(self._pool_user_count(), num_users), replace=False)
         crops, users, windows = [], [], []
         for user in sorted(chosen.tolist()):
             crop = self._crop(self.users[int(user)], g)
@@ -309,42 +291,52 @@ class MediumHardNegativeSampler:
             users.append(int(user))
             windows.append([int(ts.min()), int(ts.max())])
         ids = pad_sequences(crops)
-        embeddings = self.encode_sequences(user_model, ids, sharded=True).cpu()
+        embeddings = self.encode_sequences(user_model, ids, sharded=True).cpu() if self.needs_sequence_embeddings else None
         self.sequence_pool = SequencePool(
             pool_step, ids, torch.tensor(users, dtype=torch.long), torch.tensor(windows, dtype=torch.long).view(-1, 2), embeddings
         )
         self.counters["sequence_pool_refreshes"] += 1
         return True
 
-    def sample_sequence_negatives(
+    def target_embeddings(self, user_model, target_ids: torch.Tensor, masked_positions: torch.Tensor | None) -> torch.Tensor | None:
+        """Embeddings of the targets A that the choice among candidates needs (None when it needs none)."""
+        if not self.needs_sequence_embeddings or len(target_ids) == 0:
+            return None
+        return self.encode_sequences(user_model, target_ids, masked_positions)
+
+    def choose_sequences(self, targets: torch.Tensor | None, target_users: torch.Tensor, allowed: torch.Tensor, step: int):
+        """Pool indices (B, P) and validity for each target among its ``allowed`` (B, u) candidates."""
+        raise NotImplementedError
+
+    def sequence_negatives(
         self,
         user_model,
-        target_embeddings: torch.Tensor,
+        target_ids: torch.Tensor,
+        masked_positions: torch.Tensor | None,
         target_users: torch.Tensor,
         target_windows: torch.Tensor,
         step: int,
-    ) -> "SequenceNegatives":
+    ) -> SequenceNegatives:
         """P negative sequences for each target A.
 
         Args:
-            target_embeddings: (B, H) embeddings of the target sequences (current model, no gradient).
+            target_ids: (B, L) the targets' (masked) sequences A; masked_positions: (B, L) or None.
             target_users: (B,) dataset rows of the targets' users. target_windows: (B, 2) time span of each A.
 
         Returns a ``SequenceNegatives``: for each target, P behaviour-id lists from users other than the
-        target's whose crops do not overlap A in time, with their users and time spans.
+        target's whose crops do not overlap A in time, with their users and time spans. Refreshes the pool first,
+        so it must be called by every rank at every step, also with B = 0.
         """
         self.maybe_refresh_sequence_pool(user_model, step)
         pool, p = self.sequence_pool, self.num_sequence_negatives
+        result = SequenceNegatives([], [], [], [])
+        if len(target_users) == 0:
+            return result
+        targets = self.target_embeddings(user_model, target_ids, masked_positions)
         other_user = pool.users[None, :] != target_users[:, None].cpu()  # (B, u)
         windows = target_windows.cpu()
         no_overlap = (pool.windows[None, :, 1] < windows[:, None, 0]) | (pool.windows[None, :, 0] > windows[:, None, 1])
-        allowed = other_user & no_overlap  # (B, u)
-        if self.strategy == "random":
-            g = step_generator(self.seed, step, _RANDOM)
-            picks, ok = top_k_allowed(torch.rand(allowed.shape, generator=g), allowed, p)
-        else:
-            picks, ok = top_k_by_cosine(target_embeddings.cpu(), pool.embeddings, allowed, p)
-        result = SequenceNegatives([], [], [], [])
+        picks, ok = self.choose_sequences(targets, target_users.cpu(), other_user & no_overlap, step)
         for b in range(len(target_users)):
             chosen = [j for j, good in zip(picks[b].tolist(), ok[b].tolist()) if good]
             ids = [pool.ids[j][pool.ids[j] != 0].tolist() for j in chosen]
@@ -365,7 +357,7 @@ class MediumHardNegativeSampler:
         return result
 
     def _fallback_crops(self, user: int, window: list[int], needed: int, step: int) -> list[tuple[list[int], int, list[int]]]:
-        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, step, user, _FALLBACK])
+        rng = user_rng(self.seed, step, user, RandomStream.FALLBACK_CROPS)
         out, num_users = [], len(self.users)
         for candidate in rng.permutation(num_users)[: max(50, 10 * needed)].tolist():
             if candidate == user:
@@ -381,14 +373,13 @@ class MediumHardNegativeSampler:
 
     # ------------------------------------------------------------------ state (saved in checkpoints)
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
-        tensors, meta = {}, {"strategy": self.strategy, "seed": self.seed, "counters": self.counters}
+        tensors, meta = {}, {"strategy": self.name, "seed": self.seed, "counters": self.counters}
         if self.sequence_pool is not None:
             pool = self.sequence_pool
             meta["sequence_pool_step"] = pool.step
-            tensors.update(pool_ids=pool.ids, pool_users=pool.users, pool_windows=pool.windows, pool_embeddings=pool.embeddings)
-        if self.full_behavior_embeddings is not None:
-            meta["full_behavior_step"] = self.full_behavior_step
-            tensors["full_behavior_embeddings"] = self.full_behavior_embeddings
+            tensors.update(pool_ids=pool.ids, pool_users=pool.users, pool_windows=pool.windows)
+            if pool.embeddings is not None:
+                tensors["pool_embeddings"] = pool.embeddings
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -396,11 +387,8 @@ class MediumHardNegativeSampler:
         if "sequence_pool_step" in meta:
             self.sequence_pool = SequencePool(
                 int(meta["sequence_pool_step"]), tensors["pool_ids"], tensors["pool_users"],
-                tensors["pool_windows"], tensors["pool_embeddings"],
+                tensors["pool_windows"], tensors.get("pool_embeddings"),
             )
-        if "full_behavior_step" in meta:
-            self.full_behavior_step = int(meta["full_behavior_step"])
-            self.full_behavior_embeddings = tensors["full_behavior_embeddings"]
 
     def save(self, directory: str) -> None:
         tensors, meta = self.state_dict()
@@ -422,4 +410,139 @@ class MediumHardNegativeSampler:
         return True
 
 
-__all__ = ["MediumHardNegativeSampler", "SequencePool", "SequenceNegatives", "STRATEGIES", "top_k_allowed", "top_k_by_cosine", "step_generator"]
+class RandomNegativeSampler(NegativeSampler):
+    """Uniform negatives: K random behaviours per masked behaviour and P random allowed sequences of the pool per
+    target (the "random" ablation of Section 4.4, and PTUM's negatives).
+
+    Example:
+
+    ```python
+    >>> sampler = RandomNegativeSampler(BehaviorCatalog(100), num_behavior_negatives=4, seed=0)
+    >>> sampler.behavior_negatives(None, torch.tensor([5, 6]), torch.tensor([0, 0]), step=0).shape
+    torch.Size([2, 4])
+    ```
+    """
+
+    name = "random"
+    needs_sequence_embeddings = False
+
+    def behavior_negatives(self, user_model, target_ids, target_users, step):
+        return self.random_behavior_negatives(target_ids, target_users, step)
+
+    def choose_sequences(self, targets, target_users, allowed, step):
+        scores = torch.stack([
+            torch.from_numpy(user_rng(self.seed, step, int(u), RandomStream.RANDOM_SEQUENCE_NEGATIVES).random(allowed.shape[1]))
+            for u in target_users.tolist()
+        ])  # (B, u) uniform scores per user
+        return top_k_allowed(scores, allowed, self.num_sequence_negatives)
+
+
+class MediumHardNegativeSampler(NegativeSampler):
+    """The paper's medium-hard negatives: top-K cosine neighbours within a behaviour pool re-drawn every step and
+    top-P cosine neighbours within a sequence pool refreshed every T steps.
+
+    Example:
+
+    ```python
+    >>> sampler = MediumHardNegativeSampler(catalog, users_dataset, behavior_pool_size=1000)
+    >>> pool_ids = sampler.behavior_pool_ids(step=0)  # the same on every rank
+    ```
+    """
+
+    name = "medium_hard"
+
+    def _behavior_candidates(self, user_model, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Candidate ids (C,) and their encodings (C, H) for ``step``."""
+        pool_ids = self.behavior_pool_ids(step)
+        return pool_ids, self.encode_behaviors(user_model, pool_ids, sharded=True).cpu()
+
+    def behavior_negatives(self, user_model, target_ids, target_users, step):
+        k = self.num_behavior_negatives
+        pool_ids, pool_embeddings = self._behavior_candidates(user_model, step)  # collective: always entered
+        if len(target_ids) == 0:
+            return torch.zeros(0, k, dtype=torch.long)
+        target_ids = target_ids.cpu()
+        target_embeddings = self.encode_behaviors(user_model, target_ids).cpu()
+        picks, ok = top_k_by_cosine(target_embeddings, pool_embeddings, self._allowed(target_ids, pool_ids), k)
+        negatives = pool_ids[picks]
+        if not ok.all():  # a pool (almost) full of duplicates of the target: top up with random negatives
+            negatives = torch.where(ok, negatives, self.random_behavior_negatives(target_ids, target_users, step))
+        return negatives
+
+    def choose_sequences(self, targets, target_users, allowed, step):
+        return top_k_by_cosine(targets.cpu(), self.sequence_pool.embeddings, allowed, self.num_sequence_negatives)
+
+
+class HardestNegativeSampler(MediumHardNegativeSampler):
+    """The "hardest" ablation: top-K over the whole behaviour set, whose encodings are refreshed every
+    ``behavior_table_interval`` steps, and top-P over a sequence pool ten times the usual size.
+
+    Args:
+        behavior_table_interval: steps between re-encodings of the whole behaviour set (default 50).
+        Other arguments as :class:`NegativeSampler`.
+    """
+
+    name = "hardest"
+
+    def __init__(self, *args, behavior_table_interval: int = 50, **kwargs):
+        super().__init__(*args, **kwargs)
+        if behavior_table_interval < 1:
+            raise ValueError("behavior_table_interval must be >= 1")
+        self.behavior_table_interval = behavior_table_interval
+        self.full_behavior_embeddings: torch.Tensor | None = None
+        self.full_behavior_step = -1
+
+    def _pool_user_count(self) -> int:
+        return 10 * self.sequence_pool_size
+
+    def _behavior_candidates(self, user_model, step):
+        table_step = (step // self.behavior_table_interval) * self.behavior_table_interval
+        all_ids = torch.arange(1, self.catalog.num_behaviors)
+        if self.full_behavior_embeddings is None or self.full_behavior_step != table_step:
+            self.full_behavior_embeddings = self.encode_behaviors(user_model, all_ids, sharded=True).cpu()
+            self.full_behavior_step = table_step
+        return all_ids, self.full_behavior_embeddings
+
+    def state_dict(self):
+        tensors, meta = super().state_dict()
+        if self.full_behavior_embeddings is not None:
+            meta["full_behavior_step"] = self.full_behavior_step
+            tensors["full_behavior_embeddings"] = self.full_behavior_embeddings
+        return tensors, meta
+
+    def load_state_dict(self, tensors, meta):
+        super().load_state_dict(tensors, meta)
+        if "full_behavior_step" in meta:
+            self.full_behavior_step = int(meta["full_behavior_step"])
+            self.full_behavior_embeddings = tensors["full_behavior_embeddings"]
+
+
+SAMPLERS: dict[str, type[NegativeSampler]] = {
+    sampler.name: sampler for sampler in (MediumHardNegativeSampler, RandomNegativeSampler, HardestNegativeSampler)
+}
+STRATEGIES = tuple(SAMPLERS)
+
+
+def build_sampler(strategy: str, catalog: BehaviorCatalog, users=None, **settings) -> NegativeSampler:
+    """The sampler registered under ``strategy`` (``medium_hard``, ``random``, ``hardest``)."""
+    if strategy not in SAMPLERS:
+        raise ValueError(f"negative sampling strategy {strategy!r} is not one of {STRATEGIES}")
+    if strategy != "hardest":
+        settings.pop("behavior_table_interval", None)
+    return SAMPLERS[strategy](catalog, users, **settings)
+
+
+__all__ = [
+    "NegativeSampler",
+    "RandomNegativeSampler",
+    "MediumHardNegativeSampler",
+    "HardestNegativeSampler",
+    "SAMPLERS",
+    "STRATEGIES",
+    "SequencePool",
+    "SequenceNegatives",
+    "build_sampler",
+    "top_k_allowed",
+    "top_k_by_cosine",
+    "step_generator",
+]

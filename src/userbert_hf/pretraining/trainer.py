@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..collation import UserBertPretrainingCollator
 from .checkpoints import checkpoint_problem, last_complete_checkpoint
+from .evaluation import PretrainingEvaluator
+from .objectives import build_objective
+from .samplers import STRATEGIES
 
-from ..collation import BehaviorCatalog, UserBertPretrainingCollator, build_behavior_table, pad_sequences
-from .samplers import STRATEGIES, MediumHardNegativeSampler
-from .masking import PretrainingBatchBuilder
-
+BSM_POSITIVES = ("period", "crop")
 _LOGGED = ("mbp_loss", "bsm_loss", "nbp_loss", "cp_loss", "mbp_accuracy", "bsm_accuracy", "nbp_accuracy", "cp_accuracy")
 
 
@@ -27,7 +29,7 @@ class UserBertTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus the pre-training task and negative-sampler settings (paper defaults)."""
 
     negative_sampling: str = field(
-        default="medium_hard", metadata={"help": f"Negative sampling strategy, one of {STRATEGIES}."}
+        default="medium_hard", metadata={"help": "Negative sampling strategy.", "choices": list(STRATEGIES)}
     )
     behavior_pool_size: int = field(default=1000, metadata={"help": "m: behaviours drawn into the pool each step."})
     sequence_pool_size: int = field(default=100, metadata={"help": "u: sequences cropped into the sequence pool."})
@@ -37,39 +39,87 @@ class UserBertTrainingArguments(TrainingArguments):
     mask_ratio: float = field(default=0.1, metadata={"help": "Share of behaviours masked (at least one)."})
     bsm_min_behaviors: int = field(default=2, metadata={"help": "Minimum behaviours in each BSM period."})
     bsm_gap: int = field(default=0, metadata={"help": "Time between the two BSM periods (strictly greater)."})
+    bsm_positive: str = field(
+        default="period",
+        metadata={"choices": list(BSM_POSITIVES),
+                  "help": "The BSM positive: 'period' (all of the later period B) or 'crop' (a random-length crop of B "
+                  "starting right after A, so its length varies like the negative crops')."},
+    )
+    behavior_table_interval: int = field(
+        default=50, metadata={"help": "'hardest' sampling: steps between re-encodings of the whole behaviour set."}
+    )
+    eval_knn_neighbors: int = field(default=20, metadata={"help": "Held-out probe: neighbours per held-out user."})
+    eval_max_users: int = field(default=1000, metadata={"help": "Held-out evaluation: at most this many users."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: the collator needs all columns."})
 
     def __post_init__(self):
+        self.validate_pretraining_settings()
         super().__post_init__()
-        if self.negative_sampling not in STRATEGIES:
-            raise ValueError(f"--negative_sampling {self.negative_sampling!r} is not one of {STRATEGIES}")
+
+    def validate_pretraining_settings(self) -> None:
+        """Reject every setting that cannot work, naming the option, before any data is loaded (a negative count
+        of 0 would give loss 0 and accuracy 1; a negative one crashes mid-training)."""
+        at_least = {
+            "behavior_pool_size": 1, "sequence_pool_size": 1, "sequence_pool_interval": 1,
+            "num_behavior_negatives": 1, "num_sequence_negatives": 1, "bsm_min_behaviors": 1, "bsm_gap": 0,
+            "behavior_table_interval": 1, "eval_knn_neighbors": 1, "eval_max_users": 1,
+            "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
+        }
+        for name, low in at_least.items():
+            value = getattr(self, name, low)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"--{name} must be an integer >= {low}, got {value!r}")
+        for name, allowed in (("negative_sampling", STRATEGIES), ("bsm_positive", BSM_POSITIVES)):
+            if getattr(self, name, allowed[0]) not in allowed:
+                raise ValueError(f"--{name} {getattr(self, name)!r} is not one of {list(allowed)}")
         if not 0 < self.mask_ratio <= 1:
             raise ValueError(f"--mask_ratio must be in (0, 1], got {self.mask_ratio}")
+        if self.behavior_pool_size < self.num_behavior_negatives:
+            raise ValueError(
+                f"--behavior_pool_size {self.behavior_pool_size} cannot give --num_behavior_negatives "
+                f"{self.num_behavior_negatives} negatives per masked behaviour: the pool must hold at least K behaviours"
+            )
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"--max_steps must be > 0 (or -1 to train --num_train_epochs), got {self.max_steps}")
+        if self.max_steps == -1 and not self.num_train_epochs > 0:
+            raise ValueError(f"--num_train_epochs must be > 0 when --max_steps is not set, got {self.num_train_epochs}")
 
 
 class SamplerCheckpointCallback(TrainerCallback):
-    """Saves the negative sampler's state (sequence pool and its encodings) into every checkpoint."""
+    """Writes the negative sampler's state (sequence pool and its encodings) into every checkpoint folder.
+
+    ``UserBertTrainer._save_checkpoint`` calls :meth:`write` before transformers saves the model, optimizer, RNG
+    and trainer state; transformers removes older checkpoints (``save_total_limit``) only after all of that, so a
+    kill at any moment leaves a complete checkpoint to resume from. (An ``on_save`` callback would run after the
+    rotation: a kill in between left only an incomplete checkpoint.)
+    """
 
     def __init__(self, trainer: "UserBertTrainer"):
         self.trainer = trainer
 
-    def on_save(self, args, state, control, **kwargs):
-        if self.trainer.sampler is not None and state.is_world_process_zero:
-            directory = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            if os.path.isdir(directory):
-                self.trainer.sampler.save(directory)
-        return control
+    def write(self, directory: str) -> None:
+        if self.trainer.sampler is not None and self.trainer.args.should_save:
+            os.makedirs(directory, exist_ok=True)
+            self.trainer.sampler.save(directory)
 
 
 class UserBertTrainer(Trainer):
-    """Pre-trains a ``UserBertForPreTraining`` with MBP + BSM (or PTUM / CP, from ``config.pretraining_objective``).
+    """Pre-trains a ``UserBertForPreTraining`` with the objective named by ``config.pretraining_objective``
+    (UserBERT's MBP + BSM, PTUM or CP; see ``userbert_hf.pretraining.objectives``).
 
     Args:
         catalog: ``BehaviorCatalog`` of the behaviour vocabulary (text word ids for text behaviours).
         train_dataset: one row per user with ``behavior_ids`` and ``timestamps`` (from ``userbert_hf.data``).
+        eval_dataset: held-out users (same columns). ``evaluate()`` then reports held-out MBP / BSM loss and
+            accuracy against a fixed evaluation batch, representation health of the held-out users' embeddings
+            beside the same architecture at initialisation, and a label-free retrieval probe
+            (``userbert_hf.pretraining.evaluation``).
         Other arguments as ``transformers.Trainer``; ``args`` is a ``UserBertTrainingArguments``.
 
-    Logs ``mbp_loss``, ``bsm_loss`` (or ``nbp_loss`` / ``cp_loss``) and their accuracies separately.
+    The trainer only decides how batches and negatives are built: ``get_batch_samples`` prepares every
+    micro-batch of a step (masking, periods, negatives) and attaches the item counts of the whole step over all
+    ranks, which normalise the losses; the model computes the losses. Logs each task's loss and accuracy and the
+    users that sat out a task (``mbp_excluded_users``, ``bsm_excluded_users``, ``bsm_targets_without_negatives``).
 
     Example:
 
@@ -83,110 +133,63 @@ class UserBertTrainer(Trainer):
     # The loss is normalised by the item counts of the whole accumulated, all-rank batch (see get_batch_samples).
     loss_is_scaled_for_ga = True
 
-    def __init__(self, model=None, args: UserBertTrainingArguments = None, train_dataset=None, catalog=None, **kwargs):
+    def __init__(self, model=None, args: UserBertTrainingArguments = None, train_dataset=None, catalog=None, eval_dataset=None, **kwargs):
         if catalog is None:
             raise ValueError("UserBertTrainer needs the BehaviorCatalog of the behaviour vocabulary (catalog=...)")
         if train_dataset is not None and "user_index" not in train_dataset.column_names:
             train_dataset = train_dataset.add_column("user_index", list(range(len(train_dataset))))
         kwargs.setdefault("data_collator", UserBertPretrainingCollator(model.config.max_behaviors))
-        super().__init__(model=model, args=args, train_dataset=train_dataset, **kwargs)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
         config = model.config
         self.catalog = catalog
-        self.objective = config.pretraining_objective
-        self.batch_builder = PretrainingBatchBuilder(
-            objective=self.objective, mask_ratio=args.mask_ratio, bsm_min_behaviors=args.bsm_min_behaviors,
-            bsm_gap=args.bsm_gap, ptum_next_k=config.ptum_next_k, seed=args.seed,
-        )
-        self.sampler = None
-        if self.objective != "cp":
-            self.sampler = MediumHardNegativeSampler(
-                catalog, train_dataset, strategy=args.negative_sampling if self.objective == "userbert" else "random",
-                behavior_pool_size=args.behavior_pool_size, sequence_pool_size=args.sequence_pool_size,
-                sequence_pool_interval=args.sequence_pool_interval,
-                num_behavior_negatives=args.num_behavior_negatives, num_sequence_negatives=args.num_sequence_negatives,
-                min_crop_behaviors=args.bsm_min_behaviors, max_crop_behaviors=config.max_behaviors, seed=args.seed,
-            )
-        self.add_callback(SamplerCheckpointCallback(self))
+        self.objective = build_objective(config.pretraining_objective, args, config, catalog, train_dataset)
+        self.sampler = self.objective.sampler
+        if self.sampler is not None and config.pretraining_objective == "userbert" and config.bsm_loss_weight > 0:
+            if train_dataset is not None and len(train_dataset) <= args.num_sequence_negatives:
+                raise ValueError(
+                    f"--num_sequence_negatives {args.num_sequence_negatives} needs more than that many other users, "
+                    f"but the data has {len(train_dataset)} users: BSM could never run (lower P or set --bsm_loss_weight 0)"
+                )
+        self.evaluator = None
+        if eval_dataset is not None:
+            self.evaluator = PretrainingEvaluator(model.userbert.config, catalog, eval_dataset, train_dataset, args)
+        self.sampler_checkpoint = SamplerCheckpointCallback(self)
         self._task_sums: dict[str, float] = {}
         self._task_counts: dict[str, int] = {}
 
+    @property
+    def batch_builder(self):
+        """The objective (kept under its former name for code that inspected ``trainer.batch_builder.stats``)."""
+        return self.objective
+
     # ------------------------------------------------------------------ batches
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """Fetch the micro-batches of one optimizer step, build their pre-training inputs and attach the item
-        counts of the whole step (all micro-batches, all ranks) that normalise the losses."""
-        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        step = self.state.global_step
-        prepared = [self.batch_builder.prepare(batch, step) for batch in batches]
-        counts = torch.tensor(
-            [sum(float(p["mbp_count"]) for p in prepared), sum(float(p["bsm_count"]) for p in prepared)], device=device
-        )
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(counts)
-        for p in prepared:
-            p["mbp_normalizer"] = counts[0].clamp(min=1.0)
-            p["bsm_normalizer"] = counts[1].clamp(min=1.0)
-        return prepared, None
+        """Fetch the micro-batches of one optimizer step, prepare their model inputs (masking, periods, negatives)
+        and attach the item counts of the whole step (all micro-batches, all ranks) that normalise the losses.
 
-    def _model_inputs(self, model, inputs: dict) -> dict:
-        user_model = self.accelerator.unwrap_model(model).userbert
-        step = self.state.global_step
-        device = inputs["sequence_ids"].device
-        cpu = {k: v.cpu() if torch.is_tensor(v) else v for k, v in inputs.items()}
-        seq_ids = cpu["sequence_ids"]
-        common = {
-            "attention_mask": inputs["attention_mask"], "masked_positions": inputs["masked_positions"],
-            "mbp_normalizer": inputs["mbp_normalizer"], "bsm_normalizer": inputs["bsm_normalizer"],
-        }
-        if self.objective == "userbert":
-            masked_ids = cpu["masked_ids"]
-            negatives = self.sampler.sample_behavior_negatives(user_model, masked_ids, step)  # (M, K)
-            mbp_candidates = torch.cat([masked_ids[:, None], negatives], 1)  # (M, 1 + K), positive first
-            valid = cpu["bsm_valid"].clone()
-            candidate_seqs = [[[0]] * (1 + self.sampler.num_sequence_negatives) for _ in range(len(seq_ids))]
-            if valid.any() and self.model.config.bsm_loss_weight > 0:
-                rows = valid.nonzero(as_tuple=True)[0]
-                targets = self.sampler.encode_sequences(user_model, seq_ids[rows], cpu["masked_positions"][rows])
-                negatives = self.sampler.sample_sequence_negatives(
-                    user_model, targets, cpu["user_index"][rows], cpu["target_window"][rows], step
-                )
-                for r, row in enumerate(rows.tolist()):
-                    positive = cpu["positive_ids"][row]
-                    if negatives.has_negatives[r]:
-                        candidate_seqs[row] = [positive[positive != 0].tolist()] + negatives.ids[r]
-                    else:  # no user offers a sequence outside A's time span: this user sits out BSM
-                        valid[row] = False
-            width = max(len(s) for seqs in candidate_seqs for s in seqs)
-            bsm_ids = torch.stack([pad_sequences(seqs, length=width) for seqs in candidate_seqs])  # (B, 1 + P, L2)
-            table, (index, mbp_index, bsm_index) = build_behavior_table(self.catalog, seq_ids, mbp_candidates, bsm_ids)
-            extra = {
-                "mbp_candidate_index": mbp_index, "bsm_candidate_index": bsm_index,
-                "bsm_candidate_mask": bsm_ids != 0, "bsm_valid": valid,
-            }
-        elif self.objective == "ptum":
-            masked_ids, next_ids = cpu["masked_ids"], cpu["next_ids"]
-            mbp_candidates = torch.cat([masked_ids[:, None], self.sampler.random_behavior_negatives(masked_ids, step)], 1)
-            flat_next = next_ids.reshape(-1).clamp(min=1)
-            nbp_negatives = self.sampler.random_behavior_negatives(flat_next, step + 1_000_003)
-            nbp_candidates = torch.cat([flat_next[:, None], nbp_negatives], 1).view(*next_ids.shape, -1)  # (B, k, 1+K)
-            table, (index, mbp_index, nbp_index) = build_behavior_table(self.catalog, seq_ids, mbp_candidates, nbp_candidates)
-            extra = {"mbp_candidate_index": mbp_index, "nbp_candidate_index": nbp_index, "nbp_valid": cpu["nbp_valid"]}
-        else:  # cp
-            table, (index, view_index) = build_behavior_table(self.catalog, seq_ids, cpu["view_sequence_ids"])
-            extra = {
-                "view_index": view_index, "view_attention_mask": inputs["view_attention_mask"],
-                "view_masked_positions": inputs["view_masked_positions"],
-            }
-        model_inputs = {**table, "behavior_index": index, **common, **extra}
-        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in model_inputs.items()}
+        Every rank prepares the same number of micro-batches, and each preparation enters the sampler's
+        collectives whatever its data, so ranks never wait on each other in different places."""
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        user_model = self.accelerator.unwrap_model(self.model).userbert
+        step, config = self.state.global_step, self.model.config
+        prepared = [self.objective.model_inputs(self.objective.prepare(b, step), user_model, step, config) for b in batches]
+        tasks = self.objective.tasks
+        totals = torch.tensor(
+            [[float(counts.get(task, 0)) for task in tasks] for _, counts in prepared] or [[0.0] * len(tasks)], device=device
+        ).sum(0)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)
+        out = []
+        for inputs, _ in prepared:
+            for task, total in zip(tasks, totals):
+                inputs[f"{task}_normalizer"] = total.clamp(min=1.0)
+            out.append({k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()})
+        return out, None
 
     # ------------------------------------------------------------------ loss and logging
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if "sequence_ids" not in inputs:  # already model inputs (e.g. a user calling compute_loss directly)
-            outputs = model(**inputs)
-            return (outputs.loss, outputs) if return_outputs else outputs.loss
-        model_inputs = self._model_inputs(model, inputs)
-        outputs = model(**model_inputs)
-        rows = self._rows_per_task(model_inputs)
+        outputs = model(**inputs)
+        rows = self._rows_per_task(inputs)
         for name in _LOGGED:
             value = getattr(outputs, name, None)
             if value is not None:  # weighted by rows so logs are means over the whole step, all ranks
@@ -214,21 +217,47 @@ class UserBertTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._task_sums and "loss" in logs:
             names = sorted(self._task_sums)
+            counters = sorted(k for k in self.objective.stats if k != "users")
             values = [[self._task_sums[n], self._task_counts[n]] for n in names]
-            values.append([float(self.batch_builder.stats["bsm_excluded_users"]), 0.0])
+            values += [[float(self.objective.stats[c]), 0.0] for c in counters]
             values = torch.tensor(values, dtype=torch.float64, device=self.args.device)
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 torch.distributed.all_reduce(values)  # sums over ranks
-            for name, (total, count) in zip(names, values[:-1].tolist()):
+            for name, (total, count) in zip(names, values[: len(names)].tolist()):
                 logs[name] = round(total / max(count, 1), 4)
-            logs["bsm_excluded_users"] = int(values[-1, 0])
+            for name, (total, _) in zip(counters, values[len(names) :].tolist()):
+                logs[name] = int(total)  # users that sat out a task so far (all ranks)
             if self.sampler is not None:
                 logs["sequence_pool_refreshes"] = self.sampler.counters["sequence_pool_refreshes"]
             self._task_sums, self._task_counts = {}, {}
         super().log(logs, start_time)
 
-    # ------------------------------------------------------------------ resume
+    # ------------------------------------------------------------------ held-out evaluation
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Held-out pre-training metrics (see ``PretrainingEvaluator``), logged and returned with the prefix."""
+        if eval_dataset is not None:
+            raise ValueError("UserBertTrainer evaluates the held-out users given at construction (eval_dataset=...)")
+        if self.evaluator is None:
+            raise ValueError("UserBertTrainer.evaluate() needs held-out users: pass eval_dataset=... to the trainer")
+        model = self.accelerator.unwrap_model(self.model)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.evaluator.evaluate(model).items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints and resume
+    def _save_checkpoint(self, model, trial) -> None:
+        """The sampler state goes into the new checkpoint before anything else (see SamplerCheckpointCallback)."""
+        run_dir = self.args.output_dir if trial is None else self._get_output_dir(trial=trial)
+        self.sampler_checkpoint.write(os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"))
+        super()._save_checkpoint(model, trial)
+
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """As ``Trainer.train``; ``resume_from_checkpoint`` is a checkpoint folder (checked complete first) or
+        ``True`` / ``"last"``: the last complete checkpoint of ``output_dir`` (incomplete newer ones skipped)."""
+        from ..output_dir import parse_resume_argument
+
+        resume_from_checkpoint = parse_resume_argument(resume_from_checkpoint)
         if resume_from_checkpoint is True:
             resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, self.sampler is not None)
             if resume_from_checkpoint is None:
