@@ -14,7 +14,7 @@ H hidden size.
 
 from __future__ import annotations
 
-import json
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import ModelOutput
 
-from .configuration_userbert import UserBertConfig
+from .configuration_userbert import UserBertConfig, own_auto_map
 
 
 def _masked_fill_min(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -237,19 +238,64 @@ class UserBertModelOutput(ModelOutput):
 
     Args:
         last_hidden_state: (B, L, H) contextual behaviour states; zeros at padded positions.
+        pooler_output: (B, H) the pooled user embedding (zeros for a user without behaviours); the same tensor as
+            ``user_embedding``, under the name transformers' feature extraction expects.
+        hidden_states: with ``output_hidden_states=True``, a tuple of (B, L, H): the context encoder's input
+            (behaviour vectors + positions, padding zeroed), then the output of each context layer (Transformer
+            layers; the one self-attention, GRU or CNN block); the last entry is ``last_hidden_state``.
+        attentions: with ``output_attentions=True`` and an attention context encoder (``self_attention``,
+            ``transformer``), a tuple of (B, heads, L, L) attention weights per layer (padded keys get 0); ``None``
+            for GRU, CNN and no context encoder.
         behavior_embeddings: (B, L, H) behaviour-encoder outputs (before position embeddings and masking).
-        user_embedding: (B, H) the pooled user embedding (zeros for a user without behaviours).
+        user_embedding: (B, H) the pooled user embedding (the same tensor as ``pooler_output``).
         attention_mask: (B, L) bool mask of valid behaviours.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
     behavior_embeddings: torch.FloatTensor | None = None
     user_embedding: torch.FloatTensor | None = None
     attention_mask: torch.BoolTensor | None = None
 
-    @property
-    def pooler_output(self):
-        return self.user_embedding
+
+def _attention_weights(attention: "UserBertSelfAttention", hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The softmax weights (N, heads, S, S) that ``attention`` gives for input ``hidden`` (N, S, H) and key mask
+    (N, S), recomputed from its query/key projections (the forward pass itself may use a fused kernel)."""
+    n, s, _ = hidden.shape
+    q = attention.query(hidden).view(n, s, attention.num_heads, attention.head_size).transpose(1, 2)
+    k = attention.key(hidden).view(n, s, attention.num_heads, attention.head_size).transpose(1, 2)
+    scores = q @ k.transpose(-1, -2) / attention.head_size**0.5  # (N, heads, S, S)
+    return torch.softmax(_masked_fill_min(scores, mask[:, None, None, :]), dim=-1) * mask[:, None, None, :]
+
+
+def _context_encode_with_states(encoder: "UserBertContextEncoder", hidden: torch.Tensor, mask: torch.Tensor):
+    """Run ``encoder`` and also return ``(hidden_states, attentions)`` (see ``UserBertModelOutput``), read with
+    forward hooks on its layers so the encoder modules stay as they are."""
+    blocks = list(encoder.layers) if encoder.kind == "transformer" else []
+    if encoder.kind == "self_attention":
+        blocks = [encoder.self_attention]
+    inputs, outputs = [], []
+
+    def record(module, args, output):  # returns None: the output is kept as it is
+        inputs.append(args[0])
+        outputs.append(output)
+
+    handles = [block.register_forward_hook(record) for block in blocks]
+    try:
+        contextual = encoder(hidden, mask)  # (B, L, H)
+    finally:
+        for handle in handles:
+            handle.remove()
+    hidden_states = (hidden, *outputs[:-1], contextual) if encoder.kind == "transformer" else (hidden, contextual)
+    if encoder.kind == "none":
+        hidden_states = (hidden,)
+    attentions = None
+    if blocks:
+        modules = [layer.attention for layer in blocks] if encoder.kind == "transformer" else blocks
+        attentions = tuple(_attention_weights(m, x, mask) for m, x in zip(modules, inputs))
+    return contextual, hidden_states, attentions
 
 
 class UserBertPreTrainedModel(PreTrainedModel):
@@ -278,19 +324,29 @@ class UserBertPreTrainedModel(PreTrainedModel):
                 "If you trust a pickle checkpoint (pytorch_model.bin), pass allow_pickle=True."
             ) from err
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as transformers does, then make ``config.json``'s ``auto_map`` name the base user model too, so
-        ``AutoModel.from_pretrained(dir, trust_remote_code=True)`` loads the user model from any UserBERT
-        checkpoint (pre-training or fine-tuned) where this package is not installed."""
-        super().save_pretrained(save_directory, *args, **kwargs)
-        config_path = os.path.join(save_directory, "config.json")
-        if os.path.exists(config_path) and os.path.exists(os.path.join(save_directory, "modeling_userbert.py")):
-            with open(config_path) as f:
-                saved = json.load(f)
-            saved.setdefault("auto_map", {}).setdefault("AutoModel", "modeling_userbert.UserBertModel")
-            with open(config_path, "w") as f:
-                json.dump(saved, f, indent=2, sort_keys=True)
-                f.write("\n")
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
+        """Save as transformers does, with this package's model code next to the weights and an ``auto_map`` that
+        names only that code: ``AutoConfig``, ``AutoModel`` (the base user model, from any UserBERT checkpoint,
+        pre-training or fine-tuned, heads without an auto class included) and the class's own auto class. Entries
+        inherited from a loaded config that point elsewhere (``"org/repo--modeling_x.X"``) are dropped, so
+        ``from_pretrained(folder, trust_remote_code=True)`` only ever runs the code saved in the folder."""
+        if push_to_hub:  # save completely first, then upload the same folder content through push_to_hub
+            named = inspect.signature(PreTrainedModel.save_pretrained).parameters
+            hub_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k not in named}
+            self.save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+            if not is_main_process:
+                return None
+            repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.normpath(str(save_directory))))
+            return self.push_to_hub(repo_id, **hub_kwargs)
+        self.config.auto_map = {
+            **own_auto_map(self.config.auto_map),
+            "AutoConfig": "configuration_userbert.UserBertConfig",
+            "AutoModel": "modeling_userbert.UserBertModel",
+        }
+        if is_main_process:
+            os.makedirs(save_directory, exist_ok=True)
+            custom_object_save(self, save_directory)  # this file and its relative imports; auto_map set above
+        return super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
 
     def freeze_user_model(self) -> None:
         """Stop training the user model (``self.userbert``, behaviour encoder included) of a task head: only the
@@ -363,6 +419,8 @@ class UserBertModel(UserBertPreTrainedModel):
         behavior_embeddings: torch.Tensor,
         attention_mask: torch.Tensor,
         masked_positions: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
     ) -> UserBertModelOutput:
         """Context-encode and pool behaviour vectors (B, L, H) with mask (B, L) into a ``UserBertModelOutput``."""
         mask = attention_mask.bool()
@@ -382,14 +440,125 @@ class UserBertModel(UserBertPreTrainedModel):
             positions = (lengths - 1 - torch.arange(length, device=mask.device)).clamp(min=0)  # (B, L)
             hidden = hidden + self.position_embeddings(positions)
         hidden = self.embedding_dropout(hidden) * mask.unsqueeze(-1)  # (B, L, H), padding zeroed
-        contextual = self.context_encoder(hidden, mask)  # (B, L, H)
+        if output_hidden_states or output_attentions:
+            contextual, hidden_states, attentions = _context_encode_with_states(self.context_encoder, hidden, mask)
+        else:
+            contextual, hidden_states, attentions = self.context_encoder(hidden, mask), None, None  # (B, L, H)
         user_embedding = self.aggregator(contextual, mask)  # (B, H)
         return UserBertModelOutput(
             last_hidden_state=contextual,
+            pooler_output=user_embedding,
+            hidden_states=hidden_states if output_hidden_states else None,
+            attentions=attentions if output_attentions else None,
             behavior_embeddings=behavior_embeddings,
             user_embedding=user_embedding,
             attention_mask=mask,
         )
+
+    def encode(
+        self,
+        histories,
+        processor=None,
+        batch_size: int = 32,
+        normalize_embeddings: bool = False,
+        show_progress_bar: bool = False,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        timestamps=None,
+        device: str | torch.device | None = None,
+    ):
+        """User embeddings of raw-id histories, in the style of sentence-transformers' ``encode``.
+
+        Args:
+            histories: lists of raw behaviour ids (oldest first unless ``timestamps`` are given); one flat list is
+                one user and gives a 1-D result.
+            processor: the model's ``UserBertProcessor``; default: the one saved next to the model
+                (``AutoProcessor.from_pretrained(self.name_or_path, trust_remote_code=True)``, the folder or Hub
+                repository this model was loaded from, whose code was already trusted to load the model).
+            batch_size: users per forward pass.
+            normalize_embeddings: L2-normalise each embedding (dot product = cosine similarity).
+            show_progress_bar: show a tqdm bar over batches.
+            convert_to_numpy: return a numpy array (float32) instead of a tensor.
+            convert_to_tensor: return one torch tensor (overrides ``convert_to_numpy``).
+            timestamps: optional times aligned with ``histories``, used to order each user's behaviours.
+            device: where to run; default: the model's device.
+
+        Returns:
+            (N, H) user embeddings (or (H,) for one flat history), in the order of ``histories``. Users none of
+            whose ids the vocabulary knows get zeros (the processor counts the unknown ids).
+
+        Example:
+
+        ```python
+        >>> model = AutoModel.from_pretrained("outputs/userbert-pretrained", trust_remote_code=True)  # doctest: +SKIP
+        >>> model.encode([["1", "50", "296"], ["2", "3"]], normalize_embeddings=True).shape  # doctest: +SKIP
+        (2, 64)
+        ```
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if processor is None:
+            processor = self._saved_processor()
+        histories = list(histories)
+        single = bool(histories) and all(isinstance(h, (str, int)) for h in histories)
+        if single:
+            histories, timestamps = [histories], None if timestamps is None else [timestamps]
+        device = torch.device(device) if device is not None else self.device
+        was_training = self.training
+        self.eval()
+        starts = range(0, len(histories), batch_size)
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Batches", total=len(starts))
+        embeddings = []
+        try:
+            with torch.no_grad():
+                for start in starts:
+                    times = None if timestamps is None else timestamps[start : start + batch_size]
+                    inputs = processor(histories[start : start + batch_size], timestamps=times, return_tensors="pt")
+                    batch = self(**{k: v.to(device) for k, v in inputs.items()}).user_embedding  # (b, H)
+                    if normalize_embeddings:
+                        batch = F.normalize(batch, p=2, dim=-1)
+                    embeddings.append(batch)
+        finally:
+            self.train(was_training)
+        out = torch.cat(embeddings) if embeddings else torch.zeros(0, self.config.hidden_size, device=device)
+        out = out[0] if single else out  # (N, H) or (H,)
+        if convert_to_tensor or not convert_to_numpy:
+            return out
+        return out.float().cpu().numpy()
+
+    def _saved_processor(self):
+        """The processor saved next to this model (cached on first use)."""
+        if getattr(self, "_processor", None) is None:
+            if not self.name_or_path:
+                raise ValueError("this model was not loaded from a folder or the Hub: pass processor=UserBertProcessor(...)")
+            from transformers import AutoProcessor
+
+            try:
+                processor = AutoProcessor.from_pretrained(self.name_or_path, trust_remote_code=True)
+            except (OSError, ValueError) as error:
+                processor = error
+            if type(processor).__name__ != "UserBertProcessor":  # an error, or e.g. a bare word tokenizer
+                raise ValueError(
+                    f"no UserBertProcessor (processor_config.json) next to the model in {self.name_or_path} "
+                    f"({processor!r:.200}): pass processor=UserBertProcessor.from_pretrained(...)"
+                )
+            self._processor = processor
+        return self._processor
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The behaviour id embedding (ID behaviours) or the word embedding of the text encoder (text behaviours)."""
+        if self.config.behavior_type == "id":
+            return self.behavior_encoder.behavior_embeddings
+        return self.behavior_encoder.text_encoder.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        if self.config.behavior_type == "id":
+            self.behavior_encoder.behavior_embeddings = value
+        else:
+            self.behavior_encoder.text_encoder.word_embeddings = value
 
     def get_behavior_embeddings(self, behavior_ids=None, behavior_token_ids=None, behavior_index=None):
         """Per-position behaviour vectors (B, L, H) from either input layout (see the class docstring)."""
@@ -405,6 +574,8 @@ class UserBertModel(UserBertPreTrainedModel):
         behavior_index: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         masked_positions: torch.BoolTensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
     ) -> UserBertModelOutput | tuple:
         embeddings = self.get_behavior_embeddings(behavior_ids, behavior_token_ids, behavior_index)  # (B, L, H)
@@ -413,13 +584,21 @@ class UserBertModel(UserBertPreTrainedModel):
                 raise ValueError("attention_mask is required with behavior_index")
             source = behavior_ids if behavior_ids is not None else behavior_token_ids[..., 0]
             attention_mask = source != self.config.pad_token_id
-        output = self.encode_sequences(embeddings, attention_mask, masked_positions)
+        output = self.encode_sequences(
+            embeddings,
+            attention_mask,
+            masked_positions,
+            output_hidden_states=bool(output_hidden_states if output_hidden_states is not None
+                                      else self.config.output_hidden_states),
+            output_attentions=bool(output_attentions if output_attentions is not None
+                                   else self.config.output_attentions),
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
 
 
 # ----------------------------------------------------------------------------------------------
-# Contrastive losses: pure functions of scores, testable without a model.
+# Contrastive losses: pure functions of scores and embeddings, testable without a model.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -454,23 +633,61 @@ def contrastive_loss_from_scores(
     return loss, mean_loss, accuracy
 
 
+def matching_scores(queries: torch.Tensor, candidates: torch.Tensor, similarity: str = "dot", temperature: float = 1.0) -> torch.Tensor:
+    """Scores of each query (..., H) against its candidates (..., C, H): the dot product (the paper's matcher), or
+    the cosine, divided by ``temperature``. Returns (..., C).
+
+    Example:
+
+    ```python
+    >>> q, c = torch.tensor([[3.0, 0.0]]), torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    >>> matching_scores(q, c).tolist(), matching_scores(q, c, "cosine", 0.5).tolist()
+    ([[3.0, 0.0]], [[2.0, 0.0]])
+    ```
+    """
+    if similarity == "cosine":
+        queries, candidates = F.normalize(queries, dim=-1), F.normalize(candidates, dim=-1)
+    return torch.einsum("...h,...ch->...c", queries, candidates) / temperature
+
+
+def _gather_with_gradients(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All ranks' rows of ``tensor`` (N, H), with gradients flowing back to each rank's own rows, and the offset
+    of this rank's rows. Rows per rank must be equal (padded by the caller otherwise)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return tensor, 0
+    from torch.distributed.nn.functional import all_gather
+
+    rank = torch.distributed.get_rank()
+    return torch.cat(all_gather(tensor), 0), rank * tensor.shape[0]
+
+
 def in_batch_contrastive_loss(
-    view_a: torch.Tensor, view_b: torch.Tensor, temperature: float = 1.0, normalizer=None
+    view_a: torch.Tensor, view_b: torch.Tensor, temperature: float = 1.0, normalizer=None, similarity: str = "dot",
+    gather_across_ranks: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """NT-Xent over two views (N, H) each (CL4SRec / CP): each view is matched to its partner against the
-    other 2N - 2 views of the batch. Returns ``(loss, mean_loss, accuracy)`` like
-    :func:`contrastive_loss_from_scores`, over 2N rows."""
+    """NT-Xent over two views (N, H) each (CL4SRec / CP): each view is matched to its partner against the other
+    2N - 2 views of the batch. With ``gather_across_ranks`` (under torch.distributed, equal N per rank) the
+    candidates are the views of every rank (gathered with gradients) and the anchors this rank's own, so the sum
+    over ranks is the loss of one large batch. Returns ``(loss, mean_loss, accuracy)`` like
+    :func:`contrastive_loss_from_scores`, over this rank's 2N anchors."""
     n = view_a.shape[0]
-    views = torch.cat([view_a, view_b], 0)  # (2N, H)
-    sim = views @ views.T / temperature  # (2N, 2N)
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=sim.device), torch.finfo(sim.dtype).min)
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(sim.device)  # (2N,)
-    # Reorder each row so the partner comes first, then the other in-batch views.
-    positive = sim.gather(1, partner[:, None])  # (2N, 1)
+    offset, total = 0, n
+    all_a, all_b = view_a, view_b
+    if gather_across_ranks:
+        all_a, offset = _gather_with_gradients(view_a)
+        all_b, _ = _gather_with_gradients(view_b)
+        total = all_a.shape[0]
+    candidates = torch.cat([all_a, all_b], 0)  # (2T, H)
+    anchors = torch.cat([view_a, view_b], 0)  # (2N, H)
+    own = torch.cat([torch.arange(offset, offset + n), torch.arange(total + offset, total + offset + n)]).to(anchors.device)
+    partner = (own + total) % (2 * total)  # (2N,) column of each anchor's other view
+    sim = matching_scores(anchors, candidates[None].expand(2 * n, -1, -1), similarity, temperature)  # (2N, 2T)
+    rows = torch.arange(2 * n, device=sim.device)
+    positive = sim[rows, partner][:, None]  # (2N, 1)
     keep = torch.ones_like(sim, dtype=torch.bool)
-    keep[torch.arange(2 * n), partner] = False
-    keep.fill_diagonal_(False)
-    negatives = sim[keep].view(2 * n, 2 * n - 2)  # (2N, 2N - 2)
+    keep[rows, partner] = False
+    keep[rows, own] = False
+    negatives = sim[keep].view(2 * n, 2 * total - 2)  # (2N, 2T - 2)
     return contrastive_loss_from_scores(torch.cat([positive, negatives], 1), normalizer)
 
 
@@ -497,25 +714,44 @@ class UserBertForPreTrainingOutput(ModelOutput):
     user_embedding: torch.FloatTensor | None = None
 
 
+class UserBertProjectionHead(nn.Module):
+    """Two-layer MLP between a user embedding and the sequence matchers (SimCLR's projection head): the matching
+    loss shapes the projected space, the user embedding below it keeps more information for downstream tasks."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.output = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.output(F.relu(self.dense(hidden)))
+
+
 class UserBertForPreTraining(UserBertPreTrainedModel):
-    """UserBERT pre-training: masked behaviour prediction (MBP) + behaviour sequence matching (BSM), and the
-    PTUM and CP baselines, selected by ``config.pretraining_objective``.
+    """UserBERT pre-training heads: masked behaviour prediction (MBP), behaviour sequence matching (BSM), and the
+    PTUM (next behaviour prediction, NBP) and CP (contrastive views) baselines. ``forward`` runs each loss whose
+    inputs are present; which inputs a batch carries is decided by the objective
+    (``userbert_hf.pretraining.objectives``).
 
     All behaviours of a step live in one table (``behavior_ids`` (U,) or ``behavior_token_ids`` (U, W)),
     encoded once; every sequence and candidate input is an index into it. Negatives are chosen outside the
-    model (``MediumHardNegativeSampler`` in the trainer); the model owns the scoring and the loss math.
+    model (the trainer's sampler); the model owns the scoring (``config.matching_similarity`` /
+    ``matching_temperature``, optional projection head) and the loss math.
 
-    Inputs by objective:
+    Inputs:
 
-    * ``userbert``: ``behavior_index``/``attention_mask``/``masked_positions`` (B, L) for the masked target
-      sequences A; ``mbp_candidate_index`` (M, 1 + K) for the M masked positions in row-major order, positive
-      first; ``bsm_candidate_index``/``bsm_candidate_mask`` (B, 1 + P, L2), the later sequence B first, and
-      ``bsm_valid`` (B,) for users that have two periods.
-    * ``ptum``: masked behaviours are dropped from ``attention_mask`` and predicted from the user embedding
-      (``mbp_candidate_index``, rows follow ``masked_positions``); ``nbp_candidate_index`` (B, next_k, 1 + K)
-      and ``nbp_valid`` (B, next_k) for the next-K behaviour prediction.
-    * ``cp``: a second augmented view ``view_index``/``view_attention_mask``/``view_masked_positions``
-      (B, L); views of other users in the batch are the negatives.
+    * ``behavior_index``/``attention_mask`` (B, L) the input sequences; ``masked_positions`` (B, L) behaviours
+      replaced by the mask embedding.
+    * MBP: ``mbp_candidate_index`` (M, 1 + K), positive first, one row per masked position in row-major order;
+      predicted from the contextual state at the masked position (models without a context encoder: from the user
+      embedding of the sequence without its masked behaviours). With ``mbp_query_rows`` (M,) instead (PTUM, whose
+      masked behaviours are removed from the sequence), each is predicted from the user embedding of its row.
+    * BSM: ``bsm_candidate_index``/``bsm_candidate_mask`` (B, 1 + P, L2), the later period B first, and
+      ``bsm_valid`` (B,) for users that take part.
+    * NBP: ``nbp_candidate_index`` (B, next_k, 1 + K) and ``nbp_valid`` (B, next_k).
+    * CP: a second view ``view_index``/``view_attention_mask``/``view_masked_positions`` (B, L'); the views of
+      the other users of the batch (of every rank under torch.distributed) are the negatives.
+    * ``*_normalizer``: what each task's summed loss is divided by (default: its row count).
 
     Example:
 
@@ -537,11 +773,19 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
         super().__init__(config)
         self.userbert = UserBertModel(config)
         # PTUM predicts the k-th next behaviour from a k-specific projection of the user embedding.
-        if config.pretraining_objective == "ptum":
+        if config.uses_next_behavior_prediction:
             self.nbp_projections = nn.ModuleList(
                 nn.Linear(config.hidden_size, config.hidden_size) for _ in range(config.ptum_next_k)
             )
+        if config.projection_head:
+            self.projection_head = UserBertProjectionHead(config.hidden_size)
         self.post_init()
+
+    def _score(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        return matching_scores(queries, candidates, self.config.matching_similarity, self.config.matching_temperature)
+
+    def _project(self, user_embeddings: torch.Tensor) -> torch.Tensor:
+        return self.projection_head(user_embeddings) if self.config.projection_head else user_embeddings
 
     def forward(
         self,
@@ -551,6 +795,7 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         masked_positions: torch.BoolTensor | None = None,
         mbp_candidate_index: torch.LongTensor | None = None,
+        mbp_query_rows: torch.LongTensor | None = None,
         bsm_candidate_index: torch.LongTensor | None = None,
         bsm_candidate_mask: torch.Tensor | None = None,
         bsm_valid: torch.BoolTensor | None = None,
@@ -561,65 +806,60 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
         view_masked_positions: torch.BoolTensor | None = None,
         mbp_normalizer: torch.Tensor | float | None = None,
         bsm_normalizer: torch.Tensor | float | None = None,
+        nbp_normalizer: torch.Tensor | float | None = None,
+        cp_normalizer: torch.Tensor | float | None = None,
         return_dict: bool | None = None,
     ) -> UserBertForPreTrainingOutput:
         if behavior_index is None:
             raise ValueError("UserBertForPreTraining expects a behaviour table and behavior_index (see the docstring)")
         config = self.config
         table = self.userbert.encode_behaviors(behavior_ids, behavior_token_ids)  # (U, H)
-        objective = config.pretraining_objective
-        # PTUM removes masked behaviours from the sequence instead of replacing them by a mask token.
         sequence_mask = attention_mask.bool()
-        if objective == "ptum" and masked_positions is not None:
-            kept_index, kept_mask = compact_left(behavior_index, sequence_mask & ~masked_positions.bool())
-            encoded = self.userbert.encode_sequences(table[kept_index], kept_mask)
-        else:
-            encoded = self.userbert.encode_sequences(table[behavior_index], sequence_mask, masked_positions)
+        encoded = self.userbert.encode_sequences(table[behavior_index], sequence_mask, masked_positions)
         out = UserBertForPreTrainingOutput(user_embedding=encoded.user_embedding)
         total = table.sum() * 0.0  # keeps every parameter of the table in the graph
 
-        if objective in ("userbert", "ptum") and mbp_candidate_index is not None and config.mbp_loss_weight > 0:
-            rows, cols = masked_positions.bool().nonzero(as_tuple=True)  # (M,), (M,)
-            if objective == "userbert" and config.context_encoder != "none":
-                # UserBERT: from the contextual state at the masked position.
+        if mbp_candidate_index is not None:
+            if mbp_query_rows is not None:  # the masked behaviours were removed from the sequence (PTUM)
+                queries = encoded.user_embedding[mbp_query_rows]  # (M, H)
+            elif config.context_encoder != "none":  # UserBERT: the contextual state at the masked position
+                rows, cols = masked_positions.bool().nonzero(as_tuple=True)  # (M,), (M,)
                 queries = encoded.last_hidden_state[rows, cols]  # (M, H)
-            elif objective == "userbert":
+            else:
                 # Without a context encoder (NAML, NativeCTR) the masked position sees no other behaviour:
-                # predict from the user embedding of the sequence without the masked behaviours, as PTUM does.
+                # predict from the user embedding of the sequence without the masked behaviours.
+                rows, _ = masked_positions.bool().nonzero(as_tuple=True)
                 kept_index, kept_mask = compact_left(behavior_index, sequence_mask & ~masked_positions.bool())
-                unmasked = self.userbert.encode_sequences(table[kept_index], kept_mask)
-                queries = unmasked.user_embedding[rows]  # (M, H)
-            else:  # PTUM: from the user embedding of the sequence without the masked behaviours
-                queries = encoded.user_embedding[rows]  # (M, H)
-            candidates = table[mbp_candidate_index]  # (M, 1 + K, H)
-            scores = torch.einsum("mh,mkh->mk", queries, candidates)  # (M, 1 + K)
+                queries = self.userbert.encode_sequences(table[kept_index], kept_mask).user_embedding[rows]  # (M, H)
+            scores = self._score(queries, table[mbp_candidate_index])  # (M, 1 + K)
             loss, out.mbp_loss, out.mbp_accuracy = contrastive_loss_from_scores(scores, mbp_normalizer)
             total = total + config.mbp_loss_weight * loss
 
-        valid = None
-        if objective == "userbert" and bsm_candidate_index is not None:
+        if bsm_candidate_index is not None:
             valid = bsm_valid.bool() if bsm_valid is not None else torch.ones_like(bsm_candidate_index[:, 0, 0]).bool()
-        if valid is not None and bool(valid.any()) and config.bsm_loss_weight > 0:  # no user with two periods: no BSM
             b, c, l2 = bsm_candidate_index.shape
             index = bsm_candidate_index[valid].reshape(-1, l2)  # (V * (1 + P), L2)
             mask = bsm_candidate_mask[valid].reshape(-1, l2)
             candidates = self.userbert.encode_sequences(table[index], mask).user_embedding.view(-1, c, table.shape[-1])
-            scores = torch.einsum("vh,vch->vc", encoded.user_embedding[valid], candidates)  # (V, 1 + P)
+            scores = self._score(self._project(encoded.user_embedding[valid]), self._project(candidates))  # (V, 1 + P)
             loss, out.bsm_loss, out.bsm_accuracy = contrastive_loss_from_scores(scores, bsm_normalizer)
             total = total + config.bsm_loss_weight * loss
+            if not bool(valid.any()):
+                out.bsm_loss = out.bsm_accuracy = None  # nothing to log; the zero loss keeps the graph whole
 
-        if objective == "ptum" and nbp_candidate_index is not None and config.bsm_loss_weight > 0:
-            # nbp_candidate_index: (B, next_k, 1 + K)
+        if nbp_candidate_index is not None:
             queries = torch.stack([proj(encoded.user_embedding) for proj in self.nbp_projections], 1)  # (B, k, H)
-            scores = torch.einsum("bkh,bkch->bkc", queries, table[nbp_candidate_index])  # (B, k, 1 + K)
+            scores = self._score(queries, table[nbp_candidate_index])  # (B, k, 1 + K)
             valid = nbp_valid.bool() if nbp_valid is not None else torch.ones_like(scores[..., 0]).bool()
-            loss, out.nbp_loss, out.nbp_accuracy = contrastive_loss_from_scores(scores[valid], bsm_normalizer)
+            loss, out.nbp_loss, out.nbp_accuracy = contrastive_loss_from_scores(scores[valid], nbp_normalizer)
             total = total + config.bsm_loss_weight * loss
 
-        if objective == "cp" and view_index is not None:
+        if view_index is not None:
             view = self.userbert.encode_sequences(table[view_index], view_attention_mask, view_masked_positions)
             loss, out.cp_loss, out.cp_accuracy = in_batch_contrastive_loss(
-                encoded.user_embedding, view.user_embedding, config.cp_temperature, bsm_normalizer
+                self._project(encoded.user_embedding), self._project(view.user_embedding), config.cp_temperature,
+                cp_normalizer, config.matching_similarity,
+                gather_across_ranks=torch.distributed.is_available() and torch.distributed.is_initialized(),
             )
             total = total + loss
 
@@ -629,22 +869,41 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
 
 
 # ----------------------------------------------------------------------------------------------
-# Downstream heads. Every head takes the batch-table layout of the pre-training model: ``behavior_ids`` (U,) or
-# ``behavior_token_ids`` (U, W), ``behavior_index``/``attention_mask`` (B, L), and candidates as indices into the
-# same table, so a candidate that is also in some user's history is encoded once.
+# Downstream heads. Every head takes the two input layouts of ``UserBertModel``:
+# * the batch table of the collators and the processor: ``behavior_ids`` (U,) or ``behavior_token_ids`` (U, W),
+#   ``behavior_index``/``attention_mask`` (B, L), and candidates as indices into the same table, so a candidate
+#   that is also in some user's history is encoded once;
+# * the plain padded layout: ``behavior_ids`` (B, L) (or ``behavior_token_ids`` (B, L, W)), ``attention_mask``
+#   optional, and candidates as behaviour ids (``candidate_index``; text behaviours: ``candidate_token_ids``).
 # ----------------------------------------------------------------------------------------------
 
 
-def _encode_table_and_users(userbert: UserBertModel, behavior_ids, behavior_token_ids, behavior_index, attention_mask):
-    """Encode the behaviour table once and the users' sequences from it: ``(table (U, H), users (B, H))``."""
-    if behavior_index is None or attention_mask is None:
-        raise ValueError(
-            "UserBERT downstream heads take a behaviour table (behavior_ids or behavior_token_ids) plus "
-            "behavior_index and attention_mask (B, L) into it; candidates index the same table"
-        )
-    table = userbert.encode_behaviors(behavior_ids, behavior_token_ids)  # (U, H)
-    users = userbert.encode_sequences(table[behavior_index], attention_mask).user_embedding  # (B, H)
-    return table, users
+def _encode_users_and_candidates(
+    userbert: UserBertModel, behavior_ids, behavior_token_ids, behavior_index, attention_mask
+):
+    """``(candidate_vectors, users (B, H))``: ``candidate_vectors(candidate_index, candidate_token_ids=None)``
+    gives (..., H) vectors of candidates in the layout of the inputs (table indices or behaviour ids)."""
+    if behavior_index is not None:
+        if attention_mask is None:
+            raise ValueError("attention_mask (B, L) is required with behavior_index (the batch-table layout)")
+        table = userbert.encode_behaviors(behavior_ids, behavior_token_ids)  # (U, H)
+        users = userbert.encode_sequences(table[behavior_index], attention_mask).user_embedding  # (B, H)
+        return (lambda index, token_ids=None: table[index]), users
+    users = userbert(
+        behavior_ids=behavior_ids, behavior_token_ids=behavior_token_ids, attention_mask=attention_mask
+    ).user_embedding  # (B, H)
+
+    def candidate_vectors(index, token_ids=None):
+        if token_ids is not None:
+            return userbert.encode_behaviors(behavior_token_ids=token_ids)  # (..., H)
+        if userbert.config.behavior_type != "id":
+            raise ValueError(
+                "text behaviours in the plain layout: pass candidate_token_ids (B, [C,] W), the candidates' word ids "
+                "(or use the batch-table layout of UserBertProcessor / the collators)"
+            )
+        return userbert.encode_behaviors(behavior_ids=index)  # (..., H)
+
+    return candidate_vectors, users
 
 
 def candidate_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, candidate_mask: torch.Tensor) -> torch.Tensor:
@@ -729,17 +988,20 @@ class UserBertForNewsRecommendation(UserBertPreTrainedModel):
         candidate_index: torch.LongTensor | None = None,
         candidate_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        candidate_token_ids: torch.LongTensor | None = None,
         return_dict: bool | None = None,
     ) -> UserBertForNewsRecommendationOutput | tuple:
-        if candidate_index is None:
-            raise ValueError("UserBertForNewsRecommendation needs candidate_index (B, C) into the behaviour table")
-        table, users = _encode_table_and_users(
+        if candidate_index is None and candidate_token_ids is None:
+            raise ValueError("UserBertForNewsRecommendation needs candidate_index (B, C) into the behaviour table "
+                             "(or behaviour ids / candidate_token_ids in the plain layout)")
+        candidate_vectors, users = _encode_users_and_candidates(
             self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask
         )
+        candidates = candidate_vectors(candidate_index, candidate_token_ids)  # (B, C, H)
         if candidate_mask is None:
-            candidate_mask = torch.ones_like(candidate_index, dtype=torch.bool)
+            candidate_mask = torch.ones(candidates.shape[:2], dtype=torch.bool, device=candidates.device)
         candidate_mask = candidate_mask.bool()
-        scores = torch.einsum("bh,bch->bc", users, table[candidate_index])  # (B, C)
+        scores = torch.einsum("bh,bch->bc", users, candidates)  # (B, C)
         logits = _masked_fill_min(scores, candidate_mask)
         loss = candidate_softmax_loss(scores, labels, candidate_mask) if labels is not None else None
         out = UserBertForNewsRecommendationOutput(loss=loss, logits=logits, user_embedding=users)
@@ -809,15 +1071,18 @@ class UserBertForCTRPrediction(UserBertPreTrainedModel):
         candidate_index: torch.LongTensor | None = None,
         candidate_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        candidate_token_ids: torch.LongTensor | None = None,
         return_dict: bool | None = None,
     ) -> UserBertForCTRPredictionOutput | tuple:
-        if candidate_index is None:
-            raise ValueError("UserBertForCTRPrediction needs candidate_index (B,) or (B, C) into the behaviour table")
-        table, users = _encode_table_and_users(
+        if candidate_index is None and candidate_token_ids is None:
+            raise ValueError("UserBertForCTRPrediction needs candidate_index (B,) or (B, C) into the behaviour table "
+                             "(or behaviour ids / candidate_token_ids in the plain layout)")
+        candidate_vectors, users = _encode_users_and_candidates(
             self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask
         )
-        one_per_row = candidate_index.dim() == 1
-        candidates = table[candidate_index.view(candidate_index.shape[0], -1)]  # (B, C, H)
+        candidates = candidate_vectors(candidate_index, candidate_token_ids)  # (B, H) or (B, C, H)
+        one_per_row = candidates.dim() == 2
+        candidates = candidates.view(candidates.shape[0], -1, candidates.shape[-1])  # (B, C, H)
         logits = torch.einsum("bh,bch->bc", users, candidates) + self.ctr_bias  # (B, C)
         valid = torch.ones_like(logits, dtype=torch.bool)
         if candidate_mask is not None:
@@ -910,7 +1175,9 @@ class UserBertForNextBehaviorPrediction(UserBertPreTrainedModel):
         all_behavior_token_ids: torch.LongTensor | None = None,
         return_dict: bool | None = None,
     ) -> UserBertForNextBehaviorPredictionOutput | tuple:
-        _, users = _encode_table_and_users(self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask)
+        _, users = _encode_users_and_candidates(
+            self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask
+        )
         vectors = self.all_behavior_vectors(all_behavior_token_ids)  # (V, H)
         logits = users @ vectors.T  # (B, V)
         blocked = torch.zeros_like(logits, dtype=torch.bool)  # (B, V)
@@ -985,7 +1252,9 @@ class UserBertForUserClassification(UserBertPreTrainedModel):
         labels: torch.LongTensor | None = None,
         return_dict: bool | None = None,
     ) -> UserBertForUserClassificationOutput | tuple:
-        _, users = _encode_table_and_users(self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask)
+        _, users = _encode_users_and_candidates(
+            self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask
+        )
         logits = self.classifier(self.dropout(users))  # (B, num_labels)
         loss = None
         if labels is not None:
