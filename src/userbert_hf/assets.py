@@ -30,6 +30,31 @@ def resolve_model_file(name_or_path: str, filename: str, required: bool = True) 
         return None
 
 
+def safetensors_problem(path: str) -> str | None:
+    """Why a safetensors file cannot be read (missing, truncated, corrupted; the path is named), or ``None``.
+    Reads every tensor: a file cut short passes the header check but not this one."""
+    from safetensors import safe_open
+
+    if not os.path.isfile(path):
+        return f"{path} is missing"
+    try:
+        with safe_open(path, framework="pt") as f:
+            for key in f.keys():
+                f.get_tensor(key)
+    except Exception as err:  # safetensors raises its own SafetensorError, OSError or RuntimeError
+        return f"{path} is truncated or corrupted ({type(err).__name__}: {err})"
+    return None
+
+
+def check_model_weights(name_or_path: str) -> None:
+    """Raise ``OSError`` naming the file when a local model folder's ``model.safetensors`` cannot be read."""
+    if os.path.isdir(name_or_path):
+        path = os.path.join(name_or_path, "model.safetensors")
+        problem = safetensors_problem(path) if os.path.exists(path) else None
+        if problem:
+            raise OSError(f"Cannot load the model in {name_or_path}: {problem}")
+
+
 def save_user_model_assets(output_dir: str, vocabulary: BehaviorVocabulary, tokenizer=None) -> None:
     """Write the behaviour vocabulary (and tokenizer) next to a saved model."""
     os.makedirs(output_dir, exist_ok=True)
@@ -56,7 +81,10 @@ def load_user_model_assets(name_or_path: str, config) -> tuple[BehaviorVocabular
         from .tokenization_userbert import check_tokenizer_matches
 
         tokenizer_file = resolve_model_file(name_or_path, "tokenizer.json")
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(Path(tokenizer_file).parent))
+        try:
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(Path(tokenizer_file).parent))
+        except Exception as err:  # tokenizers raises a bare Exception for a malformed file
+            raise ValueError(f"{tokenizer_file} is truncated or corrupted ({type(err).__name__}: {err})") from err
         check_tokenizer_matches(tokenizer, config.word_vocab_size)
     return vocabulary, tokenizer
 
@@ -70,4 +98,11 @@ def build_catalog(vocabulary: BehaviorVocabulary, config, tokenizer=None) -> Beh
     return BehaviorCatalog(len(vocabulary))
 
 
-__all__ = ["resolve_model_file", "save_user_model_assets", "load_user_model_assets", "build_catalog"]
+__all__ = [
+    "safetensors_problem",
+    "check_model_weights",
+    "resolve_model_file",
+    "save_user_model_assets",
+    "load_user_model_assets",
+    "build_catalog",
+]
