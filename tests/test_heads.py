@@ -229,14 +229,47 @@ def test_user_classification_dropout_linear_and_ce(tiny_config):
     assert model(**inputs).loss is None
 
 
+@pytest.mark.parametrize("preset", ["gru4rec", "nrms"])
 @pytest.mark.parametrize("head", HEADS)
-def test_heads_need_the_table_layout(tiny_config, head):
-    model = head(tiny_config("gru4rec"))
-    per_position = {"behavior_ids": torch.tensor([[1, 2]])}
+def test_heads_accept_the_plain_padded_layout(tiny_config, head, preset):
+    """The plain (B, L) layout of UserBertModel (candidates as behaviour ids, or word ids for text behaviours)
+    gives the logits and loss of the batch-table layout."""
+    config = tiny_config(preset)
+    model = _randomize(head(config))
+    candidates = torch.tensor([[12, 3], [13, 14], [2, 15]])  # (B, C) behaviour ids, some also in histories
+    table_inputs, (candidate_index,) = _batch(config, HISTORIES, candidates)
+    ids = pad_sequences(HISTORIES)  # (B, L)
+    if config.behavior_type == "id":
+        plain = {"behavior_ids": ids}
+    else:
+        tokens = _catalog(config).token_ids
+        plain = {"behavior_token_ids": tokens[ids], "attention_mask": (ids != 0).long()}  # (B, L, W)
+    extra_table, extra_plain = {}, {}
     if head in (UserBertForNewsRecommendation, UserBertForCTRPrediction):
-        per_position["candidate_index"] = torch.tensor([[1]])
-    with pytest.raises(ValueError, match="behavior_index"):
-        model(**per_position)
+        extra_table = {"candidate_index": candidate_index, "labels": torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])}
+        extra_plain = {"labels": extra_table["labels"]}
+        if config.behavior_type == "id":
+            extra_plain["candidate_index"] = candidates
+        else:
+            extra_plain["candidate_token_ids"] = _catalog(config).token_ids[candidates]  # (B, C, W)
+    elif head is UserBertForNextBehaviorPrediction:
+        if config.behavior_type == "text":
+            pytest.skip("full ranking of text behaviours needs all_behavior_token_ids either way")
+        extra_table = extra_plain = {"labels": torch.tensor([12, 13, 15])}
+    else:
+        extra_table = extra_plain = {"labels": torch.tensor([0, 1, 0])}
+    with torch.no_grad():
+        expected = model(**table_inputs, **extra_table)
+        got = model(**plain, **extra_plain)
+    torch.testing.assert_close(got.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.loss, expected.loss, atol=1e-5, rtol=1e-5)
+
+
+def test_plain_layout_text_candidates_need_word_ids(tiny_config):
+    model = UserBertForCTRPrediction(tiny_config("nrms"))
+    tokens = _catalog(model.config).token_ids
+    with pytest.raises(ValueError, match="candidate_token_ids"):
+        model(behavior_token_ids=tokens[pad_sequences(HISTORIES)], candidate_index=torch.tensor([1, 2, 3]))
 
 
 # ----------------------------------------------------------------------------------------------

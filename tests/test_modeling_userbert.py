@@ -264,8 +264,8 @@ def test_tuple_output_and_pooler(tiny_config):
         as_tuple = model(behavior_ids=ids, return_dict=False)
     assert isinstance(as_tuple, tuple)
     torch.testing.assert_close(as_tuple[0], out.last_hidden_state)
-    torch.testing.assert_close(as_tuple[2], out.user_embedding)
-    assert out.pooler_output is out.user_embedding
+    torch.testing.assert_close(as_tuple[1], out.user_embedding)  # (last_hidden_state, pooler_output, ...) as in BERT
+    assert "pooler_output" in out.keys() and out.pooler_output is out.user_embedding  # a real field, not a property
     torch.testing.assert_close(out.behavior_embeddings, model.behavior_encoder.behavior_embeddings(ids))
 
 

@@ -4,8 +4,10 @@ Importing the package registers ``UserBertConfig`` and the UserBERT models with 
 so ``AutoConfig``/``AutoModel`` resolve ``model_type="userbert"``.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoProcessor
 from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
+
+from .collation import BehaviorCatalog, UserBertCollator
 
 from .configuration_userbert import PRESETS, UserBertConfig
 from .modeling_userbert import (
@@ -23,6 +25,8 @@ from .modeling_userbert import (
     UserBertModelOutput,
     UserBertPreTrainedModel,
 )
+from .pipeline_userbert import UserBertFeatureExtractionPipeline  # registers pipeline("user-feature-extraction")
+from .processing_userbert import UserBertProcessor
 
 __version__ = "0.1.0"
 
@@ -34,6 +38,7 @@ AutoModelForPreTraining.register(UserBertConfig, UserBertForPreTraining, exist_o
 # them). CTR and next-behaviour prediction have no matching auto class: load them with their class.
 AutoModelForSequenceClassification.register(UserBertConfig, UserBertForUserClassification, exist_ok=True)
 AutoModelForMultipleChoice.register(UserBertConfig, UserBertForNewsRecommendation, exist_ok=True)
+AutoProcessor.register(UserBertConfig, UserBertProcessor, exist_ok=True)
 
 # save_pretrained copies the model code and writes auto_map, so checkpoints load with trust_remote_code=True
 # where this package is not installed.
@@ -42,9 +47,38 @@ UserBertModel.register_for_auto_class("AutoModel")
 UserBertForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 UserBertForUserClassification.register_for_auto_class("AutoModelForSequenceClassification")
 UserBertForNewsRecommendation.register_for_auto_class("AutoModelForMultipleChoice")
+UserBertProcessor.register_for_auto_class("AutoProcessor")
+
+# The pre-training wing (Trainer, samplers) loads on first use: importing the package
+# for inference should not import the Trainer.
+_LAZY = {
+    "UserBertTrainer": ".pretraining",
+    "UserBertTrainingArguments": ".pretraining",
+    "MediumHardNegativeSampler": ".pretraining.samplers",
+    "RandomNegativeSampler": ".pretraining.samplers",
+    "HardestNegativeSampler": ".pretraining.samplers",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "PRESETS",
+    "BehaviorCatalog",
+    "UserBertCollator",
+    "UserBertProcessor",
+    "UserBertTrainer",
+    "UserBertTrainingArguments",
+    "MediumHardNegativeSampler",
+    "RandomNegativeSampler",
+    "HardestNegativeSampler",
+    "UserBertFeatureExtractionPipeline",
     "UserBertConfig",
     "UserBertModel",
     "UserBertModelOutput",

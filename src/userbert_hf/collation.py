@@ -106,18 +106,58 @@ def pad_sequences(sequences: list, pad_value: int = 0, length: int | None = None
     return out
 
 
+def most_recent(sequence, max_behaviors: int | None) -> list:
+    """The last ``max_behaviors`` entries of a sequence kept oldest first (all of them for ``None``)."""
+    sequence = list(sequence)
+    return sequence[-max_behaviors:] if max_behaviors else sequence
+
+
+def collate_histories(
+    catalog: BehaviorCatalog, histories: list, max_behaviors: int | None = None, *extra_ids: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """The one collation of behaviour histories shared by every collator and by ``UserBertProcessor``.
+
+    Each history (behaviour ids, oldest first) keeps its most recent ``max_behaviors`` behaviours and is
+    right-padded with 0; the distinct behaviours of the histories and of ``extra_ids`` (e.g. candidates) go into
+    one table, encoded once by the model.
+
+    Args:
+        catalog: how to encode any behaviour id (word ids for text behaviours).
+        histories: B sequences of behaviour ids (lists, tuples or arrays).
+        max_behaviors: truncation length (``None``: keep everything).
+        extra_ids: further id tensors of any shape to put in the same table.
+
+    Returns:
+        ``(inputs, extra_index)``: ``inputs`` holds the table (``behavior_ids`` (U,) or ``behavior_token_ids``
+        (U, W)), ``behavior_index`` (B, L) and ``attention_mask`` (B, L); ``extra_index[i]`` has the shape of
+        ``extra_ids[i]`` and indexes the same table.
+
+    Example:
+
+    ```python
+    >>> inputs, (candidates,) = collate_histories(BehaviorCatalog(10), [[3, 4, 5], [4]], 2, torch.tensor([7, 3]))
+    >>> inputs["behavior_ids"].tolist(), inputs["behavior_index"].tolist(), candidates.tolist()
+    ([0, 3, 4, 5, 7], [[2, 3], [2, 0]], [4, 1])
+    ```
+    """
+    ids = pad_sequences([most_recent(h, max_behaviors) for h in histories])  # (B, L)
+    table, (index, *extra_index) = build_behavior_table(catalog, ids, *extra_ids)
+    return {**table, "behavior_index": index, "attention_mask": (ids != 0).long()}, extra_index
+
+
 @dataclass
 class UserBertCollator:
     """Collates user rows (``behavior_ids`` lists, oldest first) into model inputs for ``UserBertModel``,
-    with the batch's distinct behaviours encoded once.
+    with the batch's distinct behaviours encoded once. A ``label`` (or ``labels``) column becomes ``labels``, so
+    the collator also feeds ``UserBertForUserClassification`` under the stock ``transformers.Trainer``.
 
     Example:
 
     ```python
     >>> collate = UserBertCollator(BehaviorCatalog(10))
-    >>> batch = collate([{"behavior_ids": [3, 4]}, {"behavior_ids": [4]}])
-    >>> batch["behavior_ids"].tolist(), batch["behavior_index"].tolist()
-    ([0, 3, 4], [[1, 2], [2, 0]])
+    >>> batch = collate([{"behavior_ids": [3, 4], "label": 1}, {"behavior_ids": [4], "label": 0}])
+    >>> batch["behavior_ids"].tolist(), batch["behavior_index"].tolist(), batch["labels"].tolist()
+    ([0, 3, 4], [[1, 2], [2, 0]], [1, 0])
     ```
     """
 
@@ -125,10 +165,11 @@ class UserBertCollator:
     max_behaviors: int | None = None
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        sequences = [list(f["behavior_ids"])[-self.max_behaviors :] if self.max_behaviors else list(f["behavior_ids"]) for f in features]
-        ids = pad_sequences(sequences)  # (B, L)
-        table, (index,) = build_behavior_table(self.catalog, ids)
-        return {**table, "behavior_index": index, "attention_mask": (ids != 0).long()}
+        batch, _ = collate_histories(self.catalog, [f["behavior_ids"] for f in features], self.max_behaviors)
+        label_key = next((k for k in ("label", "labels") if k in features[0]), None)
+        if label_key is not None:
+            batch["labels"] = torch.as_tensor([f[label_key] for f in features])
+        return batch
 
 
 @dataclass
@@ -143,10 +184,9 @@ class UserBertPretrainingCollator:
     max_behaviors: int | None = None
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        cut = (lambda s: list(s)[-self.max_behaviors :]) if self.max_behaviors else list
-        ids = pad_sequences([cut(f["behavior_ids"]) for f in features])
+        ids = pad_sequences([most_recent(f["behavior_ids"], self.max_behaviors) for f in features])  # (B, L)
         if "timestamps" in features[0]:
-            times = pad_sequences([cut(f["timestamps"]) for f in features], length=ids.shape[1])
+            times = pad_sequences([most_recent(f["timestamps"], self.max_behaviors) for f in features], length=ids.shape[1])
         else:  # ordinal time
             times = torch.arange(ids.shape[1]).expand_as(ids).clone()
         return {
@@ -161,6 +201,8 @@ __all__ = [
     "BehaviorCatalog",
     "build_behavior_table",
     "pad_sequences",
+    "most_recent",
+    "collate_histories",
     "UserBertCollator",
     "UserBertPretrainingCollator",
 ]
