@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
-from .assets import build_catalog, load_user_model_assets, save_user_model_assets
+from .assets import build_catalog, load_user_model_assets
+from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import BehaviorData, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import split_statistics
@@ -379,7 +380,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         ensure_remote_code(training_args.output_dir)
-        save_user_model_assets(training_args.output_dir, vocabulary, tokenizer)
+        save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
         settings = {
             "task": task, "data": data_args.data, "test_data": data_args.test_data,
             "model_name_or_path": source, "from_scratch": from_scratch, "preset_or_base": source,

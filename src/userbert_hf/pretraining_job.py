@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from transformers import HfArgumentParser, set_seed
 from transformers.dynamic_module_utils import custom_object_save
 
-from .assets import build_catalog, load_user_model_assets, save_user_model_assets
+from .assets import build_catalog, load_user_model_assets
+from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import load_behavior_data
 from .sharded_data import load_user_shards
@@ -154,7 +155,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     #    loadable too.
     trainer = UserBertTrainer(model=model, args=training_args, train_dataset=data.users, catalog=catalog)
     if trainer.is_world_process_zero():
-        save_user_model_assets(training_args.output_dir, vocabulary, tokenizer)
+        save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
         custom_object_save(model, training_args.output_dir, config=model.config)
     started = time.time()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
@@ -165,7 +166,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     metrics["train_runtime_seconds"] = round(elapsed, 1)
     if trainer.is_world_process_zero():
         trainer.save_model(training_args.output_dir)
-        save_user_model_assets(training_args.output_dir, vocabulary, tokenizer)
+        save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
         settings = {
             "data": data_args.data, "users": len(data.users), "behaviours": len(vocabulary) - 1,
             "preset": model_args.preset, "objective": model_args.objective,
