@@ -1,0 +1,346 @@
+"""The report of an experiment grid: tables with means, paired differences, confidence intervals and p-values,
+plots (matplotlib, Agg), the Markdown page ``docs/results.md`` and the reference models' cards.
+
+Each experiment writes its section to ``<report dir>/results/<name>/section.md`` with its plots beside it;
+``docs/results.md`` is rebuilt from every section there, so the MovieLens and Beauty grids share one page.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from ..tasks import get_task  # noqa: E402
+from .spec import NO_PRETRAINING, ExperimentSpec  # noqa: E402
+from .statistics import mean_confidence_interval, paired_comparison  # noqa: E402
+
+ALPHA = 0.05
+HEALTH_KEYS = ("eval_embedding_participation_ratio", "eval_embedding_mean_cosine", "eval_mbp_accuracy",
+               "eval_bsm_accuracy")
+
+
+# ----------------------------------------------------------------------------------------------
+# Collecting values
+# ----------------------------------------------------------------------------------------------
+def metric_values(records: list[dict], metric: str) -> dict[tuple, float]:
+    """``{(method, split_seed, seed, fraction): value}`` of fine-tuning and baseline cells.
+
+    Label-free baselines (one cell per split) are repeated over every seed and fraction so that they pair with
+    the fine-tuned runs of the same split.
+    """
+    values, label_free = {}, []
+    for record in records:
+        value = (record.get("metrics") or {}).get(metric)
+        if record["kind"] not in ("finetune", "baseline") or value is None:
+            continue
+        if record["kind"] == "baseline" and record.get("fraction") is None:
+            label_free.append((record["method"], record["split_seed"], float(value)))
+        else:
+            values[(record["method"], record["split_seed"], record["seed"], record["fraction"])] = float(value)
+    keys = {(s, seed, f) for (_, s, seed, f) in values}
+    for method, split_seed, value in label_free:
+        for s, seed, f in keys:
+            if s == split_seed:
+                values[(method, s, seed, f)] = value
+    return values
+
+
+def paired(values: dict[tuple, float], a: str, b: str, fraction: float):
+    keys = sorted(k[1:] for k in values if k[0] == a and k[3] == fraction and (b, *k[1:]) in values)
+    return paired_comparison([values[(a, *k)] for k in keys], [values[(b, *k)] for k in keys])
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _p(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else ("<0.001" if x < 1e-3 else f"{x:.3f}")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------
+def means_table(spec: ExperimentSpec, values: dict, metric: str) -> str:
+    """Mean test metric with its 95% CI per method (rows) and label fraction (columns)."""
+    header = ["method"] + [f"{f:.0%} labels" for f in spec.label_fractions]
+    rows = []
+    for method in list(spec.methods) + list(spec.baselines):
+        row = [method if method in spec.methods else f"{method} (baseline)"]
+        for fraction in spec.label_fractions:
+            sample = [v for k, v in values.items() if k[0] == method and k[3] == fraction]
+            if method in spec.label_free_baselines:  # one value per split, repeated over seeds
+                sample = [v for k, v in values.items() if k[0] == method and k[3] == fraction and
+                          k[2] == spec.seeds[0]]
+            mean, low, high = mean_confidence_interval(sample)
+            row.append(f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}] (n={len(sample)})" if sample else "n/a")
+        rows.append(row)
+    return _table(header, rows)
+
+
+def comparison_rows(spec: ExperimentSpec, values: dict, pairs: list[tuple[str, str]]) -> list[dict]:
+    rows = []
+    for a, b in pairs:
+        for fraction in spec.label_fractions:
+            c = paired(values, a, b, fraction)
+            if c.n:
+                rows.append({"a": a, "b": b, "fraction": fraction, **c.to_dict()})
+    return rows
+
+
+def comparison_table(rows: list[dict]) -> str:
+    header = ["comparison", "labels", "n pairs", "mean A", "mean B", "A - B", "95% CI", "t-test p", "Wilcoxon p",
+              "A wins"]
+    body = [[f"{r['a']} vs {r['b']}", f"{r['fraction']:.0%}", str(r["n"]), _fmt(r["mean_a"]), _fmt(r["mean_b"]),
+             f"{r['mean_difference']:+.4f}", f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", _p(r["t_pvalue"]),
+             _p(r["wilcoxon_pvalue"]), f"{r['wins']}/{r['n']}"] for r in rows]
+    return _table(header, body)
+
+
+def verdict(row: dict, metric: str) -> str:
+    """One honest sentence per comparison: significant only when both tests say p < 0.05."""
+    both = row["t_pvalue"] < ALPHA and row["wilcoxon_pvalue"] < ALPHA
+    direction = "better than" if row["mean_difference"] > 0 else "worse than"
+    if metric == "logloss":
+        direction = "worse than" if row["mean_difference"] > 0 else "better than"
+    what = (f"**{direction}**" if both else f"not significantly different from (mean difference "
+            f"{row['mean_difference']:+.4f})")
+    return (f"- {row['fraction']:.0%} labels: {row['a']} is {what} {row['b']} on test {metric} "
+            f"(n = {row['n']}, 95% CI [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}], t-test p = "
+            f"{_p(row['t_pvalue'])}, Wilcoxon p = {_p(row['wilcoxon_pvalue'])}).")
+
+
+def pretraining_table(records: list[dict]) -> str:
+    rows = []
+    for record in records:
+        if record["kind"] != "pretrain":
+            continue
+        metrics = record.get("metrics") or {}
+        shown = {k: v for k, v in metrics.items() if k.endswith(("_loss", "_accuracy")) or k in HEALTH_KEYS
+                 or k.startswith("eval_embedding")}
+        rows.append([record["method"], str(record["split_seed"]), f"{record['seconds']:.0f}",
+                     ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items())) or "-"])
+    return _table(["method", "split", "seconds", "final metrics"], rows) if rows else "No pre-training runs."
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------------------------
+def plot_pretraining_curves(records: list[dict], path: Path) -> bool:
+    curves = [(r["method"], r["split_seed"], r.get("log_history") or []) for r in records if r["kind"] == "pretrain"]
+    keys = sorted({k for _, _, h in curves for e in h for k in e if k.endswith("_loss") and not k.startswith("eval_")
+                   and k != "train_loss"} | ({"loss"} if any("loss" in e for _, _, h in curves for e in h) else set()))
+    if not keys:
+        return False
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    colours = {}
+    for ax, key in zip(axes[0], keys):
+        for method, split_seed, history in curves:
+            points = [(e["step"], e[key]) for e in history if key in e and "step" in e]
+            if points:
+                colour = colours.setdefault(method, f"C{len(colours)}")
+                ax.plot(*zip(*points), color=colour, alpha=0.8, label=method if split_seed == curves[0][1] else None)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_health(records: list[dict], path: Path) -> bool:
+    curves = [(r["method"], r["split_seed"], r.get("log_history") or []) for r in records if r["kind"] == "pretrain"]
+    keys = [k for k in HEALTH_KEYS if any(k in e for _, _, h in curves for e in h)]
+    if not keys:
+        return False
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    colours = {}
+    for ax, key in zip(axes[0], keys):
+        for method, split_seed, history in curves:
+            points = [(e["step"], e[key]) for e in history if key in e and "step" in e]
+            if points:
+                colour = colours.setdefault(method, f"C{len(colours)}")
+                ax.plot(*zip(*points), "o-", color=colour, alpha=0.8,
+                        label=method if split_seed == curves[0][1] else None)
+            at_init = [e[key + "_at_init"] for e in history if key + "_at_init" in e]
+            if at_init:
+                ax.axhline(at_init[-1], color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(key.removeprefix("eval_"))
+        ax.set_xlabel("step")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def plot_gain(spec: ExperimentSpec, values: dict, metric: str, path: Path) -> bool:
+    methods = spec.pretrained_methods
+    if NO_PRETRAINING not in spec.methods or not methods:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for offset, method in enumerate(methods):
+        rows = [(f, paired(values, method, NO_PRETRAINING, f)) for f in spec.label_fractions]
+        rows = [(f, c) for f, c in rows if c.n]
+        if not rows:
+            continue
+        x = np.array([f for f, _ in rows]) * (1 + 0.04 * (offset - (len(methods) - 1) / 2))
+        y = np.array([c.mean_difference for _, c in rows])
+        err = np.array([[c.mean_difference - c.ci_low, c.ci_high - c.mean_difference] for _, c in rows]).T
+        ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt="o-", capsize=3, label=method)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xticks(spec.label_fractions, [f"{f:.0%}" for f in spec.label_fractions])
+    ax.set_xlabel("share of labelled training users")
+    ax.set_ylabel(f"test {metric}: pre-trained - scratch")
+    ax.set_title("Gain of pre-training (mean, 95% CI)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# The page
+# ----------------------------------------------------------------------------------------------
+def machine_description() -> str:
+    import torch
+    import transformers
+
+    return (f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} CPU cores, torch "
+            f"{torch.__version__}, transformers {transformers.__version__}")
+
+
+def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Path, command: str) -> str:
+    """The Markdown section of one experiment; plots go to ``report_dir/results/<name>/``."""
+    task = get_task(spec.task)
+    metric = task.primary_metric
+    figures = report_dir / "results" / spec.name
+    figures.mkdir(parents=True, exist_ok=True)
+    values = metric_values(records, metric)
+    total = len(spec.cells())
+    finished = {r["cell"] for r in records}
+    seconds = sum(r.get("seconds") or 0 for r in records)
+    pretrained = spec.pretrained_methods
+    vs_scratch = comparison_rows(spec, values, [(m, NO_PRETRAINING) for m in pretrained]
+                                 if NO_PRETRAINING in spec.methods else [])
+    among = comparison_rows(spec, values, [("userbert", m) for m in pretrained if m != "userbert"]
+                            if "userbert" in pretrained else [])
+    best_baseline = [(b, NO_PRETRAINING) for b in spec.baselines] if NO_PRETRAINING in spec.methods else []
+    vs_baselines = comparison_rows(spec, values, best_baseline)
+    lines = [
+        f"## {spec.name}: {task.hub_task_name} on `{spec.data}`",
+        "",
+        spec.description.strip(),
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine_description()}  ",
+        f"Generated: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {len(finished & {c.cell_id for c in spec.cells()})}"
+        f"/{total} cells finished, {seconds / 60:.1f} minutes of compute.",
+        "",
+        f"Primary metric: test **{metric}** (higher is better). Paired runs share the user split, the fine-tuning "
+        "seed and the label fraction (the same labelled users); label-free baselines pair with every run of their "
+        "split. Intervals are Student-t 95% intervals over the pairs; p-values are two-sided (paired t-test, "
+        "Wilcoxon signed-rank). A difference is called significant only when both tests give p < 0.05.",
+        "",
+        f"### Test {metric}: mean [95% CI] per method and label fraction",
+        "",
+        means_table(spec, values, metric),
+        "",
+    ]
+    if vs_scratch:
+        lines += ["### Pre-trained vs from scratch (paired)", "", comparison_table(vs_scratch), "",
+                  *[verdict(r, metric) for r in vs_scratch], ""]
+    if among:
+        lines += ["### UserBERT vs PTUM and CP (same budget, paired)", "", comparison_table(among), "",
+                  *[verdict(r, metric) for r in among], ""]
+    if vs_baselines:
+        lines += ["### Baselines vs from scratch (paired)", "", comparison_table(vs_baselines), ""]
+    other = [m for m in task.card_metrics if m != metric]
+    if other:
+        lines += ["### Other test metrics (mean over runs)", ""]
+        header = ["method", "labels"] + list(other)
+        rows = []
+        for method in list(spec.methods) + list(spec.baselines):
+            for fraction in spec.label_fractions:
+                cells = []
+                for name in other:
+                    sample = [v for k, v in metric_values(records, name).items() if k[0] == method and k[3] == fraction]
+                    cells.append(_fmt(float(np.mean(sample))) if sample else "n/a")
+                if any(c != "n/a" for c in cells):
+                    rows.append([method, f"{fraction:.0%}", *cells])
+        lines += [_table(header, rows), ""]
+    lines += ["### Pre-training runs", "", pretraining_table(records), ""]
+    plots = (
+        ("gain.png", "Gain of pre-training against label fraction", plot_gain(spec, values, metric, figures / "gain.png")),
+        ("pretraining_curves.png", "Pre-training losses",
+         plot_pretraining_curves(records, figures / "pretraining_curves.png")),
+        ("heldout_health.png", "Held-out health over pre-training steps (dashed: at initialisation)",
+         plot_health(records, figures / "heldout_health.png")),
+    )
+    for name, title, made in plots:
+        if made:
+            lines += [f"### {title}", "", f"![{title}](results/{spec.name}/{name})", ""]
+    if pretrained and not plots[2][2]:
+        lines += ["(The pre-training runs logged no held-out `eval_*` metrics, so there is no health plot.)", ""]
+    lines += ["### Settings", "", "```yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False).strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def write_report(spec: ExperimentSpec, records: list[dict], report_path: str | Path, command: str) -> Path:
+    """Write this experiment's section and rebuild the whole page from every section."""
+    report_path = Path(report_path)
+    report_dir = report_path.parent
+    section = experiment_section(spec, records, report_dir, command)
+    (report_dir / "results" / spec.name / "section.md").write_text(section)
+    sections = sorted((report_dir / "results").glob("*/section.md"))
+    header = (
+        "# Results\n\n<!-- Generated by `userbert experiment CONFIG` (userbert_hf.experiments); do not edit by hand: "
+        "rerun the command. -->\n\nEach section below is one experiment grid: pre-training (UserBERT, PTUM, CP) "
+        "then fine-tuning, against fine-tuning from scratch and baselines without a user model, over several user "
+        "splits and seeds, at several shares of the labels. The numbers are whatever the runs gave.\n\n"
+    )
+    report_path.write_text(header + "\n".join(p.read_text() for p in sections))
+    return report_path
+
+
+def write_model_cards(runner, cards_dir: str | Path) -> list[Path]:
+    """Cards of the reference models (first split: each pre-trained model, and each method fine-tuned on all
+    labels with the first seed), written with ``model_cards/generate_cards.py`` when it is there."""
+    cards_dir = Path(cards_dir)
+    spec = runner.spec
+    folders = [runner.pretrained_dir(m, spec.split_seeds[0]) for m in spec.pretrained_methods]
+    folders += [runner.run_dir(c) for c in spec.cells() if c.kind == "finetune" and runner.is_reference(c)]
+    folders = [f for f in folders if (f / "config.json").exists() and (f / "training_results.json").exists()]
+    script = cards_dir / "generate_cards.py"
+    if not folders or not script.exists():
+        return []
+    import importlib.util
+
+    module_spec = importlib.util.spec_from_file_location("generate_cards", script)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.main([str(f) for f in folders] + ["--output_dir", str(cards_dir)])
+
+
+__all__ = ["metric_values", "paired", "means_table", "comparison_table", "verdict", "write_report",
+           "write_model_cards", "experiment_section"]

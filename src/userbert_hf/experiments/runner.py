@@ -1,0 +1,270 @@
+"""Run an experiment grid: pre-train -> fine-tune over user splits x seeds x label fractions, plus baselines.
+
+``userbert experiment experiments/movielens_ctr.yaml`` (or ``python examples/run_experiments.py ...``) runs
+:func:`main`. The jobs are called through their Python entry points (``pretraining_job.main`` and
+``finetuning_job.main`` with argument lists), so every cell is exactly a command a user could type. Each
+finished cell is appended to ``<output_dir>/results.jsonl``; a rerun skips the cells found there, so an
+interrupted grid resumes where it stopped. At the end the report (tables, paired tests, plots) is written to
+``docs/results.md`` and the reference models' cards to ``model_cards/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .spec import NO_PRETRAINING, SHARED_DATA_ARGS, Cell, ExperimentSpec
+
+logger = logging.getLogger(__name__)
+
+
+def _argv(settings: dict) -> list[str]:
+    """``{"max_steps": 10, "use_cpu": True}`` -> ``["--max_steps", "10", "--use_cpu", "true"]``."""
+    out = []
+    for key, value in settings.items():
+        if value is None:
+            continue
+        out += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return out
+
+
+class ResultsStore:
+    """The grid's results: one JSON line per finished cell, appended (and flushed) as each cell ends.
+
+    Example:
+        >>> store = ResultsStore(tmp_path / "results.jsonl")
+        >>> store.add({"cell": "baseline/popularity/split0", "metrics": {"auc": 0.61}})
+        >>> store.done("baseline/popularity/split0"), len(store.records)
+        (True, 1)
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.records: list[dict] = []
+        if self.path.exists():
+            for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    self.records.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by a kill: that cell is simply run again
+                    logger.warning("%s:%d: unreadable result line skipped (the cell will be rerun)", self.path, number)
+        self._done = {record["cell"] for record in self.records}
+
+    def done(self, cell_id: str) -> bool:
+        return cell_id in self._done
+
+    def add(self, record: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records.append(record)
+        self._done.add(record["cell"])
+
+
+class ExperimentRunner:
+    """Runs the cells of an :class:`ExperimentSpec` that are not yet in the results file.
+
+    Args:
+        spec: the grid.
+        output_dir: where runs, pre-trained models and ``results.jsonl`` go.
+        pretrain_fn / finetune_fn: the jobs' entry points (``main(argv) -> metrics``); tests pass fakes.
+        keep_models: keep every fine-tuned model's weights (default: only the reference runs', for model cards).
+
+    Example:
+        >>> runner = ExperimentRunner(ExperimentSpec.from_file("experiments/movielens_ctr.yaml"), "outputs/exp")
+        >>> runner.run()  # resumes from outputs/exp/results.jsonl if it exists
+    """
+
+    def __init__(self, spec: ExperimentSpec, output_dir: str | Path, *, pretrain_fn: Callable | None = None,
+                 finetune_fn: Callable | None = None, keep_models: bool = False):
+        self.spec = spec
+        self.output_dir = Path(output_dir)
+        if pretrain_fn is None or finetune_fn is None:
+            from .. import finetuning_job, pretraining_job
+
+            pretrain_fn = pretrain_fn or pretraining_job.main
+            finetune_fn = finetune_fn or finetuning_job.main
+        self.pretrain_fn, self.finetune_fn = pretrain_fn, finetune_fn
+        self.keep_models = keep_models
+        self.store = ResultsStore(self.output_dir / "results.jsonl")
+        self._splits_cache: dict = {}
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def export_dir(self) -> Path:
+        return self.output_dir / "pretraining_data"
+
+    def pretrained_dir(self, method: str, split_seed: int) -> Path:
+        return self.output_dir / "pretrained" / f"{self.spec.name}-{method}-split{split_seed}"
+
+    def run_dir(self, cell: Cell) -> Path:
+        return self.output_dir / "runs" / (
+            f"{self.spec.name}-{cell.method}-split{cell.split_seed}-seed{cell.seed}-frac{cell.fraction:g}"
+        )
+
+    def is_reference(self, cell: Cell) -> bool:
+        """The run whose model card goes into ``model_cards/``: first split, first seed, all labels."""
+        return (cell.split_seed == self.spec.split_seeds[0] and cell.seed == self.spec.seeds[0]
+                and cell.fraction == max(self.spec.label_fractions))
+
+    # ------------------------------------------------------------------ argv of the jobs
+    def task_argv(self, split_seed: int | None = None) -> list[str]:
+        settings = {"task": self.spec.task, "data": self.spec.data, **self.spec.task_args}
+        if split_seed is not None:
+            settings["split_seed"] = split_seed
+        return _argv(settings)
+
+    def export_argv(self) -> list[str]:
+        return self.task_argv() + ["--export_pretraining_data", str(self.export_dir)]
+
+    def pretrain_argv(self, method: str, split_seed: int) -> list[str]:
+        settings = {"data": str(self.export_dir), "preset": self.spec.preset, **self.spec.model_args}
+        settings.update({k: self.spec.task_args[k] for k in SHARED_DATA_ARGS if k in self.spec.task_args})
+        max_steps = int(self.spec.pretraining_args.get("max_steps", 200))
+        # One checkpoint at the end keeps the whole log history (trainer_state.json) for the curves.
+        settings.update({"save_strategy": "steps", "save_steps": max_steps, "save_total_limit": 1,
+                         "report_to": "none", "disable_tqdm": True})
+        settings.update(self.spec.pretraining_args)
+        method_settings = dict(self.spec.methods[method] or {})
+        method_settings.setdefault("objective", method)
+        settings.update(method_settings)
+        settings.update({"seed": split_seed, "output_dir": str(self.pretrained_dir(method, split_seed))})
+        return _argv(settings)
+
+    def finetune_argv(self, cell: Cell) -> list[str]:
+        if cell.method == NO_PRETRAINING:
+            settings = {"model_name_or_path": self.spec.preset, **self.spec.model_args}
+        else:
+            settings = {"model_name_or_path": str(self.pretrained_dir(cell.method, cell.split_seed))}
+        settings.update({"report_to": "none", "disable_tqdm": True, "save_strategy": "no"})
+        settings.update(self.spec.finetuning_args)
+        settings.update({"train_fraction": cell.fraction, "seed": cell.seed, "output_dir": str(self.run_dir(cell))})
+        return self.task_argv(cell.split_seed) + _argv(settings)
+
+    # ------------------------------------------------------------------ cells
+    def run(self, stop_after: int | None = None) -> list[dict]:
+        """Run every unfinished cell (at most ``stop_after`` of them); returns all records."""
+        cells = self.spec.cells()
+        todo = [c for c in cells if not self.store.done(c.cell_id)]
+        logger.info("experiment %s: %d cells, %d finished, %d to run", self.spec.name, len(cells),
+                    len(cells) - len(todo), len(todo))
+        for number, cell in enumerate(todo[:stop_after] if stop_after is not None else todo, start=1):
+            started = time.time()
+            print(f"[{self.spec.name}] {number}/{len(todo)} {cell.cell_id}", flush=True)
+            record = getattr(self, f"_run_{cell.kind}")(cell)
+            record.update(cell=cell.cell_id, kind=cell.kind, method=cell.method, split_seed=cell.split_seed,
+                          seed=cell.seed, fraction=cell.fraction, seconds=round(time.time() - started, 1))
+            self.store.add(record)
+        return self.store.records
+
+    def _run_export(self, cell: Cell) -> dict:
+        if self.export_dir.exists():  # a half-written export of an interrupted run
+            shutil.rmtree(self.export_dir)
+        self.finetune_fn(self.export_argv())
+        return {"argv": self.export_argv()}
+
+    def _run_pretrain(self, cell: Cell) -> dict:
+        argv = self.pretrain_argv(cell.method, cell.split_seed)
+        out = self.pretrained_dir(cell.method, cell.split_seed)
+        if out.exists():
+            shutil.rmtree(out)
+        metrics = self.pretrain_fn(argv) or {}
+        return {"argv": argv, "metrics": _numbers(metrics), "log_history": pretraining_log_history(out)}
+
+    def _run_finetune(self, cell: Cell) -> dict:
+        argv = self.finetune_argv(cell)
+        metrics = self.finetune_fn(argv) or {}
+        out = self.run_dir(cell)
+        results_path = out / "training_results.json"
+        record = {"argv": argv, "metrics": {k.removeprefix("test_"): v for k, v in _numbers(metrics).items()}}
+        if results_path.exists():
+            results = json.loads(results_path.read_text())
+            record["validation"] = results.get("validation", [])[-1:]
+            record["train_runtime_seconds"] = results.get("train_runtime_seconds")
+        if not self.keep_models and not self.is_reference(cell) and out.exists():
+            for name in ("model.safetensors", "optimizer.pt"):
+                (out / name).unlink(missing_ok=True)
+        return record
+
+    def _run_baseline(self, cell: Cell) -> dict:
+        from ..tasks import get_task
+        from .baselines import evaluate_baseline
+
+        splits, num_items = self.task_splits(cell.split_seed)
+        train_rows = None
+        if cell.method == "item_mean":  # the training users the fine-tuning job keeps at this fraction and seed
+            from ..downstream_data import subsample_training
+
+            group = get_task(self.spec.task).group_column
+            train_rows = subsample_training(splits["train"], cell.fraction, cell.seed, group)
+        metrics = evaluate_baseline(cell.method, splits, num_items, train_rows=train_rows,
+                                    mf_args=self.spec.mf_args, seed=cell.split_seed)
+        return {"metrics": metrics}
+
+    def task_splits(self, split_seed: int):
+        """The task's labelled splits of one user split (built as the fine-tuning job builds them)."""
+        if split_seed not in self._splits_cache:
+            from ..finetuning_job import parse_args
+            from ..tasks import get_task
+
+            data_args = parse_args(self.task_argv(split_seed) + ["--output_dir", str(self.output_dir / "tmp")])[0]
+            built = get_task(self.spec.task).build_splits(data_args, None)
+            self._splits_cache = {split_seed: (built.splits, len(built.vocabulary))}
+        return self._splits_cache[split_seed]
+
+
+def _numbers(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def pretraining_log_history(output_dir: str | Path) -> list[dict]:
+    """The log history of a pre-training run: ``training_results.json``'s ``log_history`` when the job records
+    it, else the last checkpoint's ``trainer_state.json``."""
+    output_dir = Path(output_dir)
+    results = output_dir / "training_results.json"
+    if results.exists():
+        history = json.loads(results.read_text()).get("log_history")
+        if history:
+            return history
+    states = sorted(output_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    return json.loads(states[-1].read_text()).get("log_history", []) if states else []
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="userbert experiment", description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", help="The grid, a YAML or JSON file (see experiments/*.yaml).")
+    parser.add_argument("--output_dir", default=None, help="Runs and results.jsonl (default: outputs/experiments/NAME).")
+    parser.add_argument("--report", default="docs/results.md", help="The generated report (plots go next to it).")
+    parser.add_argument("--model_cards_dir", default="model_cards", help="Where the reference models' cards go.")
+    parser.add_argument("--restart", action="store_true", help="Ignore (and delete) earlier results of this grid.")
+    parser.add_argument("--report_only", action="store_true", help="Only rewrite the report from results.jsonl.")
+    parser.add_argument("--keep_models", action="store_true", help="Keep every fine-tuned model's weights.")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING)
+    spec = ExperimentSpec.from_file(args.config)
+    output_dir = Path(args.output_dir or Path("outputs/experiments") / spec.name)
+    if args.restart and output_dir.exists():
+        shutil.rmtree(output_dir)
+    runner = ExperimentRunner(spec, output_dir, keep_models=args.keep_models)
+    command = "userbert experiment " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    if not args.report_only:
+        runner.run()
+    from .report import write_model_cards, write_report
+
+    write_report(spec, runner.store.records, args.report, command=command)
+    write_model_cards(runner, args.model_cards_dir)
+    return runner.store.records
+
+
+__all__ = ["ExperimentRunner", "ResultsStore", "pretraining_log_history", "main"]

@@ -1,0 +1,167 @@
+"""The experiment grid: what a YAML (or JSON) config asks for, validated, and the cells it expands to.
+
+```yaml
+name: movielens_ctr
+task: ctr                      # a task of userbert_hf.tasks
+data: movielens
+preset: nrms                   # the user model of every method (pre-trained or from scratch)
+split_seeds: [0, 1, 2]         # user splits (--split_seed)
+seeds: [1, 2, 3]               # fine-tuning seeds (--seed; also which training users a label fraction keeps)
+label_fractions: [0.1, 0.25, 1.0]
+methods:                       # "none" fine-tunes from scratch; the others pre-train first
+  none: {}
+  userbert: {objective: userbert}
+  ptum: {objective: ptum}
+  cp: {objective: cp}
+baselines: [popularity, item_mean, mf]
+model_args: {hidden_size: 64}  # architecture, the same for pre-training and from-scratch fine-tuning
+task_args: {max_behaviors: 50} # data arguments of the task (fine-tuning and the pre-training export)
+pretraining_args: {max_steps: 200}
+finetuning_args: {num_train_epochs: 3}
+mf_args: {factors: 32, epochs: 20}
+```
+
+A method's own keys (``objective`` and any other pre-training argument) override ``pretraining_args``. Each
+method is pre-trained once per user split, with the split seed as its seed: the pre-training data (what the
+task lets pre-training see) does not depend on the split, so the three splits give three independent
+pre-training runs whose fine-tunings are compared with from-scratch fine-tunings on the same split and seed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..tasks import TASKS, get_task
+from .baselines import BASELINES
+
+OBJECTIVES = ("userbert", "ptum", "cp")
+NO_PRETRAINING = "none"
+# Arguments that describe the data the user model reads: pre-training takes them from the task arguments too.
+SHARED_DATA_ARGS = ("max_behaviors",)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work of the grid; ``cell_id`` names it in the results file."""
+
+    kind: str  # "export", "pretrain", "finetune" or "baseline"
+    method: str = ""
+    split_seed: int | None = None
+    seed: int | None = None
+    fraction: float | None = None
+
+    @property
+    def cell_id(self) -> str:
+        parts = [self.kind, self.method]
+        if self.split_seed is not None:
+            parts.append(f"split{self.split_seed}")
+        if self.seed is not None:
+            parts.append(f"seed{self.seed}")
+        if self.fraction is not None:
+            parts.append(f"frac{self.fraction:g}")
+        return "/".join(p for p in parts if p)
+
+
+@dataclass
+class ExperimentSpec:
+    """A validated experiment grid (see the module docstring for the YAML form).
+
+    Example:
+        >>> spec = ExperimentSpec(name="t", task="ctr", split_seeds=[0, 1], seeds=[1], label_fractions=[0.1, 1.0],
+        ...                       methods={"none": {}, "userbert": {"objective": "userbert"}}, baselines=["popularity"])
+        >>> [c.cell_id for c in spec.cells()][:4]
+        ['export', 'pretrain/userbert/split0', 'pretrain/userbert/split1', 'finetune/none/split0/seed1/frac0.1']
+        >>> len(spec.cells())
+        13
+    """
+
+    name: str
+    task: str
+    data: str = "movielens"
+    preset: str = "nrms"
+    split_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    label_fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 1.0])
+    methods: dict[str, dict] = field(
+        default_factory=lambda: {"none": {}, "userbert": {"objective": "userbert"}, "ptum": {"objective": "ptum"},
+                                 "cp": {"objective": "cp"}}
+    )
+    baselines: list[str] = field(default_factory=lambda: ["popularity", "item_mean", "mf"])
+    model_args: dict = field(default_factory=dict)
+    task_args: dict = field(default_factory=dict)
+    pretraining_args: dict = field(default_factory=dict)
+    finetuning_args: dict = field(default_factory=dict)
+    mf_args: dict = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self):
+        where = f"experiment {self.name!r}"
+        if self.task not in TASKS:
+            raise ValueError(f"{where}: task {self.task!r} is not one of {TASKS}")
+        if not self.split_seeds or not self.seeds or not self.label_fractions:
+            raise ValueError(f"{where}: split_seeds, seeds and label_fractions must each list at least one value")
+        for name, values in (("split_seeds", self.split_seeds), ("seeds", self.seeds),
+                             ("label_fractions", self.label_fractions)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{where}: {name} has duplicates: {values}")
+        if any(not 0 < f <= 1 for f in self.label_fractions):
+            raise ValueError(f"{where}: label_fractions must be in (0, 1], got {self.label_fractions}")
+        for method, settings in self.methods.items():
+            settings = settings or {}
+            objective = settings.get("objective", method)
+            if method != NO_PRETRAINING and objective not in OBJECTIVES:
+                raise ValueError(f"{where}: method {method!r} needs an objective in {OBJECTIVES} (or the name "
+                                 f"{NO_PRETRAINING!r} for no pre-training), got {objective!r}")
+        unknown = set(self.baselines) - set(BASELINES)
+        if unknown:
+            raise ValueError(f"{where}: unknown baselines {sorted(unknown)}; choose from {BASELINES}")
+        if "item_mean" in self.baselines and not get_task(self.task).packs_candidates:
+            raise ValueError(f"{where}: item_mean scores labelled candidates; task {self.task!r} has none")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ExperimentSpec:
+        """Read a YAML or JSON config; unknown keys are an error naming the file."""
+        path = Path(path)
+        text = path.read_text()
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+        raw.setdefault("name", path.stem)
+        try:
+            return cls(**raw)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: {error}") from None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def pretrained_methods(self) -> list[str]:
+        return [m for m in self.methods if m != NO_PRETRAINING]
+
+    @property
+    def label_free_baselines(self) -> list[str]:
+        return [b for b in self.baselines if b != "item_mean"]
+
+    def cells(self) -> list[Cell]:
+        """Every cell in run order: the export, pre-training runs, fine-tunings, then baselines."""
+        cells = [Cell("export")] if self.pretrained_methods else []
+        cells += [Cell("pretrain", m, s) for m in self.pretrained_methods for s in self.split_seeds]
+        cells += [Cell("finetune", m, s, seed, f) for s in self.split_seeds for f in self.label_fractions
+                  for seed in self.seeds for m in self.methods]
+        cells += [Cell("baseline", b, s) for b in self.label_free_baselines for s in self.split_seeds]
+        if "item_mean" in self.baselines:
+            cells += [Cell("baseline", "item_mean", s, seed, f) for s in self.split_seeds for f in self.label_fractions
+                      for seed in self.seeds]
+        return cells
+
+
+__all__ = ["Cell", "ExperimentSpec", "OBJECTIVES", "NO_PRETRAINING"]

@@ -1,0 +1,280 @@
+"""Tests for userbert_hf.experiments: statistics against hand-computed values, baselines on hand-made data, the
+grid spec, resuming an interrupted grid (with fake jobs), and the report."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+
+import datasets
+import numpy as np
+import pytest
+from scipy import stats
+
+from userbert_hf.experiments import baselines, report, runner, spec, statistics
+from userbert_hf.experiments.baselines import (
+    ItemMeanBaseline,
+    MatrixFactorization,
+    PopularityBaseline,
+    evaluate_baseline,
+)
+from userbert_hf.experiments.runner import ExperimentRunner, ResultsStore
+from userbert_hf.experiments.spec import ExperimentSpec
+from userbert_hf.experiments.statistics import mean_confidence_interval, paired_comparison
+
+
+@pytest.mark.parametrize("module", [statistics, baselines, spec])
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# statistics
+# ----------------------------------------------------------------------------------------------
+def test_paired_comparison_matches_hand_computation():
+    a, b = [0.62, 0.60, 0.64, 0.58], [0.60, 0.59, 0.61, 0.60]
+    # d = [0.02, 0.01, 0.03, -0.02]: mean 0.01, sd sqrt(14e-4 / 3), se = sd / 2, t = 0.01 / se, df 3.
+    sd = math.sqrt(14e-4 / 3)
+    t_stat = 0.01 / (sd / 2)
+    half = 3.182446305284263 * sd / 2  # t_{0.975, 3}
+    c = paired_comparison(a, b)
+    assert c.n == 4 and c.wins == 3
+    assert c.mean_difference == pytest.approx(0.01)
+    assert (c.ci_low, c.ci_high) == pytest.approx((0.01 - half, 0.01 + half))
+    assert c.t_pvalue == pytest.approx(2 * stats.t.sf(t_stat, 3))
+    assert c.t_pvalue == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert (c.mean_a, c.mean_b) == pytest.approx((0.61, 0.60))
+
+
+def test_wilcoxon_exact_p_values_by_hand():
+    # All 9 differences positive: W- = 0, two-sided exact p = 2 / 2^9.
+    assert paired_comparison(np.arange(9) + 1.0, np.zeros(9)).wilcoxon_pvalue == pytest.approx(2 / 512)
+    # d = [1, 2, 3, -4, 5]: W- = 4; subsets of {1..5} with sum <= 4: {}, 1, 2, 3, 4, 12, 13 -> p = 2 * 7 / 32.
+    c = paired_comparison([1.0, 2.0, 3.0, -4.0, 5.0], [0.0] * 5)
+    assert c.wilcoxon_pvalue == pytest.approx(14 / 32)
+    assert c.wilcoxon_pvalue == pytest.approx(stats.wilcoxon([1.0, 2.0, 3.0, -4.0, 5.0]).pvalue)
+
+
+def test_paired_comparison_edge_cases():
+    same = paired_comparison([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+    assert same.mean_difference == 0 and same.t_pvalue == 1.0 and same.wilcoxon_pvalue == 1.0
+    one = paired_comparison([0.7], [0.5])
+    assert one.n == 1 and math.isnan(one.ci_low) and math.isnan(one.t_pvalue)
+    dropped = paired_comparison([0.7, float("nan"), 0.6], [0.5, 0.5, 0.4])
+    assert dropped.n == 2 and dropped.mean_difference == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="same length"):
+        paired_comparison([1.0], [1.0, 2.0])
+    mean, low, high = mean_confidence_interval([2.0, 4.0])  # sd sqrt(2), se 1, t_{0.975,1} = 12.706
+    assert (mean, low, high) == pytest.approx((3.0, 3.0 - 12.7062047, 3.0 + 12.7062047))
+
+
+# ----------------------------------------------------------------------------------------------
+# baselines
+# ----------------------------------------------------------------------------------------------
+def _ctr_splits():
+    """Users A, B train; C test with candidates 2 (clicked), 3 (clicked), 4, 1 (not clicked)."""
+    rows = {
+        "train": {"user_id": ["A", "A", "B"], "history": [[1, 2], [1, 2], [2, 3]], "candidate": [4, 3, 4],
+                  "label": [1.0, 0.0, 0.0]},
+        "validation": {"user_id": [], "history": [], "candidate": [], "label": []},
+        "test": {"user_id": ["C"] * 4, "history": [[1]] * 4, "candidate": [2, 3, 4, 1], "label": [1.0, 1.0, 0.0, 0.0]},
+    }
+    features = datasets.Features({"user_id": datasets.Value("string"), "history": datasets.List(datasets.Value("int32")),
+                                  "candidate": datasets.Value("int32"), "label": datasets.Value("float32")})
+    return datasets.DatasetDict({k: datasets.Dataset.from_dict(v, features=features) for k, v in rows.items()})
+
+
+def test_popularity_counts_users_and_ranks_ctr_candidates():
+    model = PopularityBaseline().fit([[1, 2], [2, 3, 3], [1]], num_items=5)
+    assert model.scores.tolist() == [0.0, 2.0, 2.0, 1.0, 0.0]  # each user counts once
+    # Histories A [1, 2], B [2, 3], C [1]: scores 2 -> 2, 3 -> 1, 4 -> 0, 1 -> 2. Positive/negative pairs:
+    # (2 vs 4) win, (2 vs 1) tie, (3 vs 4) win, (3 vs 1) loss -> AUC (1 + 0.5 + 1 + 0) / 4.
+    metrics = evaluate_baseline("popularity", _ctr_splits(), num_items=5)
+    assert metrics["auc"] == pytest.approx(0.625)
+    assert "logloss" not in metrics  # counts are not probabilities
+
+
+def test_item_mean_uses_only_the_training_labels():
+    model = ItemMeanBaseline(prior_weight=0.0).fit([4, 3, 4], [1.0, 0.0, 0.0], num_items=5)
+    assert model.scores[4] == 0.5 and model.scores[3] == 0.0
+    # Unseen items get the global training mean 1/3 (prior weight 1: (0 + 1/3) / (0 + 1)).
+    metrics = evaluate_baseline("item_mean", _ctr_splits(), num_items=5)
+    # Test scores: 2 -> 1/3, 3 -> (0 + 1/3)/2 = 1/6, 4 -> (1 + 1/3)/3 = 4/9, 1 -> 1/3: positives {1/3, 1/6},
+    # negatives {4/9, 1/3}: pairs loss, tie, loss, loss -> AUC 0.5 / 4.
+    assert metrics["auc"] == pytest.approx(0.125)
+    assert "logloss" in metrics
+
+
+def test_matrix_factorization_loss_falls_and_learns_co_occurrence():
+    histories = [[1, 2], [1, 2], [1, 2, 3], [4, 5], [4, 5], [4, 5, 6]] * 5
+    mf = MatrixFactorization(factors=8, epochs=40, learning_rate=0.05, seed=0).fit(histories, num_items=7)
+    assert mf.losses[-1] < 0.5 * mf.losses[0]
+    assert mf.losses[0] == pytest.approx(math.log(2), abs=0.05)  # random init: margins near 0
+    # User 0 (items 1, 2) scores item 3 (co-occurring with 1, 2) above item 6 (co-occurring with 4, 5).
+    assert mf.score([0], [3])[0] > mf.score([0], [6])[0]
+    again = MatrixFactorization(factors=8, epochs=40, learning_rate=0.05, seed=0).fit(histories, num_items=7)
+    assert again.losses == mf.losses  # seeded
+
+
+def test_popularity_full_ranking_next_item_excludes_history():
+    features = datasets.Features({"user_id": datasets.Value("string"), "history": datasets.List(datasets.Value("int32")),
+                                  "target": datasets.Value("int32"), "exclude": datasets.List(datasets.Value("int32"))})
+    rows = {"user_id": ["a", "b", "c"], "history": [[1, 2], [1, 2, 3], [1]], "target": [3, 4, 2],
+            "exclude": [[1, 2], [1, 2, 3], [1]]}
+    split = datasets.Dataset.from_dict(rows, features=features)
+    splits = datasets.DatasetDict({"train": split, "validation": split, "test": split})
+    # Popularity: 1 -> 3, 2 -> 2, 3 -> 1, 4 -> 0. a: 1, 2 excluded, target 3 ranks first; b: 1-3 excluded,
+    # target 4 first; c: 1 excluded, target 2 first.
+    metrics = evaluate_baseline("popularity", splits, num_items=5)
+    assert metrics["hr@5"] == 1.0 and metrics["mrr"] == 1.0
+    with pytest.raises(ValueError, match="item_mean"):
+        evaluate_baseline("item_mean", splits, num_items=5)
+
+
+# ----------------------------------------------------------------------------------------------
+# the grid spec
+# ----------------------------------------------------------------------------------------------
+def test_spec_from_yaml_and_errors(tmp_path):
+    path = tmp_path / "grid.yaml"
+    path.write_text("task: ctr\nsplit_seeds: [0, 1, 2]\nseeds: [1, 2, 3]\nlabel_fractions: [0.1, 0.25, 1.0]\n")
+    grid = ExperimentSpec.from_file(path)
+    assert grid.name == "grid" and list(grid.methods) == ["none", "userbert", "ptum", "cp"]
+    kinds = [c.kind for c in grid.cells()]
+    # 1 export, 3 methods x 3 splits pre-trainings, 4 methods x 3 x 3 x 3 fine-tunings, 2 label-free baselines
+    # x 3 splits, item mean x 3 x 3 x 3.
+    assert kinds.count("export") == 1 and kinds.count("pretrain") == 9 and kinds.count("finetune") == 108
+    assert kinds.count("baseline") == 6 + 27
+    assert len({c.cell_id for c in grid.cells()}) == len(grid.cells())
+    path.write_text("task: ctr\nlabel_fraction: [0.1]\n")
+    with pytest.raises(ValueError, match=r"grid.yaml: unknown keys \['label_fraction'\]"):
+        ExperimentSpec.from_file(path)
+    path.write_text("task: ctr\nlabel_fractions: [0.0, 1.0]\n")
+    with pytest.raises(ValueError, match="grid.yaml.*label_fractions must be in"):
+        ExperimentSpec.from_file(path)
+    with pytest.raises(ValueError, match="objective"):
+        ExperimentSpec(name="x", task="ctr", methods={"bert": {"objective": "mlm"}})
+    with pytest.raises(ValueError, match="item_mean"):
+        ExperimentSpec(name="x", task="next_item", baselines=["item_mean"])
+
+
+def test_jobs_get_the_same_architecture_and_the_pretraining_export():
+    grid = ExperimentSpec(name="g", task="ctr", split_seeds=[3], seeds=[7], label_fractions=[0.1],
+                          methods={"none": {}, "cp": {"objective": "cp", "learning_rate": 5e-4}}, baselines=[],
+                          model_args={"hidden_size": 32}, task_args={"max_behaviors": 20},
+                          pretraining_args={"max_steps": 5})
+    run = ExperimentRunner(grid, "out", pretrain_fn=lambda argv: {}, finetune_fn=lambda argv: {})
+    pre = run.pretrain_argv("cp", 3)
+    assert _value(pre, "--data") == "out/pretraining_data" and _value(pre, "--objective") == "cp"
+    assert _value(pre, "--hidden_size") == "32" and _value(pre, "--max_behaviors") == "20"
+    assert _value(pre, "--learning_rate") == "0.0005" and _value(pre, "--seed") == "3"
+    cells = {c.method: c for c in grid.cells() if c.kind == "finetune"}
+    scratch, tuned = run.finetune_argv(cells["none"]), run.finetune_argv(cells["cp"])
+    assert _value(scratch, "--model_name_or_path") == "nrms" and _value(scratch, "--hidden_size") == "32"
+    assert _value(tuned, "--model_name_or_path") == "out/pretrained/g-cp-split3"
+    for argv in (scratch, tuned):
+        assert _value(argv, "--split_seed") == "3" and _value(argv, "--seed") == "7"
+        assert _value(argv, "--train_fraction") == "0.1" and _value(argv, "--max_behaviors") == "20"
+    assert _value(run.export_argv(), "--export_pretraining_data") == "out/pretraining_data"
+
+
+def _value(argv: list[str], option: str) -> str:
+    return argv[argv.index(option) + 1]
+
+
+# ----------------------------------------------------------------------------------------------
+# resuming, with fake jobs
+# ----------------------------------------------------------------------------------------------
+class FakeJobs:
+    """Stand-ins for the jobs: record calls, return metrics that depend on the argv, fail on request."""
+
+    def __init__(self, fail_at: int | None = None):
+        self.calls, self.fail_at = [], fail_at
+
+    def pretrain(self, argv):
+        self.calls.append(("pretrain", _value(argv, "--output_dir")))
+        return {"mbp_loss": 1.5}
+
+    def finetune(self, argv):
+        if "--export_pretraining_data" in argv:
+            self.calls.append(("export", ""))
+            return {}
+        self.calls.append(("finetune", _value(argv, "--output_dir")))
+        if self.fail_at is not None and len([c for c in self.calls if c[0] == "finetune"]) == self.fail_at:
+            raise KeyboardInterrupt  # the machine went away mid-grid
+        seed, split = int(_value(argv, "--seed")), int(_value(argv, "--split_seed"))
+        pretrained = not _value(argv, "--model_name_or_path").startswith("nrms")
+        fraction = float(_value(argv, "--train_fraction"))
+        return {"test_auc": 0.6 + 0.01 * seed + 0.002 * split + (0.03 * (1 - fraction) if pretrained else 0.0),
+                "test_ap": 0.5, "test_logloss": 0.68}
+
+
+def _grid(**overrides):
+    settings = dict(name="fake", task="ctr", split_seeds=[0, 1], seeds=[1, 2], label_fractions=[0.1, 1.0],
+                    methods={"none": {}, "userbert": {"objective": "userbert"}}, baselines=[])
+    return ExperimentSpec(**{**settings, **overrides})
+
+
+def test_interrupted_grid_resumes_without_redoing_finished_cells(tmp_path):
+    grid = _grid()
+    first = FakeJobs(fail_at=5)
+    run = ExperimentRunner(grid, tmp_path, pretrain_fn=first.pretrain, finetune_fn=first.finetune)
+    with pytest.raises(KeyboardInterrupt):
+        run.run()
+    finished = [json.loads(line)["cell"] for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    # export + 2 pre-trainings + 4 fine-tunings finished; the 5th fine-tuning was interrupted.
+    assert len(finished) == 7 and finished[0] == "export"
+    second = FakeJobs()
+    resumed = ExperimentRunner(grid, tmp_path, pretrain_fn=second.pretrain, finetune_fn=second.finetune)
+    records = resumed.run()
+    assert [c[0] for c in second.calls] == ["finetune"] * (16 - 4)  # nothing finished is run again
+    redone = {c[1] for c in second.calls}
+    assert not redone & {str(run.run_dir(c)) for c in grid.cells() if c.cell_id in finished and c.kind == "finetune"}
+    assert sorted(r["cell"] for r in records) == sorted(c.cell_id for c in grid.cells())
+    third = FakeJobs()
+    ExperimentRunner(grid, tmp_path, pretrain_fn=third.pretrain, finetune_fn=third.finetune).run()
+    assert third.calls == []  # a finished grid runs nothing
+
+
+def test_a_result_line_cut_by_a_kill_is_rerun(tmp_path):
+    store = ResultsStore(tmp_path / "results.jsonl")
+    store.add({"cell": "export"})
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write('{"cell": "pretrain/userbert/split0", "metr')  # killed while writing
+    assert ResultsStore(tmp_path / "results.jsonl").done("export")
+    assert not ResultsStore(tmp_path / "results.jsonl").done("pretrain/userbert/split0")
+
+
+def test_stop_after_runs_that_many_cells(tmp_path):
+    jobs = FakeJobs()
+    run = ExperimentRunner(_grid(), tmp_path, pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune)
+    run.run(stop_after=2)
+    assert [c[0] for c in jobs.calls] == ["export", "pretrain"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the report
+# ----------------------------------------------------------------------------------------------
+def test_report_tables_and_plots_from_results(tmp_path):
+    grid = _grid()
+    jobs = FakeJobs()
+    records = ExperimentRunner(grid, tmp_path / "out", pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune).run()
+    page = report.write_report(grid, records, tmp_path / "docs" / "results.md", command="userbert experiment x.yaml")
+    text = page.read_text()
+    # At 10% labels every pre-trained run is 0.027 above its scratch pair (4 pairs): a constant difference.
+    values = report.metric_values(records, "auc")
+    c = report.paired(values, "userbert", "none", 0.1)
+    assert c.n == 4 and c.mean_difference == pytest.approx(0.027) and c.wins == 4
+    assert "| userbert vs none | 10% | 4 |" in text and "+0.0270" in text
+    assert "10% labels: userbert is **better than** none" not in text  # 4 pairs: Wilcoxon p = 0.125 > 0.05
+    assert "not significantly different" in text
+    # Means: scratch AUC at 100% = 0.6 + 0.01 * seed + 0.002 * split over seeds {1, 2} x splits {0, 1}.
+    assert "| none | 0.6160" in text
+    assert "userbert experiment x.yaml" in text and "CPU cores" in text
+    assert (tmp_path / "docs" / "results" / "fake" / "gain.png").stat().st_size > 1000
+    # A second experiment adds its section to the same page.
+    other = _grid(name="other")
+    report.write_report(other, records, tmp_path / "docs" / "results.md", command="userbert experiment y.yaml")
+    text = (tmp_path / "docs" / "results.md").read_text()
+    assert "## fake:" in text and "## other:" in text
