@@ -247,11 +247,14 @@ EVENTS = [  # unsorted, a tie at t=20 (file order must win), a duplicate, texts 
 
 def write_events(directory: Path, fmt: str) -> Path:
     path = directory / f"events.{fmt}"
-    if fmt in ("csv", "tsv"):
+    if fmt == "csv":
         with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(EVENTS[0]), delimiter="," if fmt == "csv" else "\t")
+            writer = csv.DictWriter(f, fieldnames=list(EVENTS[0]))
             writer.writeheader()
             writer.writerows(EVENTS)
+    elif fmt == "tsv":  # as logs are written: no quoting
+        lines = ["\t".join(EVENTS[0])] + ["\t".join(str(v) for v in event.values()) for event in EVENTS]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     elif fmt == "jsonl":
         path.write_text("".join(json.dumps(e) + "\n" for e in EVENTS))
     elif fmt == "json":

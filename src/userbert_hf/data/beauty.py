@@ -31,6 +31,7 @@ def load_amazon_beauty(
     events = Events(path=path)
     lines_used = 0
     for line_no, line in iter_lines(path):
+        issues.summary.lines_read += 1
         tokens = line.split()
         if not tokens:
             issues.skip("blank_line", path, line_no, "blank line")

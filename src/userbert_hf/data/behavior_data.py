@@ -109,19 +109,25 @@ def events_from_table(
     path = table.path
     locations = np.asarray(table.locations, dtype=object)
     raw_users, raw_items, raw_times = (table.column(c) for c in (user_column, item_column, time_column))
-    users, items = parse_ids(raw_users), parse_ids(raw_items)
+    (users, nested_users), (items, nested_items) = parse_ids(raw_users), parse_ids(raw_items)
     times, time_ok = parse_times(raw_times, time_format)
     raw_floats = {name: table.column(name) for name in float_columns}
     floats = {name: parse_floats(values) for name, values in raw_floats.items()}
 
     reserved = items == PAD_TOKEN  # the padding behaviour's raw id cannot name a real behaviour
-    bad = (users == "") | (items == "") | reserved | ~time_ok
+    bad = (users == "") | (items == "") | reserved | ~time_ok  # a nested (list / struct) id is "" too
     for _, ok in floats.values():
         bad |= ~ok
     for i in np.flatnonzero(bad):
         where = locations[i]
-        if users[i] == "":
+        if nested_users[i]:
+            issues.skip("invalid_user_id", path, where, _nested_message(user_column, raw_users[i]),
+                        column=user_column)
+        elif users[i] == "":
             issues.skip("empty_user_id", path, where, f"column {user_column!r} is empty", column=user_column)
+        elif nested_items[i]:
+            issues.skip("invalid_item_id", path, where, _nested_message(item_column, raw_items[i]),
+                        column=item_column)
         elif items[i] == "":
             issues.skip("empty_item_id", path, where, f"column {item_column!r} is empty", column=item_column)
         elif reserved[i]:
@@ -153,6 +159,11 @@ def events_from_table(
     )
 
 
+def _nested_message(column: str, value: object) -> str:
+    kind = "an object / struct" if isinstance(value, dict) else "a list"
+    return f"column {column!r}: {kind} value {value!r:.60} is not an id"
+
+
 def build_behavior_data(
     events: Events,
     issues: Issues,
@@ -181,15 +192,12 @@ def build_behavior_data(
         frame = pd.DataFrame({"u": users, "i": items, "t": times})
         duplicated = frame.duplicated(keep="first").to_numpy()
         if duplicated.any():
-            first_seen: dict[tuple, object] = {}
-            for j in range(n):
-                first_seen.setdefault((users[j], items[j], times[j]), events.locations[j])
             dup_index = np.flatnonzero(duplicated)
             for j in dup_index[:MAX_EXAMPLES_PER_REASON]:
-                original = first_seen[(users[j], items[j], times[j])]
+                original = _first_occurrence(users, items, times, j)
                 issues.skip(
                     "duplicate_event", path, events.locations[j],
-                    f"duplicate of {where_text(original)} "
+                    f"duplicate of {where_text(events.locations[original])} "
                     f"(user {users[j]!r}, item {items[j]!r}, timestamp {times[j]})",
                 )
             issues.count("duplicate_event", len(dup_index) - min(len(dup_index), MAX_EXAMPLES_PER_REASON))
@@ -266,6 +274,13 @@ def build_behavior_data(
 
     report(summary, verbose)
     return BehaviorData(users=users_dataset, vocabulary=vocabulary, summary=summary, source=source)
+
+
+def _first_occurrence(users: np.ndarray, items: np.ndarray, times: np.ndarray, j: int) -> int:
+    """Index of the first event equal to event ``j`` (column-wise comparisons, no Python loop over rows)."""
+    same_time = np.flatnonzero(times[:j] == times[j])
+    same = same_time[(items[same_time] == items[j]) & (users[same_time] == users[j])]
+    return int(same[0])
 
 
 def list_array(offsets: np.ndarray, values: np.ndarray, value_type: pa.DataType) -> pa.ListArray:

@@ -82,7 +82,7 @@ def infer_format(path: Path, file_format: str | None) -> str:
 
 def read_table(path: Path, file_format: str, issues: Issues) -> Table:
     if file_format in ("csv", "tsv"):
-        return read_delimited(path, "," if file_format == "csv" else "\t", issues)
+        return read_delimited(path, "," if file_format == "csv" else "\t", issues, quoted=file_format == "csv")
     if file_format in ("jsonl", "json"):
         return _read_json(path, file_format, issues)
     table = _read_parquet(path)
@@ -90,21 +90,49 @@ def read_table(path: Path, file_format: str, issues: Issues) -> Table:
     return table
 
 
-def read_delimited(path: Path, delimiter: str, issues: Issues) -> Table:
-    """Read a CSV/TSV file with a header line; rows with the wrong number of fields are skipped."""
+def read_delimited(path: Path, delimiter: str, issues: Issues, *, quoted: bool = True) -> Table:
+    """Read a CSV/TSV file with a header line; rows with the wrong number of fields are skipped.
+
+    ``quoted=True`` (CSV) follows RFC 4180 quoting, so a quoted field may hold delimiters and line breaks. A
+    record spanning several physical lines that has the wrong number of fields, an unclosed quote at the end of
+    the file or more than :data:`MAX_RECORD_LINES` lines is not a record but an unbalanced quote: its first line
+    is skipped (``unbalanced_quote``) and reading resumes on the next line, so one stray ``"`` costs one line,
+    not the rest of the file. ``quoted=False`` (TSV, as logs are written) reads every line as it is: quotes are
+    kept (``"Weird Al" Yankovic live``) and no field spans lines.
+    """
     rows: list[list[str]] = []
     lines: list[int] = []
     header: list[str] | None = None
     n_fields = 0
     rows_read = 0
-    end = 0  # last physical line read so far; a record starts on the line after the previous one ended
+    multi_line = [0, 0, None]  # records spanning several lines, their physical lines, first "start-end"
     old_field_limit = csv.field_size_limit()
     csv.field_size_limit(max(old_field_limit, _CSV_FIELD_SIZE_LIMIT))
+    quoting = csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
+    feed = None
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter=delimiter)
-            for row in reader:
-                start, end = end + 1, reader.line_num
+            feed = _LineFeed(f)
+            reader = csv.reader(feed, delimiter=delimiter, quoting=quoting)
+            while True:
+                start = feed.consumed + 1
+                feed.mark()
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                end = feed.consumed
+                if end > start and header is not None and _runaway_quote(feed.record, len(row), n_fields):
+                    rows_read += 1
+                    issues.skip(
+                        "unbalanced_quote", path, start,
+                        f"a quoted field opened on this line is not closed where it should be (read as one record, "
+                        f"it would swallow lines {start}-{end} into {len(row)} fields); line skipped, reading "
+                        f"resumes on line {start + 1}",
+                    )
+                    feed.replay_after_first()
+                    reader = csv.reader(feed, delimiter=delimiter, quoting=quoting)
+                    continue
                 if len(row) != n_fields or header is None:
                     if not row or (len(row) == 1 and not row[0].strip()):
                         if header is not None:
@@ -120,21 +148,91 @@ def read_delimited(path: Path, delimiter: str, issues: Issues) -> Table:
                         f"expected {n_fields} fields ({', '.join(header)}), got {len(row)}: {_preview(row)}",
                     )
                     continue
+                if end > start:
+                    multi_line[0] += 1
+                    multi_line[1] += end - start + 1
+                    multi_line[2] = multi_line[2] or f"{path}:{start}-{end}"
                 rows_read += 1
                 rows.append(row)
                 lines.append(start)
-    except UnicodeDecodeError as e:
-        raise DataFormatError(
-            f"{path}: not valid UTF-8 after line {end} ({e.reason} at byte {e.start})", path=path
-        ) from None
+    except UnicodeDecodeError:
+        raise utf8_error(path) from None
     except csv.Error as e:
-        raise DataFormatError(f"{path}:{end + 1}: cannot parse the line: {e}", path=path, line=end + 1) from None
+        line = feed.consumed if feed is not None else 1
+        raise DataFormatError(f"{path}:{line}: cannot parse the line: {e}", path=path, line=line) from None
     finally:
         csv.field_size_limit(old_field_limit)
     issues.summary.rows_read += rows_read
+    issues.summary.lines_read += feed.consumed
+    if multi_line[0]:
+        issues.summary.notes.append(
+            f"{multi_line[0]:,} records span several lines through quoted line breaks ({multi_line[1]:,} physical "
+            f"lines in all), e.g. {multi_line[2]}"
+        )
     if header is None:
         raise DataFormatError(f"{path}: file is empty (only blank lines)", path=path, reason="empty_file")
     return Table(path=path, columns=header, locations=lines, _rows=rows)
+
+
+# A quoted field may hold line breaks, but a record longer than this many physical lines is a stray quote.
+MAX_RECORD_LINES = 100
+
+
+def _runaway_quote(record_lines: list[str], n_read: int, n_fields: int) -> bool:
+    """Whether a record read across several lines is an unbalanced quote rather than a quoted line break."""
+    if n_read != n_fields or len(record_lines) > MAX_RECORD_LINES:
+        return True
+    return sum(line.count('"') for line in record_lines) % 2 == 1  # the quote was still open at end of file
+
+
+class _LineFeed:
+    """The physical lines of a text file for ``csv.reader``, remembering the lines of the current record so that
+    reading can resume on the line after a record's first line."""
+
+    def __init__(self, lines: Iterable[str]):
+        self._lines = iter(lines)
+        self._replay: list[str] = []  # lines to give again, last first
+        self.record: list[str] = []  # lines given since mark()
+        self.consumed = 0  # physical lines given so far (net of replays): the number of the last one
+
+    def __iter__(self) -> "_LineFeed":
+        return self
+
+    def __next__(self) -> str:
+        line = self._replay.pop() if self._replay else next(self._lines)
+        self.record.append(line)
+        self.consumed += 1
+        return line
+
+    def mark(self) -> None:
+        self.record = []
+
+    def replay_after_first(self) -> None:
+        again = self.record[1:]
+        self._replay.extend(reversed(again))
+        self.consumed -= len(again)
+        self.record = []
+
+
+def utf8_error(path: Path) -> DataFormatError:
+    """A DataFormatError naming the line and the byte offset (in the file) of the first byte that is not UTF-8."""
+    offset, line_no = 0, 1
+    with open(path, "rb") as f:
+        for raw in f:  # binary lines end at b"\n"; no UTF-8 multi-byte sequence contains that byte
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                before = raw[: e.start]
+                line_no += len(re.findall(rb"\r(?!\n)", before))  # old Mac line ends inside this chunk
+                column = e.start - max(before.rfind(b"\r"), -1)
+                return DataFormatError(
+                    f"{path}:{line_no}: not valid UTF-8 ({e.reason}: byte {offset + e.start:,} of the file, "
+                    f"byte {column} of the line, {raw[e.start:e.end]!r})",
+                    path=path, line=line_no, reason="not_utf8",
+                )
+            line_no += 1 + len(re.findall(rb"\r(?!\n)", raw))
+            offset += len(raw)
+    return DataFormatError(f"{path}: not valid UTF-8", path=path, reason="not_utf8")  # pragma: no cover
 
 
 def _check_header(header: list[str], path: Path, line: int) -> list[str]:
@@ -151,8 +249,8 @@ def _read_json(path: Path, file_format: str, issues: Issues) -> Table:
     """Read JSON Lines (one object per line), or a JSON array of objects for ``.json`` files."""
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataFormatError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})", path=path) from None
+    except UnicodeDecodeError:
+        raise utf8_error(path) from None
     if not text.strip():
         raise DataFormatError(f"{path}: file is empty (only whitespace)", path=path, reason="empty_file")
     records: list[tuple[object, object]] = []  # (location, parsed value, _BLANK or exception message)
@@ -166,6 +264,7 @@ def _read_json(path: Path, file_format: str, issues: Issues) -> Table:
         lines = re.split(r"\r\n|\r|\n", text)  # not str.splitlines: JSON strings may hold U+2028, U+0085, ...
         if lines[-1] == "":
             lines.pop()
+        issues.summary.lines_read += len(lines)
         for line_no, line in enumerate(lines, start=1):
             if not line.strip():
                 records.append((line_no, _BLANK))
@@ -228,6 +327,6 @@ def iter_lines(path: Path) -> Iterable[tuple[int, str]]:
         with open(path, encoding="utf-8-sig", newline="") as f:
             for line_no, line in enumerate(f, start=1):
                 yield line_no, line.rstrip("\r\n")
-    except UnicodeDecodeError as e:
-        raise DataFormatError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})", path=path) from None
+    except UnicodeDecodeError:
+        raise utf8_error(path) from None
 

@@ -61,6 +61,9 @@ class LoadSummary:
         source: loader name (``"movielens"``, ``"mind"``, ``"amazon-beauty"``, ``"event-log"``).
         path: the file or directory read.
         rows_read: data rows (lines without header, records) read from the main file.
+        lines_read: physical lines of the main file (header, blank lines and every line of a record that spans
+            several lines included; 0 where not counted: Parquet, JSON arrays, MIND). Every one is either the
+            header, a blank line (``skipped``), or part of a row read.
         rows_used: rows that passed every check (events before ``max_behaviors`` truncation; for MIND the
             ``behaviors.tsv`` lines that parsed).
         users: users in the result.
@@ -82,6 +85,7 @@ class LoadSummary:
     source: str
     path: str = ""
     rows_read: int = 0
+    lines_read: int = 0
     rows_used: int = 0
     users: int = 0
     behaviors: int = 0
@@ -107,7 +111,7 @@ class LoadSummary:
         limit = "no limit" if self.max_behaviors is None else f"max_behaviors={self.max_behaviors}"
         lines = [
             f"{self.source} data from {self.path}",
-            f"  rows read:   {self.rows_read:,}",
+            f"  rows read:   {self.rows_read:,}" + (f" (from {self.lines_read:,} lines)" if self.lines_read else ""),
             f"  rows used:   {self.rows_used:,}",
             f"  users:       {self.users:,}",
             f"  behaviors:   {self.behaviors:,} distinct",

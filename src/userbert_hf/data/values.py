@@ -14,7 +14,7 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 def as_id(value: object) -> str:
     """Canonical string form of a raw user/item id ('' for missing)."""
-    if value is None:
+    if value is None or value is pd.NA or value is pd.NaT:
         return ""
     if isinstance(value, str):
         return value.strip()
@@ -84,11 +84,22 @@ def time_hint(time_format: str | None) -> str:
     return f"expected the format {time_format!r}"
 
 
-def parse_ids(values: list) -> np.ndarray:
-    """Canonical string ids ('' for missing) as an object array."""
+def parse_ids(values: list) -> tuple[np.ndarray, np.ndarray]:
+    """(canonical string ids as an object array, '' for missing; mask of values that cannot be an id).
+
+    A list, tuple, dict or array (a JSON / Parquet list or struct cell) is not an id: its mask entry is True
+    and its id is ''.
+    """
     if all(type(v) is str for v in values):
-        return np.asarray([v.strip() for v in values] or [], dtype=object)
-    return np.asarray([as_id(v) for v in values] or [], dtype=object)  # JSON / Parquet values (numbers, bytes)
+        return np.asarray([v.strip() for v in values] or [], dtype=object), np.zeros(len(values), dtype=bool)
+    nested = np.fromiter((is_nested(v) for v in values), dtype=bool, count=len(values))
+    ids = [("" if bad else as_id(v)) for v, bad in zip(values, nested)]  # JSON / Parquet values (numbers, bytes)
+    return np.asarray(ids or [], dtype=object), nested
+
+
+def is_nested(value: object) -> bool:
+    """A list / struct / map cell (JSON array or object, Parquet list or struct): never a valid id or time."""
+    return isinstance(value, (list, tuple, dict, set, np.ndarray))
 
 
 def parse_times(values: list, time_format: str | None) -> tuple[np.ndarray, np.ndarray]:
