@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 
 import datasets
@@ -32,10 +31,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from .assets import build_catalog, load_user_model_assets
+from .assets import build_catalog, check_model_weights, load_user_model_assets
 from .collation import UserBertCollator
 from .data import BehaviorData, load_behavior_data
 from .modeling_userbert import UserBertModel
+from .output_dir import OutputDirError, check_embedding_output
 from .vocabulary import BehaviorVocabulary
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def read_users(data, vocabulary: BehaviorVocabulary, max_behaviors: int | None =
     ``behavior_ids`` in ``vocabulary``'s ids; behaviours the vocabulary does not know are dropped (and counted),
     users left without behaviours are dropped with a warning."""
     if not isinstance(data, BehaviorData):
-        data = load_behavior_data(data, vocabulary=vocabulary, max_behaviors=max_behaviors)
+        data = load_behavior_data(data, vocabulary=vocabulary, max_behaviors=max_behaviors, verbose=False)  # logged
     users = data.users
     if data.vocabulary.raw_ids != vocabulary.raw_ids:
         # Data loaded with its own vocabulary (a BehaviorData built elsewhere, a saved data folder).
@@ -131,6 +131,7 @@ def embed_users(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     # 1. The user model with its frozen vocabulary (and tokenizer).
+    check_model_weights(model_name_or_path)  # a truncated model.safetensors is reported by name
     model = UserBertModel.from_pretrained(model_name_or_path).to(device).eval()
     config = model.config
     vocabulary, tokenizer = load_user_model_assets(model_name_or_path, config)
@@ -170,8 +171,13 @@ def load_user_embeddings(path: str) -> datasets.Dataset:
     return datasets.Dataset(pq.read_table(path))
 
 
-def export_user_embeddings(model, data, output_path: str, batch_size: int = 64, device=None) -> datasets.Dataset:
-    """:func:`embed_users` + :func:`save_user_embeddings`; ``model`` is a model folder or Hub repository id."""
+def export_user_embeddings(
+    model, data, output_path: str, batch_size: int = 64, device=None, overwrite: bool = False
+) -> datasets.Dataset:
+    """:func:`embed_users` + :func:`save_user_embeddings`; ``model`` is a model folder or Hub repository id. An
+    existing ``output_path`` that does not hold user embeddings is refused (before anything is computed) unless
+    ``overwrite=True``."""
+    check_embedding_output(output_path, overwrite)
     embeddings = embed_users(model, data, batch_size=batch_size, device=device)
     save_user_embeddings(embeddings, output_path)
     return embeddings
@@ -261,19 +267,35 @@ class EmbeddingExportArguments:
     )
     batch_size: int = field(default=64, metadata={"help": "Users per forward pass."})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
+    overwrite_output: bool = field(
+        default=False,
+        metadata={"help": "Replace an existing --output that does not hold user embeddings (refused otherwise)."},
+    )
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
 
 
 def main(argv: list[str] | None = None) -> datasets.Dataset:
-    from transformers import HfArgumentParser
+    from .cli import JobArgumentParser
 
+    parser = JobArgumentParser(
+        (EmbeddingExportArguments,), "embed",
+        "Embed every user of a behaviour dataset with a pre-trained user model (its frozen vocabulary and tokenizer) "
+        "and save user_id + embedding as Parquet or a datasets folder. An existing --output that does not hold user "
+        "embeddings is refused unless --overwrite_output is passed.",
+        ("userbert embed --model_name_or_path outputs/userbert-pretrained --output embeddings.parquet",
+         "userbert embed --model_name_or_path org/userbert-movielens --data events.csv --output embeddings/"),
+    )
+    (args,) = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = HfArgumentParser(EmbeddingExportArguments)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        (args,) = parser.parse_json_file(os.path.abspath(argv[0]))
-    else:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
-    embeddings = export_user_embeddings(args.model_name_or_path, args.data, args.output, args.batch_size, args.device)
+    try:
+        embeddings = export_user_embeddings(
+            args.model_name_or_path, args.data, args.output, args.batch_size, args.device, args.overwrite_output
+        )
+    except OutputDirError as err:
+        parser.error(str(err))
     size = len(embeddings[0]["embedding"]) if embeddings.num_rows else 0
     print(f"Embedded {embeddings.num_rows} users ({size} dimensions) with {args.model_name_or_path} -> {args.output}")
     return embeddings

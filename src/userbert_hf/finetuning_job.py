@@ -25,14 +25,13 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+import torch
+from transformers import Trainer, TrainingArguments, set_seed
 
 from .assets import build_catalog, load_user_model_assets
 from .processing_userbert import save_processor
@@ -40,6 +39,8 @@ from .configuration_userbert import PRESETS, UserBertConfig
 from .data import BehaviorData, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import split_statistics
 from .model_card import build_model_card, save_run_results
+from .output_dir import OutputDirError, mark_output_dir, prepare_output_dir, push_output_dir
+from .pretraining.trainer import validate_training_length
 from .tasks import (  # noqa: F401  (the metric factories stay importable from here)
     TASK_REGISTRY,
     TASKS,
@@ -63,7 +64,7 @@ TASK_NAMES = {name: (task.hub_task_type, task.hub_task_name) for name, task in T
 class FinetuningDataArguments:
     """Which downstream task and labelled data."""
 
-    task: str = field(default="ctr", metadata={"help": f"Downstream task, one of {TASKS}."})
+    task: str = field(default="ctr", metadata={"help": "Downstream task.", "choices": list(TASKS)})
     data: str = field(
         default="movielens",
         metadata={"help": "ctr, implicit_ctr: 'movielens' (bundled) or a MovieLens folder; next_item: Beauty.txt or any behaviour "
@@ -124,6 +125,11 @@ class FinetuningDataArguments:
             raise ValueError(f"--train_fraction must be in (0, 1], got {self.train_fraction}")
         if not 0 < self.history_fraction < 1:
             raise ValueError(f"--history_fraction must be in (0, 1), got {self.history_fraction}")
+        for name in ("max_behaviors", "min_word_frequency", "candidates_per_row", "npratio",
+                     "max_train_targets_per_user", "negatives_per_positive", "popular_items"):
+            value = getattr(self, name, 1)
+            if value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value}")
 
 
 @dataclass
@@ -158,6 +164,11 @@ class FinetuningModelArguments:
         for name in ("hidden_size", "attention_query_size", "num_attention_heads", "dropout"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(pretraining, name))
+        if is_preset(self.model_name_or_path):  # from scratch: every invalid size is reported now, by option
+            PretrainingModelArguments(
+                preset=self.model_name_or_path.lower(), hidden_size=self.hidden_size, dropout=self.dropout,
+                attention_query_size=self.attention_query_size, num_attention_heads=self.num_attention_heads,
+            )
 
 
 @dataclass
@@ -187,13 +198,40 @@ class FinetuningArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collators read dataset columns forward does not name."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Write into a non-empty --output_dir (or --export_pretraining_data folder) that an earlier "
+                          "run of `userbert finetune` did not write; refused otherwise."},
+    )
+
+    def __post_init__(self):
+        validate_training_length(self)
+        super().__post_init__()
+
+
+EXAMPLES = (
+    "userbert finetune --task ctr --model_name_or_path outputs/userbert-pretrained --output_dir outputs/ctr",
+    "userbert finetune --task ctr --model_name_or_path nrms --output_dir outputs/ctr-scratch   # from scratch",
+    "userbert finetune --task next_item --data Beauty.txt --model_name_or_path bert4rec --output_dir outputs/beauty",
+    "userbert finetune --task ctr --export_pretraining_data outputs/ml-ctr-pretrain",
+)
+
+
+def build_parser():
+    from .cli import JobArgumentParser
+
+    return JobArgumentParser(
+        (FinetuningDataArguments, FinetuningModelArguments, FinetuningArguments), "finetune",
+        "Fine-tune a pre-trained user model (or a preset from scratch) on a downstream task with the standard "
+        "transformers Trainer, evaluate on the held-out test split and write a Hub-ready folder. A non-empty "
+        "--output_dir is refused unless an earlier run of this job wrote it and left a checkpoint (then it is "
+        "resumed) or --overwrite_output_dir is passed.",
+        EXAMPLES,
+    )
 
 
 def parse_args(argv: list[str] | None = None):
-    parser = HfArgumentParser((FinetuningDataArguments, FinetuningModelArguments, FinetuningArguments))
-    if argv and len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    return build_parser().parse(argv)
 
 
 def is_preset(name: str) -> bool:
@@ -256,23 +294,6 @@ def eval_ignore_keys(task: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # Saving
 # ----------------------------------------------------------------------------------------------
-def ensure_remote_code(output_dir: str) -> None:
-    """Heads without a matching auto class (CTR, next behaviour) are saved without model code: copy it and name
-    the base user model in ``auto_map`` so ``AutoModel.from_pretrained(dir, trust_remote_code=True)`` loads the
-    user model where this package is not installed (as for every other UserBERT checkpoint)."""
-    package = Path(__file__).resolve().parent
-    for name in ("configuration_userbert.py", "modeling_userbert.py"):
-        target = Path(output_dir) / name
-        if not target.exists():
-            shutil.copyfile(package / name, target)
-    config_path = Path(output_dir) / "config.json"
-    saved = json.loads(config_path.read_text())
-    auto_map = saved.setdefault("auto_map", {})
-    auto_map.setdefault("AutoConfig", "configuration_userbert.UserBertConfig")
-    auto_map.setdefault("AutoModel", "modeling_userbert.UserBertModel")
-    config_path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
-
-
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -287,6 +308,22 @@ def card_metrics(task: str, metrics: dict, prefix: str = "test_") -> dict[str, f
 def run_finetuning(data_args, model_args, training_args) -> dict:
     """Fine-tune, evaluate on test and save; returns the test metrics (``test_*``)."""
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    # 0. The output folder: refuse one this job did not write (before anything is loaded or written), or resume
+    #    from its last complete checkpoint.
+    resume_from = None
+    if data_args.export_pretraining_data:
+        prepare_output_dir(data_args.export_pretraining_data, "export", overwrite=training_args.overwrite_output_dir)
+    else:
+        resume_from = prepare_output_dir(
+            training_args.output_dir, "finetune", overwrite=training_args.overwrite_output_dir,
+            resume_from_checkpoint=training_args.resume_from_checkpoint,
+        )
+        if training_args.world_size > 1:
+            torch.distributed.barrier()  # every rank has decided before the main process writes the marker
+        if training_args.process_index == 0:
+            mark_output_dir(training_args.output_dir, "finetune")
+    if training_args.device.type == "cpu":
+        training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on CPU)
     set_seed(training_args.seed)
     task, source = data_args.task, model_args.model_name_or_path
     from_scratch = is_preset(source)
@@ -369,7 +406,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     )
     ignore_keys = eval_ignore_keys(task)
     started = time.time()
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint, ignore_keys_for_eval=ignore_keys)
+    trainer.train(resume_from_checkpoint=resume_from, ignore_keys_for_eval=ignore_keys)
     train_seconds = time.time() - started
     test_metrics = trainer.evaluate(splits["test"], ignore_keys=ignore_keys, metric_key_prefix="test")
     validation = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
@@ -379,7 +416,6 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     model.config.auto_map = None
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
-        ensure_remote_code(training_args.output_dir)
         save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
         settings = {
             "task": task, "data": data_args.data, "test_data": data_args.test_data,
@@ -434,12 +470,18 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         card.save(os.path.join(training_args.output_dir, "README.md"))
         print(f"Saved the fine-tuned model to {training_args.output_dir}: "
               f"{json.dumps({k: v for k, v in test_metrics.items() if _finite(v)})}")
+        if training_args.push_to_hub:  # the folder as written: our card, results, code, vocabulary, processor
+            push_output_dir(trainer, training_args.output_dir)
     return test_metrics
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, model_args, training_args = parse_args(argv if argv is not None else sys.argv[1:])
-    return run_finetuning(data_args, model_args, training_args)
+    parser = build_parser()
+    data_args, model_args, training_args = parser.parse(argv if argv is not None else sys.argv[1:])
+    try:
+        return run_finetuning(data_args, model_args, training_args)
+    except OutputDirError as err:
+        parser.error(str(err))
 
 
 __all__ = [

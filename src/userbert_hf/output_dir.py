@@ -187,7 +187,30 @@ def _holds_embeddings(output: str) -> bool:
     return names == {"user_id", "embedding"}
 
 
+def push_output_dir(trainer, output_dir: str, commit_message: str = "End of training"):
+    """Push the finished output folder to the job's Hub repository exactly as it is on disk: the job's own model
+    card (not the Trainer's generic one), ``training_results.json``, weights, config, model and processor code,
+    vocabulary and tokenizer. Checkpoints, ``training_args.bin`` (a pickle) and ``_*`` files stay local; a
+    ``training_args.bin`` pushed by the Trainer's in-training pushes is deleted from the repository."""
+    from huggingface_hub import HfApi
+
+    in_flight = getattr(trainer, "push_in_progress", None)
+    if in_flight is not None:
+        in_flight.wait_until_done()  # the Trainer's last checkpoint push lands before the final commit
+    args = trainer.args
+    repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id
+    if repo_id is None:  # push_to_hub set after the Trainer was built
+        trainer.init_hf_repo()
+        repo_id = trainer.hub_model_id
+    return HfApi().upload_folder(
+        repo_id=repo_id, folder_path=output_dir, commit_message=commit_message, token=args.hub_token,
+        revision=args.hub_revision, ignore_patterns=["_*", "checkpoint-*", "training_args.bin"],
+        delete_patterns=["training_args.bin"],
+    )
+
+
 __all__ = [
+    "push_output_dir",
     "MARKER_FILE",
     "OutputDirError",
     "parse_resume_argument",

@@ -13,6 +13,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+import torch
+
 from transformers import HfArgumentParser, set_seed
 from transformers.dynamic_module_utils import custom_object_save
 
@@ -23,6 +25,7 @@ from .data import load_behavior_data
 from .sharded_data import load_user_shards
 from .model_card import build_model_card, save_run_results
 from .modeling_userbert import UserBertForPreTraining
+from .output_dir import OutputDirError, mark_output_dir, prepare_output_dir, push_output_dir
 from .tokenization_userbert import build_word_tokenizer
 from .pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
 
@@ -40,17 +43,33 @@ class PretrainingDataArguments:
     max_behaviors: int = field(default=100, metadata={"help": "Most recent behaviours kept per user."})
     min_word_frequency: int = field(default=1, metadata={"help": "Words seen fewer times become [UNK]."})
     strict_data: bool = field(default=False, metadata={"help": "Turn skipped bad input rows into errors."})
+    eval_fraction: float | None = field(
+        default=None,
+        metadata={"help": "Share of users held out (seeded by --seed) for held-out pre-training evaluation; default "
+                  "0.1 when the data has at least 100 users, else 0 (no evaluation)."},
+    )
 
+
+    def __post_init__(self):
+        if self.max_behaviors < 1:
+            raise ValueError(f"--max_behaviors must be >= 1, got {self.max_behaviors}")
+        if self.min_word_frequency < 1:
+            raise ValueError(f"--min_word_frequency must be >= 1, got {self.min_word_frequency}")
+        if getattr(self, "eval_fraction", None) is not None and not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"--eval_fraction must be in [0, 1), got {self.eval_fraction}")
 
 @dataclass
 class PretrainingModelArguments:
     """Which user model to pre-train."""
 
-    preset: str = field(default="nrms", metadata={"help": f"User model preset, one of {sorted(PRESETS)}."})
+    preset: str = field(default="nrms", metadata={"help": "User model preset (the paper's user models).",
+                                                  "choices": sorted(PRESETS)})
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Continue pre-training a saved UserBERT model (folder or Hub name)."}
     )
-    objective: str = field(default="userbert", metadata={"help": "userbert (MBP+BSM), ptum or cp."})
+    objective: str = field(
+        default="userbert", metadata={"help": "userbert (MBP+BSM), ptum or cp.", "choices": ["userbert", "ptum", "cp"]}
+    )
     hidden_size: int | None = field(default=64, metadata={"help": "Hidden size (paper: 256)."})
     attention_query_size: int | None = field(default=32, metadata={"help": "Additive attention query size (paper: 200)."})
     num_attention_heads: int | None = field(default=4, metadata={"help": "Heads of self-attention encoders."})
@@ -58,6 +77,20 @@ class PretrainingModelArguments:
     bsm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of behaviour sequence matching (0 = off)."})
     dropout: float = field(default=0.2, metadata={"help": "Dropout (paper: 0.2)."})
     initializer_range: float = field(default=0.02, metadata={"help": "Std of embedding initialisation."})
+    matching_similarity: str = field(
+        default="cosine", metadata={"help": "Matcher scores: 'cosine' (default) or 'dot' (the paper)."}
+    )
+    matching_temperature: float = field(default=0.1, metadata={"help": "Matcher scores are divided by this."})
+    projection_head: bool = field(default=False, metadata={"help": "MLP between the user embedding and BSM/CP."})
+
+    def __post_init__(self):
+        # Build the config once with placeholder vocabulary sizes: every invalid size, weight or choice is
+        # reported now, naming the option, not after the data has been loaded.
+        if self.model_name_or_path is None:
+            try:
+                build_config(self, PretrainingDataArguments(), None, None)
+            except ValueError as err:
+                raise ValueError(str(err).replace("UserBertConfig.", "--")) from None
 
 
 @dataclass
@@ -73,13 +106,38 @@ class PretrainingArguments(UserBertTrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     save_steps: float = field(default=100, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Write into a non-empty --output_dir not written by `userbert pretrain` (refused otherwise); "
+                          "in a folder of an earlier run, start over instead of resuming from its checkpoints."},
+    )
+    eval_strategy: str = field(default="steps", metadata={"help": "Held-out evaluation: 'steps', 'epoch' or 'no'."})
+    eval_steps: float | None = field(default=50, metadata={"help": "Evaluate the held-out users every N steps."})
+
+
+EXAMPLES = (
+    "userbert pretrain                                    # NRMS-style model on the bundled MovieLens, 200 steps",
+    "userbert pretrain --data events.csv --preset bert4rec --output_dir outputs/bert4rec",
+    "userbert pretrain --output_dir outputs/run --resume_from_checkpoint last   # after a crash",
+    "torchrun --nproc_per_node 2 examples/run_pretraining.py --use_cpu",
+)
+
+
+def build_parser():
+    from .cli import JobArgumentParser
+
+    return JobArgumentParser(
+        (PretrainingDataArguments, PretrainingModelArguments, PretrainingArguments), "pretrain",
+        "Pre-train a user model on behaviour logs with UserBERT (masked behaviour prediction + behaviour sequence "
+        "matching with medium-hard negatives), PTUM or CP, and write a Hub-ready folder. A non-empty --output_dir "
+        "is refused unless an earlier run of this job wrote it (then its last complete checkpoint is resumed) or "
+        "--overwrite_output_dir is passed.",
+        EXAMPLES,
+    )
 
 
 def parse_args(argv: list[str] | None = None):
-    parser = HfArgumentParser((PretrainingDataArguments, PretrainingModelArguments, PretrainingArguments))
-    if argv and len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    return build_parser().parse(argv)
 
 
 def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, tokenizer) -> UserBertConfig:
@@ -95,14 +153,14 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         if v is not None
     }
     preset = UserBertConfig.from_preset(model_args.preset)
-    if preset.behavior_type == "text" and not vocabulary.has_text:
+    if vocabulary is not None and preset.behavior_type == "text" and not vocabulary.has_text:
         raise ValueError(
             f"preset {model_args.preset!r} encodes behaviour texts but {data_args.data} has none; "
             "use an ID preset (gru4rec, bert4rec)"
         )
     return UserBertConfig.from_preset(
         model_args.preset,
-        behavior_vocab_size=len(vocabulary),
+        behavior_vocab_size=len(vocabulary) if vocabulary is not None else 2,
         word_vocab_size=len(tokenizer) if tokenizer is not None else 2,
         max_behaviors=data_args.max_behaviors,
         pretraining_objective=model_args.objective,
@@ -110,6 +168,9 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         bsm_loss_weight=model_args.bsm_loss_weight,
         dropout=model_args.dropout,
         initializer_range=model_args.initializer_range,
+        matching_similarity=model_args.matching_similarity,
+        matching_temperature=model_args.matching_temperature,
+        projection_head=model_args.projection_head,
         **overrides,
     )
 
@@ -117,6 +178,19 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
 def run_pretraining(data_args, model_args, training_args) -> dict:
     """Pre-train and save; returns the final metrics."""
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    # 0. The output folder: refuse one this job did not write (nothing is loaded or written before this), or
+    #    resume from its last complete checkpoint.
+    resume_from = prepare_output_dir(
+        training_args.output_dir, "pretrain", overwrite=training_args.overwrite_output_dir,
+        resume_from_checkpoint=training_args.resume_from_checkpoint,
+        expect_sampler_state=model_args.objective != "cp",
+    )
+    if training_args.world_size > 1:
+        torch.distributed.barrier()  # every rank has decided before the main process writes the marker
+    if training_args.process_index == 0:
+        mark_output_dir(training_args.output_dir, "pretrain")
+    if training_args.device.type == "cpu":
+        training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on CPU)
     set_seed(training_args.seed)
 
     # 1. Load the behaviour logs (one row per user, behaviours in time order). Continuing from a saved model
@@ -126,13 +200,16 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
         config = UserBertConfig.from_pretrained(model_args.model_name_or_path)
         vocabulary, tokenizer = load_user_model_assets(model_args.model_name_or_path, config)
         data = load_behavior_data(
-            data_args.data, max_behaviors=data_args.max_behaviors, vocabulary=vocabulary, strict=data_args.strict_data
+            data_args.data, max_behaviors=data_args.max_behaviors, vocabulary=vocabulary, strict=data_args.strict_data,
+            verbose=False,  # the summary is logged once (INFO) on the main process
         )
     elif _is_user_shard_folder(data_args.data):  # Parquet user shards at scale, memory-mapped
         data = load_user_shards(data_args.data, data_args.data, max_behaviors=data_args.max_behaviors)
         vocabulary = data.vocabulary
     else:
-        data = load_behavior_data(data_args.data, max_behaviors=data_args.max_behaviors, strict=data_args.strict_data)
+        data = load_behavior_data(
+            data_args.data, max_behaviors=data_args.max_behaviors, strict=data_args.strict_data, verbose=False
+        )
         vocabulary = data.vocabulary
 
     # 2. Build the word tokenizer for text behaviours (when pre-training from scratch).
@@ -153,13 +230,21 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     # 4. Pre-train with the medium-hard negative sampler. The vocabulary, tokenizer and model code go into the
     #    output folder first, so pushes made during training (push_to_hub with hub_strategy="every_save") are
     #    loadable too.
-    trainer = UserBertTrainer(model=model, args=training_args, train_dataset=data.users, catalog=catalog)
+    train_users, eval_users = split_held_out_users(data.users, data_args.eval_fraction, training_args.seed)
+    if eval_users is None and training_args.eval_strategy != "no":
+        training_args.eval_strategy = "no"  # nothing to evaluate on
+    trainer = UserBertTrainer(
+        model=model, args=training_args, train_dataset=train_users, eval_dataset=eval_users, catalog=catalog
+    )
     if trainer.is_world_process_zero():
         save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
         custom_object_save(model, training_args.output_dir, config=model.config)
     started = time.time()
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume_from)
     elapsed = time.time() - started
+    evaluated_steps = [e["step"] for e in trainer.state.log_history if "eval_mbp_loss" in e]
+    if trainer.evaluator is not None and (not evaluated_steps or evaluated_steps[-1] != trainer.state.global_step):
+        trainer.evaluate()  # held-out figures of the final model
 
     # 5. Save a Hub-ready folder: config + safetensors + model code, vocabulary, tokenizer, model card.
     metrics = final_task_metrics(trainer.state.log_history)
@@ -202,6 +287,8 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
         )
         card.save(os.path.join(training_args.output_dir, "README.md"))
         print(f"Saved the pre-trained user model to {training_args.output_dir}: {json.dumps(metrics)}")
+        if training_args.push_to_hub:  # the folder as written: our card, results, code, vocabulary, processor
+            push_output_dir(trainer, training_args.output_dir)
     return metrics
 
 
@@ -211,19 +298,41 @@ def _is_user_shard_folder(path: str) -> bool:
     )
 
 
+def split_held_out_users(users, eval_fraction: float | None, seed: int):
+    """``(train_users, held_out_users)``: a seeded share of users held out for pre-training evaluation (``None``
+    when ``eval_fraction`` is 0, or by default with fewer than 100 users)."""
+    import numpy as np
+
+    if eval_fraction is None:
+        eval_fraction = 0.1 if len(users) >= 100 else 0.0
+    if not 0 <= eval_fraction < 1:
+        raise ValueError(f"--eval_fraction must be in [0, 1), got {eval_fraction}")
+    n_eval = int(round(len(users) * eval_fraction))
+    if n_eval == 0:
+        return users, None
+    order = np.random.default_rng(seed).permutation(len(users))
+    held_out = np.sort(order[:n_eval]).tolist()
+    kept = np.sort(order[n_eval:]).tolist()
+    return users.select(kept), users.select(held_out)
+
+
 def final_task_metrics(log_history: list[dict]) -> dict:
-    """The last logged value of each task loss / accuracy."""
+    """The last logged value of each task loss / accuracy and of each held-out (``eval_*``) metric."""
     metrics = {}
     for entry in log_history:
         for key, value in entry.items():
-            if key.endswith("_loss") or key.endswith("_accuracy") or key == "loss":
+            if key.endswith("_loss") or key.endswith("_accuracy") or key == "loss" or key.startswith("eval_"):
                 metrics[key] = value
     return metrics
 
 
 def main(argv: list[str] | None = None) -> dict:
-    data_args, model_args, training_args = parse_args(argv if argv is not None else sys.argv[1:])
-    return run_pretraining(data_args, model_args, training_args)
+    parser = build_parser()
+    data_args, model_args, training_args = parser.parse(argv if argv is not None else sys.argv[1:])
+    try:
+        return run_pretraining(data_args, model_args, training_args)
+    except OutputDirError as err:
+        parser.error(str(err))
 
 
 __all__ = ["PretrainingDataArguments", "PretrainingModelArguments", "PretrainingArguments", "run_pretraining", "main"]

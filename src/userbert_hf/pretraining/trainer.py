@@ -24,6 +24,18 @@ BSM_POSITIVES = ("period", "crop")
 _LOGGED = ("mbp_loss", "bsm_loss", "nbp_loss", "cp_loss", "mbp_accuracy", "bsm_accuracy", "nbp_accuracy", "cp_accuracy")
 
 
+def validate_training_length(args: TrainingArguments) -> None:
+    """Reject training lengths and batch sizes the Trainer would silently bend (``max_steps 0`` trains one step)."""
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        value = getattr(args, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"--{name} must be an integer >= 1, got {value!r}")
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise ValueError(f"--max_steps must be > 0 (or -1 to train --num_train_epochs), got {args.max_steps}")
+    if args.max_steps == -1 and not args.num_train_epochs > 0:
+        raise ValueError(f"--num_train_epochs must be > 0 when --max_steps is not set, got {args.num_train_epochs}")
+
+
 @dataclass
 class UserBertTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus the pre-training task and negative-sampler settings (paper defaults)."""
@@ -63,7 +75,6 @@ class UserBertTrainingArguments(TrainingArguments):
             "behavior_pool_size": 1, "sequence_pool_size": 1, "sequence_pool_interval": 1,
             "num_behavior_negatives": 1, "num_sequence_negatives": 1, "bsm_min_behaviors": 1, "bsm_gap": 0,
             "behavior_table_interval": 1, "eval_knn_neighbors": 1, "eval_max_users": 1,
-            "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
         }
         for name, low in at_least.items():
             value = getattr(self, name, low)
@@ -79,10 +90,7 @@ class UserBertTrainingArguments(TrainingArguments):
                 f"--behavior_pool_size {self.behavior_pool_size} cannot give --num_behavior_negatives "
                 f"{self.num_behavior_negatives} negatives per masked behaviour: the pool must hold at least K behaviours"
             )
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"--max_steps must be > 0 (or -1 to train --num_train_epochs), got {self.max_steps}")
-        if self.max_steps == -1 and not self.num_train_epochs > 0:
-            raise ValueError(f"--num_train_epochs must be > 0 when --max_steps is not set, got {self.num_train_epochs}")
+        validate_training_length(self)
 
 
 class SamplerCheckpointCallback(TrainerCallback):
@@ -276,6 +284,7 @@ class UserBertTrainer(Trainer):
 
 
 __all__ = [
+    "validate_training_length",
     "UserBertTrainer",
     "UserBertTrainingArguments",
     "SamplerCheckpointCallback",
