@@ -339,7 +339,7 @@ class UserBertPreTrainedModel(PreTrainedModel):
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.normpath(str(save_directory))))
             return self.push_to_hub(repo_id, **hub_kwargs)
         self.config.auto_map = {
-            **own_auto_map(self.config.auto_map),
+            **own_auto_map(getattr(self.config, "auto_map", None)),
             "AutoConfig": "configuration_userbert.UserBertConfig",
             "AutoModel": "modeling_userbert.UserBertModel",
         }
