@@ -153,6 +153,8 @@ def test_spec_from_yaml_and_errors(tmp_path):
     path.write_text("task: ctr\nlabel_fractions: [0.0, 1.0]\n")
     with pytest.raises(ValueError, match="grid.yaml.*label_fractions must be in"):
         ExperimentSpec.from_file(path)
+    with pytest.raises(ValueError, match="fraction_args"):
+        ExperimentSpec(name="x", task="ctr", label_fractions=[1.0], fraction_args={0.1: {}})
     with pytest.raises(ValueError, match="objective"):
         ExperimentSpec(name="x", task="ctr", methods={"bert": {"objective": "mlm"}})
     with pytest.raises(ValueError, match="item_mean"):
@@ -163,7 +165,8 @@ def test_jobs_get_the_same_architecture_and_the_pretraining_export():
     grid = ExperimentSpec(name="g", task="ctr", split_seeds=[3], seeds=[7], label_fractions=[0.1],
                           methods={"none": {}, "cp": {"objective": "cp", "learning_rate": 5e-4}}, baselines=[],
                           model_args={"hidden_size": 32}, task_args={"max_behaviors": 20},
-                          pretraining_args={"max_steps": 5})
+                          pretraining_args={"max_steps": 5}, finetuning_args={"num_train_epochs": 2},
+                          fraction_args={0.1: {"num_train_epochs": 8}})
     run = ExperimentRunner(grid, "out", pretrain_fn=lambda argv: {}, finetune_fn=lambda argv: {})
     pre = run.pretrain_argv("cp", 3)
     assert _value(pre, "--data") == "out/pretraining_data" and _value(pre, "--objective") == "cp"
@@ -176,6 +179,7 @@ def test_jobs_get_the_same_architecture_and_the_pretraining_export():
     for argv in (scratch, tuned):
         assert _value(argv, "--split_seed") == "3" and _value(argv, "--seed") == "7"
         assert _value(argv, "--train_fraction") == "0.1" and _value(argv, "--max_behaviors") == "20"
+        assert _value(argv, "--num_train_epochs") == "8" and argv.count("--num_train_epochs") == 1
     assert _value(run.export_argv(), "--export_pretraining_data") == "out/pretraining_data"
 
 

@@ -149,6 +149,7 @@ class ExperimentRunner:
             settings = {"model_name_or_path": str(self.pretrained_dir(cell.method, cell.split_seed))}
         settings.update({"report_to": "none", "disable_tqdm": True, "save_strategy": "no"})
         settings.update(self.spec.finetuning_args)
+        settings.update(self.spec.fraction_args.get(cell.fraction, {}))
         settings.update({"train_fraction": cell.fraction, "seed": cell.seed, "output_dir": str(self.run_dir(cell))})
         return self.task_argv(cell.split_seed) + _argv(settings)
 

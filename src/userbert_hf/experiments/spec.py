@@ -18,6 +18,7 @@ model_args: {hidden_size: 64}  # architecture, the same for pre-training and fro
 task_args: {max_behaviors: 50} # data arguments of the task (fine-tuning and the pre-training export)
 pretraining_args: {max_steps: 200}
 finetuning_args: {num_train_epochs: 3}
+fraction_args: {0.1: {num_train_epochs: 10}}   # per label fraction, over finetuning_args
 mf_args: {factors: 32, epochs: 20}
 ```
 
@@ -95,6 +96,7 @@ class ExperimentSpec:
     task_args: dict = field(default_factory=dict)
     pretraining_args: dict = field(default_factory=dict)
     finetuning_args: dict = field(default_factory=dict)
+    fraction_args: dict = field(default_factory=dict)
     mf_args: dict = field(default_factory=dict)
     description: str = ""
 
@@ -116,6 +118,10 @@ class ExperimentSpec:
             if method != NO_PRETRAINING and objective not in OBJECTIVES:
                 raise ValueError(f"{where}: method {method!r} needs an objective in {OBJECTIVES} (or the name "
                                  f"{NO_PRETRAINING!r} for no pre-training), got {objective!r}")
+        self.fraction_args = {float(k): dict(v or {}) for k, v in (self.fraction_args or {}).items()}
+        if set(self.fraction_args) - set(self.label_fractions):
+            raise ValueError(f"{where}: fraction_args names fractions {sorted(self.fraction_args)} that are not in "
+                             f"label_fractions {self.label_fractions}")
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise ValueError(f"{where}: unknown baselines {sorted(unknown)}; choose from {BASELINES}")
@@ -157,10 +163,10 @@ class ExperimentSpec:
         cells += [Cell("pretrain", m, s) for m in self.pretrained_methods for s in self.split_seeds]
         cells += [Cell("finetune", m, s, seed, f) for s in self.split_seeds for f in self.label_fractions
                   for seed in self.seeds for m in self.methods]
-        cells += [Cell("baseline", b, s) for b in self.label_free_baselines for s in self.split_seeds]
-        if "item_mean" in self.baselines:
-            cells += [Cell("baseline", "item_mean", s, seed, f) for s in self.split_seeds for f in self.label_fractions
-                      for seed in self.seeds]
+        for s in self.split_seeds:  # split-major: the runner builds each split's rows once
+            cells += [Cell("baseline", b, s) for b in self.label_free_baselines]
+            if "item_mean" in self.baselines:
+                cells += [Cell("baseline", "item_mean", s, seed, f) for f in self.label_fractions for seed in self.seeds]
         return cells
 
 
