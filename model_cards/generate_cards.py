@@ -21,7 +21,8 @@ from pathlib import Path
 from huggingface_hub import ModelCard
 
 from userbert_hf import UserBertConfig
-from userbert_hf.model_card import card_metrics, model_card_from_results
+from userbert_hf.model_card import card_metrics, example_histories, model_card_from_results
+from userbert_hf.vocabulary import BehaviorVocabulary
 
 CARDS_DIR = Path(__file__).resolve().parent
 GENERATED_NOTICE = (
@@ -40,7 +41,10 @@ def generate_card(model_dir: str | os.PathLike, model_id: str | None = None) -> 
         )
     config = UserBertConfig.from_pretrained(model_dir)
     results = json.loads(results_path.read_text())
-    card = model_card_from_results(config, results, model_id=model_id or str(model_dir))
+    examples = None
+    if (model_dir / "behavior_vocab.json").is_file():  # raw ids of the model's own vocabulary for the usage snippet
+        examples = example_histories(BehaviorVocabulary.load(model_dir))
+    card = model_card_from_results(config, results, model_id=model_id or str(model_dir), example_behaviors=examples)
     card.content = (
         f"---\n{card.data.to_yaml()}\n---\n" + GENERATED_NOTICE.format(name=model_dir.name) + card.text.lstrip("\n")
     )

@@ -58,10 +58,76 @@ prediction + behaviour sequence matching method with medium-hard negative sampli
 _LIMITS = (
     "A user model for research on user modeling and recommendation: pre-training on unlabeled behaviour logs, then "
     "fine-tuning for news recommendation, CTR or next-item prediction. Behaviour ids and words outside the saved "
-    "vocabularies cannot be encoded (unknown ids are skipped and counted by the loaders). User embeddings reflect "
-    "the behaviour logs they were trained on, including their biases; do not use them to make decisions about "
-    "individuals. MovieLens data is for research use only (see its GroupLens licence)."
+    "vocabularies cannot be encoded (unknown ids are skipped and counted by the processor and the loaders). User "
+    "embeddings reflect the behaviour logs they were trained on, including their biases; do not use them to make "
+    "decisions about individuals."
 )
+
+# Terms of the public data sets the package reads: the weights are derived from the data, so the card's licence
+# follows the data (the code is Apache-2.0). Matched on the lower-cased --data value.
+_DATA_LICENSES = (
+    (("movielens", "ml-latest", "ml-1m", "ml-20m", "ml-25m"), "movielens-grouplens-terms",
+     "https://files.grouplens.org/datasets/movielens/ml-latest-small-README.html",
+     "MovieLens (GroupLens): research use; no commercial or revenue-bearing use without GroupLens' permission, no "
+     "redistribution of the data."),
+    (("mind",), "microsoft-research-license-mind", "https://github.com/msnews/MIND/blob/master/MSR%20License_Data.pdf",
+     "MIND (Microsoft Research License Terms): non-commercial research use only."),
+    (("beauty", "amazon"), "amazon-reviews-research-terms", "https://cseweb.ucsd.edu/~jmcauley/datasets/amazon/links.html",
+     "Amazon product reviews (McAuley et al.): released for research use."),
+)
+
+
+def data_license(data: str) -> tuple[dict, str]:
+    """``(license fields for ModelCardData, licence note)`` for a run's ``--data``: the terms of the known public
+    data sets, else a note that the weights follow the terms of the training data.
+
+    Example:
+
+    ```python
+    >>> data_license("movielens")[0]["license_name"]
+    'movielens-grouplens-terms'
+    ```
+    """
+    name = str(data).lower()
+    for keys, license_name, link, note in _DATA_LICENSES:
+        if any(key in name for key in keys):
+            return {"license": "other", "license_name": license_name, "license_link": link}, (
+                f"Licence: the weights were trained on {note} They inherit these terms; the userbert_hf code is "
+                "Apache-2.0."
+            )
+    source = f"the Hub dataset `{data}`" if hub_dataset_id(data) else f"`{data}`"
+    return {"license": "other", "license_name": "training-data-terms"}, (
+        f"Licence: the weights were trained on {source}; they inherit the terms of that data (check them before "
+        "sharing or deploying). The userbert_hf code is Apache-2.0."
+    )
+
+
+def hub_dataset_id(data) -> str | None:
+    """``data`` when it names a Hub dataset (``owner/name``, not an existing local path), else ``None``: only Hub ids
+    go into a card's ``datasets`` (a local folder name would link to an unrelated or missing Hub dataset)."""
+    data = str(data or "")
+    parts = data.split("/")
+    if len(parts) != 2 or not all(parts) or os.path.exists(data) or data.startswith((".", "~")):
+        return None
+    if os.path.splitext(parts[1])[1] in (".csv", ".tsv", ".txt", ".json", ".jsonl", ".parquet"):
+        return None
+    return data
+
+
+def split_metrics(metrics: dict[str, float], task_type: str) -> tuple[dict[str, float], dict[str, float]]:
+    """``(held_out, training)``: what goes into ``model-index`` and what only into the card's training table.
+
+    Held-out metrics are the ``eval_*`` ones when any is present (held-out pre-training evaluation); without them a
+    pre-training card (``feature-extraction``) has none (its losses are training losses) and a fine-tuning card's
+    metrics (test split, prefix dropped) are all held out.
+    """
+    metrics = {k: float(v) for k, v in metrics.items() if v is not None}
+    if any(name.startswith("eval_") for name in metrics):
+        held_out = {k: v for k, v in metrics.items() if k.startswith("eval_")}
+        return held_out, {k: v for k, v in metrics.items() if k not in held_out}
+    if task_type == "feature-extraction":
+        return {}, metrics
+    return metrics, {}
 
 
 def _table(rows: dict) -> str:
@@ -81,38 +147,58 @@ def build_model_card(
     metrics: dict[str, float],
     task_type: str,
     task_name: str,
-    usage: str,
+    usage: str | None = None,
     tags: list[str] | None = None,
     base_model: str | None = None,
+    model_id: str | None = None,
+    data: str | None = None,
+    example_behaviors: list[list[str]] | None = None,
 ) -> ModelCard:
-    """A ``ModelCard`` whose ``model-index`` holds ``metrics`` (``EvalResult`` per metric).
+    """A ``ModelCard``: held-out metrics in ``model-index`` (``EvalResult`` per metric), training losses in a table.
+
+    Args:
+        metrics: the run's numbers; :func:`split_metrics` decides which are held out (``eval_*``, or a fine-tuned
+            model's test metrics) and which are training values.
+        task_type: ``feature-extraction`` for pre-trained user models, else the task's Hub type; also the card's
+            ``pipeline_tag``.
+        usage: the loading snippet; default :func:`usage_snippet` of ``model_id`` with ``example_behaviors``.
+        model_id: the Hub repository id (or folder) the usage snippet loads.
+        data: the run's ``--data``: picks the licence (:func:`data_license`) and, when it is a Hub dataset id,
+            the card's ``datasets`` (default: ``dataset_name``).
+        example_behaviors: raw behaviour ids of example users for the usage snippet (e.g.
+            :func:`example_histories` of the vocabulary).
 
     Example:
 
     ```python
     >>> card = build_model_card(title="t", summary="s", config=config, dataset_name="movielens", data_description="d",
-    ...                         settings={"max_steps": 10}, metrics={"mbp_loss": 1.2}, task_type="feature-extraction",
-    ...                         task_name="User model pre-training", usage="...")
+    ...                         settings={"max_steps": 10}, metrics={"mbp_loss": 1.2, "eval_mbp_loss": 1.3},
+    ...                         task_type="feature-extraction", task_name="User model pre-training",
+    ...                         model_id="org/userbert-movielens", example_behaviors=[["1", "50"], ["2"]])
     >>> card.save("README.md")
     ```
     """
+    data = dataset_name if data is None else data
+    held_out, training = split_metrics(metrics, task_type)
     eval_results = [
         EvalResult(
             task_type=task_type, task_name=task_name, dataset_type=dataset_name, dataset_name=dataset_name,
             metric_type=name, metric_name=name, metric_value=round(float(value), 6),
         )
-        for name, value in metrics.items()
-        if value is not None
+        for name, value in held_out.items()
     ]
+    license_fields, license_note = data_license(data)
+    hub_dataset = hub_dataset_id(data)
     card_data = ModelCardData(
         language="en",
-        license="apache-2.0",
         library_name="transformers",
+        pipeline_tag=task_type,
         tags=["userbert", "user-modeling", "recommendation", "contrastive-learning"] + list(tags or []),
-        datasets=[dataset_name],
+        datasets=[hub_dataset] if hub_dataset else None,
         base_model=base_model,
         model_name=title,
         eval_results=eval_results or None,
+        **license_fields,
     )
     model_section = _table(
         {
@@ -127,7 +213,9 @@ def build_model_card(
             "pre-training objective": config.pretraining_objective,
         }
     )
-    results = "\n".join(f"- **{k}**: {float(v):.4f}" for k, v in metrics.items() if v is not None) or "No metrics recorded."
+    results = _results_section(held_out, training)
+    if usage is None:
+        usage = usage_snippet(model_id or "path/to/model", example_behaviors)
     return ModelCard.from_template(
         card_data,
         template_str=_TEMPLATE,
@@ -138,9 +226,24 @@ def build_model_card(
         settings_section=_table(settings),
         results_section=results,
         usage=usage,
-        limits=_LIMITS,
+        limits=f"{_LIMITS}\n\n{license_note}",
         citation=PAPER_CITATION,
     )
+
+
+def _results_section(held_out: dict[str, float], training: dict[str, float]) -> str:
+    parts = []
+    if held_out:
+        parts.append("Held-out metrics (also in the card's `model-index`):\n\n" + _metric_table(held_out))
+    else:
+        parts.append("No held-out metrics were recorded for this run.")
+    if training:
+        parts.append("Training values at the end of the run (not held out):\n\n" + _metric_table(training))
+    return "\n\n".join(parts)
+
+
+def _metric_table(metrics: dict[str, float]) -> str:
+    return "\n".join(["| metric | value |", "|---|---|"] + [f"| `{k}` | {v:.4f} |" for k, v in metrics.items()])
 
 
 def save_run_results(output_dir: str, results: dict) -> str:
@@ -162,7 +265,8 @@ def _is_number(value) -> bool:
 def card_metrics(results: dict) -> dict[str, float]:
     """The metrics of a ``training_results.json`` payload that go into a card's ``model-index``.
 
-    Pre-training runs (``{"metrics": {...}}``): every finite number except run time / throughput. Fine-tuning
+    Pre-training runs (``{"metrics": {...}}``): the held-out ``eval_*`` numbers (none when the run had no held-out
+    evaluation: training losses never go into ``model-index``), run time / throughput excluded. Fine-tuning
     runs (``{"test": {"test_auc": ...}, "settings": {"task": ...}}``): the task's card metrics from the test split
     (``tasks.TASK_REGISTRY[task].card_metrics``), prefix dropped.
     """
@@ -173,26 +277,51 @@ def card_metrics(results: dict) -> dict[str, float]:
             k for k in test if not k.endswith(_RUN_KEYS)
         ]
         return {name: float(test[name]) for name in names if _is_number(test.get(name))}
+    metrics = _run_metrics(results)
+    return split_metrics(metrics, "feature-extraction")[0]
+
+
+def _run_metrics(results: dict) -> dict[str, float]:
     metrics = results.get("metrics") or {}
     return {name: float(v) for name, v in metrics.items() if _is_number(v) and not name.endswith(_RUN_KEYS)}
 
 
-def usage_snippet(model_id: str) -> str:
-    """How to load a released user model and embed users with it."""
+def example_histories(vocabulary, users: int = 2, length: int = 3) -> list[list[str]]:
+    """Raw ids of the vocabulary's first behaviours, cut into ``users`` example histories (for usage snippets)."""
+    raw = vocabulary.raw_ids[1 : 1 + users * length]
+    return [raw[i * length : (i + 1) * length] for i in range(users) if raw[i * length : (i + 1) * length]]
+
+
+def usage_snippet(model_id: str, example_behaviors: list[list[str]] | None = None) -> str:
+    """How to load a released user model and embed users from raw behaviour ids, without installing userbert_hf.
+
+    Example:
+
+    ```python
+    >>> print(usage_snippet("org/userbert-movielens", [["1", "50", "296"], ["2", "3"]]).splitlines()[1])
+    processor = AutoProcessor.from_pretrained('org/userbert-movielens', trust_remote_code=True)
+    ```
+    """
+    histories = example_behaviors or [["<behaviour id>", "<behaviour id>"], ["<behaviour id>"]]
     return (
-        "from transformers import AutoModel\n"
-        f"model = AutoModel.from_pretrained({model_id!r}, trust_remote_code=True)\n"
-        "# with userbert_hf installed, the vocabulary and tokenizer come along:\n"
-        "from userbert_hf.embedding_export import embed_users\n"
-        f"embeddings = embed_users({model_id!r}, 'movielens')  # datasets.Dataset: user_id, embedding"
+        "from transformers import AutoModel, AutoProcessor\n"
+        f"processor = AutoProcessor.from_pretrained({model_id!r}, trust_remote_code=True)\n"
+        f"model = AutoModel.from_pretrained({model_id!r}, trust_remote_code=True)  # the user model\n"
+        "# Each user: raw behaviour ids as in the training data, oldest first (or pass timestamps=...).\n"
+        f"histories = {histories!r}\n"
+        "inputs = processor(histories, return_tensors='pt')  # unknown ids are dropped: inputs.unknown_behaviors\n"
+        "user_embeddings = model(**inputs).user_embedding    # (users, hidden size)\n"
+        "# or, sentence-transformers style: model.encode(histories, normalize_embeddings=True)"
     )
 
 
-def model_card_from_results(config, results: dict, model_id: str, title: str | None = None) -> ModelCard:
+def model_card_from_results(
+    config, results: dict, model_id: str, title: str | None = None, example_behaviors: list[list[str]] | None = None
+) -> ModelCard:
     """Rebuild the card of a saved run from its config and ``training_results.json`` payload (written by
     ``save_run_results`` in the pre-training or fine-tuning job).
 
-    ``model_id`` (a Hub repository id or a folder) appears in the loading instructions.
+    ``model_id`` (a Hub repository id or a folder) and ``example_behaviors`` appear in the loading instructions.
     """
     settings = dict(results.get("settings") or {})
     data = str(settings.get("data", "unknown"))
@@ -232,10 +361,12 @@ def model_card_from_results(config, results: dict, model_id: str, title: str | N
         dataset_name=dataset_name,
         data_description=data_description,
         settings={k: v for k, v in settings.items() if not isinstance(v, (dict, list))},
-        metrics=card_metrics(results),
+        metrics=card_metrics(results) if task else _run_metrics(results),
         task_type=task_type,
         task_name=task_name,
-        usage=usage_snippet(model_id),
+        model_id=model_id,
+        data=data,
+        example_behaviors=example_behaviors,
         tags=[str(task).replace("_", "-")] if task else None,
         base_model=base_model if base_model and "/" in str(base_model) and not os.path.isdir(str(base_model)) else None,
     )
@@ -245,6 +376,10 @@ __all__ = [
     "save_run_results",
     "PAPER_CITATION",
     "card_metrics",
+    "data_license",
+    "example_histories",
+    "hub_dataset_id",
+    "split_metrics",
     "usage_snippet",
     "model_card_from_results",
 ]
