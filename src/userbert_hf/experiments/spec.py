@@ -75,7 +75,7 @@ class ExperimentSpec:
         >>> spec = ExperimentSpec(name="t", task="ctr", split_seeds=[0, 1], seeds=[1], label_fractions=[0.1, 1.0],
         ...                       methods={"none": {}, "userbert": {"objective": "userbert"}}, baselines=["popularity"])
         >>> [c.cell_id for c in spec.cells()][:4]
-        ['export', 'pretrain/userbert/split0', 'pretrain/userbert/split1', 'finetune/none/split0/seed1/frac0.1']
+        ['export', 'pretrain/userbert/split0', 'finetune/none/split0/seed1/frac0.1', 'finetune/userbert/split0/seed1/frac0.1']
         >>> len(spec.cells())
         13
     """
@@ -158,12 +158,13 @@ class ExperimentSpec:
         return [b for b in self.baselines if b != "item_mean"]
 
     def cells(self) -> list[Cell]:
-        """Every cell in run order: the export, pre-training runs, fine-tunings, then baselines."""
+        """Every cell in run order: the export, then split by split its pre-training runs, fine-tunings and
+        baselines, so that an interrupted grid leaves whole splits behind."""
         cells = [Cell("export")] if self.pretrained_methods else []
-        cells += [Cell("pretrain", m, s) for m in self.pretrained_methods for s in self.split_seeds]
-        cells += [Cell("finetune", m, s, seed, f) for s in self.split_seeds for f in self.label_fractions
-                  for seed in self.seeds for m in self.methods]
-        for s in self.split_seeds:  # split-major: the runner builds each split's rows once
+        for s in self.split_seeds:
+            cells += [Cell("pretrain", m, s) for m in self.pretrained_methods]
+            cells += [Cell("finetune", m, s, seed, f) for f in self.label_fractions for seed in self.seeds
+                      for m in self.methods]
             cells += [Cell("baseline", b, s) for b in self.label_free_baselines]
             if "item_mean" in self.baselines:
                 cells += [Cell("baseline", "item_mean", s, seed, f) for f in self.label_fractions for seed in self.seeds]
