@@ -33,7 +33,7 @@ import torch
 
 from .assets import build_catalog, check_model_weights, load_user_model_assets
 from .collation import UserBertCollator
-from .data import BehaviorData, load_behavior_data
+from .data import BehaviorData, column_options, load_behavior_data
 from .modeling_userbert import UserBertModel
 from .output_dir import OutputDirError, check_embedding_output
 from .vocabulary import BehaviorVocabulary
@@ -68,12 +68,16 @@ def _count_behaviors(users: datasets.Dataset) -> int:
     return int(pc.sum(pc.list_value_length(users.with_format("arrow")[:]["behavior_ids"])).as_py() or 0)
 
 
-def read_users(data, vocabulary: BehaviorVocabulary, max_behaviors: int | None = None) -> datasets.Dataset:
+def read_users(
+    data, vocabulary: BehaviorVocabulary, max_behaviors: int | None = None, load_options: dict | None = None
+) -> datasets.Dataset:
     """The users of ``data`` (a :class:`BehaviorData` or anything :func:`load_behavior_data` accepts) with
     ``behavior_ids`` in ``vocabulary``'s ids; behaviours the vocabulary does not know are dropped (and counted),
-    users left without behaviours are dropped with a warning."""
+    users left without behaviours are dropped with a warning. ``load_options`` (e.g. ``user_column``) go to
+    :func:`load_behavior_data`."""
     if not isinstance(data, BehaviorData):
-        data = load_behavior_data(data, vocabulary=vocabulary, max_behaviors=max_behaviors, verbose=False)  # logged
+        data = load_behavior_data(data, vocabulary=vocabulary, max_behaviors=max_behaviors, verbose=False,  # logged
+                                  **(load_options or {}))
     users = data.users
     if data.vocabulary.raw_ids != vocabulary.raw_ids:
         # Data loaded with its own vocabulary (a BehaviorData built elsewhere, a saved data folder).
@@ -110,7 +114,8 @@ def _embeddings_dataset(user_ids: list[str], vectors: np.ndarray) -> datasets.Da
 
 
 def embed_users(
-    model_name_or_path: str, data, batch_size: int = 64, device: str | torch.device | None = None
+    model_name_or_path: str, data, batch_size: int = 64, device: str | torch.device | None = None,
+    load_options: dict | None = None,
 ) -> datasets.Dataset:
     """User embeddings of every user of ``data`` from a pre-trained user model.
 
@@ -122,6 +127,8 @@ def embed_users(
             ``config.max_behaviors`` behaviours.
         batch_size: users per forward pass.
         device: ``"cpu"``, ``"cuda"``, ...; default: CUDA when available.
+        load_options: options for :func:`load_behavior_data` when ``data`` is a name or path (``user_column``,
+            ``item_column``, ``time_column``, ``text_column``, ``strict``, ...).
 
     Returns:
         A ``datasets.Dataset`` with ``user_id`` (string) and ``embedding`` (``List(float32)``, hidden size), in the
@@ -137,7 +144,7 @@ def embed_users(
     vocabulary, tokenizer = load_user_model_assets(model_name_or_path, config)
     collate = UserBertCollator(build_catalog(vocabulary, config, tokenizer), max_behaviors=config.max_behaviors)
     # 2. The users, in the model's behaviour ids.
-    users = read_users(data, vocabulary, config.max_behaviors)
+    users = read_users(data, vocabulary, config.max_behaviors, load_options)
     # 3. Batches of users -> user embeddings (each batch's distinct behaviours are encoded once).
     user_ids: list[str] = []
     vectors = np.empty((users.num_rows, config.hidden_size), dtype=np.float32)  # (N, H)
@@ -172,13 +179,14 @@ def load_user_embeddings(path: str) -> datasets.Dataset:
 
 
 def export_user_embeddings(
-    model, data, output_path: str, batch_size: int = 64, device=None, overwrite: bool = False
+    model, data, output_path: str, batch_size: int = 64, device=None, overwrite: bool = False,
+    load_options: dict | None = None,
 ) -> datasets.Dataset:
     """:func:`embed_users` + :func:`save_user_embeddings`; ``model`` is a model folder or Hub repository id. An
     existing ``output_path`` that does not hold user embeddings is refused (before anything is computed) unless
     ``overwrite=True``."""
     check_embedding_output(output_path, overwrite)
-    embeddings = embed_users(model, data, batch_size=batch_size, device=device)
+    embeddings = embed_users(model, data, batch_size=batch_size, device=device, load_options=load_options)
     save_user_embeddings(embeddings, output_path)
     return embeddings
 
@@ -259,7 +267,9 @@ class EmbeddingExportArguments:
 
     model_name_or_path: str = field(metadata={"help": "A pre-trained model folder or Hub repository id."})
     data: str = field(
-        default="movielens", metadata={"help": "'movielens' (bundled), a MovieLens/MIND folder or an event log file."}
+        default="movielens",
+        metadata={"help": "'movielens' (bundled), a MovieLens/MIND folder, an event log file, a datasets folder or a "
+                          "Hub dataset id."},
     )
     output: str = field(
         default="user_embeddings.parquet",
@@ -270,6 +280,19 @@ class EmbeddingExportArguments:
     overwrite_output: bool = field(
         default=False,
         metadata={"help": "Replace an existing --output that does not hold user embeddings (refused otherwise)."},
+    )
+    user_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: the user id column (default: user_id)."}
+    )
+    item_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: the behaviour (item) id column (default: item_id)."}
+    )
+    time_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: the timestamp column (default: timestamp)."}
+    )
+    text_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: a behaviour text column (e.g. title), read for text "
+                                        "presets (default: none)."}
     )
 
     def __post_init__(self):
@@ -292,7 +315,8 @@ def main(argv: list[str] | None = None) -> datasets.Dataset:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         embeddings = export_user_embeddings(
-            args.model_name_or_path, args.data, args.output, args.batch_size, args.device, args.overwrite_output
+            args.model_name_or_path, args.data, args.output, args.batch_size, args.device, args.overwrite_output,
+            load_options=column_options(args),
         )
     except OutputDirError as err:
         parser.error(str(err))

@@ -36,7 +36,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 from .assets import build_catalog, load_user_model_assets
 from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
-from .data import BehaviorData, load_behavior_data, load_mind_impressions, save_behavior_data
+from .data import BehaviorData, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import split_statistics
 from .model_card import build_model_card, save_run_results
 from .output_dir import OutputDirError, mark_output_dir, prepare_output_dir, push_output_dir
@@ -113,6 +113,23 @@ class FinetuningDataArguments:
     max_behaviors: int = field(default=100, metadata={"help": "Most recent behaviours kept per history."})
     min_word_frequency: int = field(default=1, metadata={"help": "From scratch: words seen fewer times become [UNK]."})
     strict_data: bool = field(default=False, metadata={"help": "Turn skipped bad input rows into errors."})
+    user_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: the user id column (default: user_id)."}
+    )
+    item_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: the behaviour (item) id column (default: item_id)."}
+    )
+    time_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: the timestamp column (default: timestamp)."}
+    )
+    text_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: a behaviour text column (e.g. title), read for text "
+                                        "presets (default: none)."}
+    )
+    rating_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: a numeric rating column (ctr labels rating >= "
+                                        "--positive_rating; default: none)."}
+    )
     export_pretraining_data: str | None = field(
         default=None,
         metadata={"help": "Write the behaviour sequences pre-training may use for this task to this folder and exit."},
@@ -262,7 +279,8 @@ def export_pretraining_data(data_args: FinetuningDataArguments, vocabulary: Beha
         data = load_mind(data_args.data, max_behaviors=None, vocabulary=vocabulary, strict=data_args.strict_data)
     else:
         data = load_behavior_data(
-            data_args.data, max_behaviors=None, vocabulary=vocabulary, strict=data_args.strict_data
+            data_args.data, max_behaviors=None, vocabulary=vocabulary, strict=data_args.strict_data,
+            **column_options(data_args),
         )
     users = pretraining_users_for(
         data_args.task, data, history_fraction=data_args.history_fraction, max_behaviors=data_args.max_behaviors

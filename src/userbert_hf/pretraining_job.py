@@ -21,7 +21,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from .assets import build_catalog, load_user_model_assets
 from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
-from .data import load_behavior_data
+from .data import column_options, load_behavior_data
 from .sharded_data import load_user_shards
 from .model_card import build_model_card, save_run_results
 from .modeling_userbert import UserBertForPreTraining
@@ -38,11 +38,25 @@ class PretrainingDataArguments:
 
     data: str = field(
         default="movielens",
-        metadata={"help": "'movielens' (bundled), a MovieLens/MIND folder, Beauty.txt or an event log file."},
+        metadata={"help": "'movielens' (bundled), a MovieLens/MIND folder, Beauty.txt, an event log file "
+                          "(CSV/TSV/JSONL/Parquet), a datasets folder or a Hub dataset id (one event per row)."},
     )
     max_behaviors: int = field(default=100, metadata={"help": "Most recent behaviours kept per user."})
     min_word_frequency: int = field(default=1, metadata={"help": "Words seen fewer times become [UNK]."})
     strict_data: bool = field(default=False, metadata={"help": "Turn skipped bad input rows into errors."})
+    user_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: the user id column (default: user_id)."}
+    )
+    item_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: the behaviour (item) id column (default: item_id)."}
+    )
+    time_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: the timestamp column (default: timestamp)."}
+    )
+    text_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: a behaviour text column (e.g. title), read for text "
+                                        "presets (default: none)."}
+    )
     eval_fraction: float | None = field(
         default=None,
         metadata={"help": "Share of users held out (seeded by --seed) for held-out pre-training evaluation; default "
@@ -156,7 +170,7 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
     if vocabulary is not None and preset.behavior_type == "text" and not vocabulary.has_text:
         raise ValueError(
             f"preset {model_args.preset!r} encodes behaviour texts but {data_args.data} has none; "
-            "use an ID preset (gru4rec, bert4rec)"
+            "name a text column of an event log with --text_column (e.g. title), or use an ID preset (gru4rec, bert4rec)"
         )
     return UserBertConfig.from_preset(
         model_args.preset,
@@ -201,14 +215,15 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
         vocabulary, tokenizer = load_user_model_assets(model_args.model_name_or_path, config)
         data = load_behavior_data(
             data_args.data, max_behaviors=data_args.max_behaviors, vocabulary=vocabulary, strict=data_args.strict_data,
-            verbose=False,  # the summary is logged once (INFO) on the main process
+            verbose=False, **column_options(data_args),  # the summary is logged once (INFO) on the main process
         )
     elif _is_user_shard_folder(data_args.data):  # Parquet user shards at scale, memory-mapped
         data = load_user_shards(data_args.data, data_args.data, max_behaviors=data_args.max_behaviors)
         vocabulary = data.vocabulary
     else:
         data = load_behavior_data(
-            data_args.data, max_behaviors=data_args.max_behaviors, strict=data_args.strict_data, verbose=False
+            data_args.data, max_behaviors=data_args.max_behaviors, strict=data_args.strict_data, verbose=False,
+            **column_options(data_args),
         )
         vocabulary = data.vocabulary
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import datasets
 import numpy as np
 
-from .data import load_behavior_data, load_mind_impressions
+from .data import column_options, load_behavior_data, load_mind_impressions
 from .downstream_data import (
     CTRCollator,
     NewsRecommendationCollator,
@@ -105,7 +105,7 @@ class TaskData:
 def _load_sequences(args, vocabulary):
     # Candidates and targets are chosen on whole sequences; histories are truncated afterwards.
     return load_behavior_data(args.data, max_behaviors=None, vocabulary=vocabulary, strict=args.strict_data,
-                              verbose=False)
+                              verbose=False, **column_options(args))
 
 
 def _build_ctr(args, vocabulary) -> TaskData:

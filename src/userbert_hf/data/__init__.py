@@ -29,14 +29,15 @@ from .behavior_data import (
     load_saved_behavior_data,
     save_behavior_data,
 )
-from .dispatch import load_behavior_data
-from .event_log import load_event_log
+from .dispatch import COLUMN_OPTIONS, column_options, load_behavior_data
+from .event_log import load_dataframe, load_event_log, load_hf_dataset
 from .mind import MIND_BEHAVIOR_FIELDS, MIND_NEWS_FIELDS, load_mind, load_mind_impressions
 from .movielens import bundled_movielens_path, load_default_dataset, load_movielens
 from .summary import FILTER_REASONS, MAX_EXAMPLES_PER_REASON, DataFormatError, LoadSummary
 
 __all__ = [
     "BehaviorData",
+    "COLUMN_OPTIONS",
     "DataFormatError",
     "DEFAULT_MAX_BEHAVIORS",
     "FILTER_REASONS",
@@ -46,10 +47,13 @@ __all__ = [
     "MIND_NEWS_FIELDS",
     "USERS_FEATURES",
     "bundled_movielens_path",
+    "column_options",
     "load_amazon_beauty",
     "load_behavior_data",
+    "load_dataframe",
     "load_default_dataset",
     "load_event_log",
+    "load_hf_dataset",
     "load_mind",
     "load_mind_impressions",
     "load_movielens",

@@ -1,15 +1,19 @@
-"""Generic one-event-per-row logs (CSV, TSV, JSON Lines, JSON arrays, Parquet)."""
+"""Generic one-event-per-row logs: files (CSV, TSV, JSON Lines, JSON arrays, Parquet), pandas DataFrames and
+``datasets.Dataset`` tables, all checked and counted the same way."""
 
 from __future__ import annotations
 
 import math
 import os
 
+import datasets
+import pandas as pd
+
 from ..vocabulary import BehaviorVocabulary
 from .behavior_data import DEFAULT_MAX_BEHAVIORS, BehaviorData, build_behavior_data, events_from_table
-from .readers import check_file, infer_format, read_table
-from .summary import new_issues
-from .values import as_id
+from .readers import Table, check_file, infer_format, read_table
+from .summary import DataFormatError, Issues, new_issues
+from .values import as_id, is_nested
 
 def load_event_log(
     path: str | os.PathLike,
@@ -18,6 +22,7 @@ def load_event_log(
     item_column: str = "item_id",
     time_column: str = "timestamp",
     text_column: str | None = None,
+    rating_column: str | None = None,
     file_format: str | None = None,
     time_format: str | None = None,
     max_behaviors: int | None = DEFAULT_MAX_BEHAVIORS,
@@ -31,6 +36,9 @@ def load_event_log(
         path: the file; its suffix gives the format unless ``file_format`` is passed.
         user_column, item_column, time_column: required columns.
         text_column: optional column with the behaviour's text; the first non-empty text seen for an item wins.
+        rating_column: optional numeric column, kept per behaviour as the users' ``ratings`` (``List(float32)``)
+            column that the ``ctr`` task labels by; a value that is not a finite number is a bad field
+            (``invalid_<column>``).
         file_format: ``"csv"``, ``"tsv"``, ``"jsonl"``, ``"json"`` or ``"parquet"``.
         time_format: ``None`` accepts unix seconds (int/float) and ISO-8601 strings (naive times are UTC);
             otherwise a ``strptime`` format.
@@ -55,22 +63,140 @@ def load_event_log(
     file_format = infer_format(path, file_format)
     issues = new_issues("event-log", path, strict, max_behaviors)
     table = read_table(path, file_format, issues)
-    table.require(user_column, item_column, time_column, text_column)
+    return _load_events(
+        table, issues, "event-log", user_column=user_column, item_column=item_column, time_column=time_column,
+        text_column=text_column, rating_column=rating_column, time_format=time_format, max_behaviors=max_behaviors,
+        vocabulary=vocabulary, verbose=verbose,
+    )
+
+
+def load_dataframe(
+    frame: pd.DataFrame,
+    *,
+    user_column: str = "user_id",
+    item_column: str = "item_id",
+    time_column: str = "timestamp",
+    text_column: str | None = None,
+    rating_column: str | None = None,
+    time_format: str | None = None,
+    max_behaviors: int | None = DEFAULT_MAX_BEHAVIORS,
+    vocabulary: BehaviorVocabulary | None = None,
+    strict: bool = False,
+    verbose: bool = True,
+    name: str = "DataFrame",
+) -> BehaviorData:
+    """Load a one-event-per-row ``pandas.DataFrame`` exactly as :func:`load_event_log` loads a file.
+
+    Bad rows are skipped and counted (or raise with ``strict=True``) as ``"{name}: row N"``, N being the 1-based
+    position of the row (not its index label). Missing values (``None``, ``NaN``, ``pd.NA``, ``NaT``) are empty
+    fields. Also available as :meth:`BehaviorData.from_pandas`.
+
+    Example:
+        >>> import pandas as pd
+        >>> frame = pd.DataFrame({"user": ["u1", "u1", "u2"], "item": ["b", "a", "a"], "timestamp": [20, 10, 5]})
+        >>> data = load_dataframe(frame, user_column="user", item_column="item", verbose=False)
+        >>> [data.vocabulary.raw_id(i) for i in data.users[0]["behavior_ids"]]
+        ['a', 'b']
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"expected a pandas.DataFrame, got {type(frame).__name__}")
+    issues = new_issues("dataframe", name, strict, max_behaviors)
+    columns = [str(c) for c in frame.columns]
+    if len(set(columns)) != len(columns):
+        raise DataFormatError(f"{name}: duplicate column names in {columns}", path=name, reason="duplicate_column")
+    table = Table(
+        path=name, columns=columns, locations=[f"row {i}" for i in range(1, len(frame) + 1)],
+        _columns={str(c): frame[c].tolist() for c in frame.columns},
+    )
+    issues.summary.rows_read = len(frame)
+    return _load_events(
+        table, issues, "dataframe", user_column=user_column, item_column=item_column, time_column=time_column,
+        text_column=text_column, rating_column=rating_column, time_format=time_format, max_behaviors=max_behaviors,
+        vocabulary=vocabulary, verbose=verbose,
+    )
+
+
+def load_hf_dataset(
+    dataset: datasets.Dataset,
+    *,
+    user_column: str = "user_id",
+    item_column: str = "item_id",
+    time_column: str = "timestamp",
+    text_column: str | None = None,
+    rating_column: str | None = None,
+    time_format: str | None = None,
+    max_behaviors: int | None = DEFAULT_MAX_BEHAVIORS,
+    vocabulary: BehaviorVocabulary | None = None,
+    strict: bool = False,
+    verbose: bool = True,
+    name: str | None = None,
+) -> BehaviorData:
+    """Load a one-event-per-row ``datasets.Dataset`` exactly as :func:`load_event_log` loads a file.
+
+    Rows are reported as ``"{name}: row N"`` (1-based, in the dataset's current order, ``select`` / ``shuffle``
+    included). Also available as :meth:`BehaviorData.from_dataset`; ``userbert ... --data`` reaches it for a Hub
+    dataset id or a ``save_to_disk`` folder (:func:`~userbert_hf.data.dispatch.load_behavior_data`).
+
+    Example:
+        >>> import datasets
+        >>> events = datasets.Dataset.from_dict({"user_id": ["u1", "u1"], "item_id": ["a", "b"], "timestamp": [2, 1]})
+        >>> load_hf_dataset(events, verbose=False).users[0]["timestamps"]
+        [1, 2]
+    """
+    if isinstance(dataset, datasets.DatasetDict):
+        raise ValueError(f"expected one split, got a DatasetDict with splits {sorted(dataset)}: pick one, e.g. "
+                         f"dataset[{sorted(dataset)[0]!r}]")
+    if not isinstance(dataset, datasets.Dataset):
+        raise TypeError(f"expected a datasets.Dataset, got {type(dataset).__name__}")
+    name = name or f"Dataset({dataset.info.dataset_name or 'in memory'})"
+    issues = new_issues("dataset", name, strict, max_behaviors)
+    arrow = dataset.with_format("arrow")[:]  # honours select / filter / shuffle
+    table = Table(path=name, columns=list(arrow.column_names),
+                  locations=[f"row {i}" for i in range(1, arrow.num_rows + 1)], _arrow=arrow)
+    issues.summary.rows_read = arrow.num_rows
+    return _load_events(
+        table, issues, "dataset", user_column=user_column, item_column=item_column, time_column=time_column,
+        text_column=text_column, rating_column=rating_column, time_format=time_format, max_behaviors=max_behaviors,
+        vocabulary=vocabulary, verbose=verbose,
+    )
+
+
+def _load_events(
+    table: Table,
+    issues: Issues,
+    source: str,
+    *,
+    user_column: str,
+    item_column: str,
+    time_column: str,
+    text_column: str | None,
+    rating_column: str | None,
+    time_format: str | None,
+    max_behaviors: int | None,
+    vocabulary: BehaviorVocabulary | None,
+    verbose: bool,
+) -> BehaviorData:
+    """Table -> checked events -> BehaviorData, the same for files, DataFrames and Datasets."""
+    table.require(user_column, item_column, time_column, text_column, rating_column)
     events = events_from_table(
         table, issues, user_column=user_column, item_column=item_column, time_column=time_column,
-        time_format=time_format,
+        time_format=time_format, float_columns={rating_column: "ratings"} if rating_column else None,
     )
     events.numeric_times = time_format is None
-    texts: dict[str, str] = {}
-    if text_column is not None:
-        for item, text in zip(table.column(item_column), table.column(text_column)):
-            if text is not None and not (isinstance(text, float) and math.isnan(text)):
-                text = str(text).strip()
-                if text:
-                    texts.setdefault(as_id(item), text)
+    texts = _first_texts(table.column(item_column), table.column(text_column)) if text_column else {}
     return build_behavior_data(
-        events, issues, source="event-log", vocabulary=vocabulary, item_text=texts.get,
+        events, issues, source=source, vocabulary=vocabulary, item_text=texts.get,
         max_behaviors=max_behaviors, deduplicate=True, verbose=verbose,
     )
 
 
+def _first_texts(items: list, texts: list) -> dict[str, str]:
+    """item id -> its first non-empty text, in row order."""
+    first: dict[str, str] = {}
+    for item, text in zip(items, texts):
+        if text is None or is_nested(text) or (isinstance(text, float) and math.isnan(text)) or text is pd.NA:
+            continue
+        text = str(text).strip()
+        if text:
+            first.setdefault(as_id(item), text)
+    return first

@@ -21,11 +21,14 @@ _CSV_FIELD_SIZE_LIMIT = 2**31 - 1
 
 @dataclass
 class Table:
-    path: Path
+    """Rows of one source with the location of each (1-based line, ``"row 3"``, ``"record 3"``)."""
+
+    path: Path | str
     columns: list[str]
     locations: list  # int (1-based line) or str ("row 3", "record 3")
     _rows: list = field(default_factory=list)  # list[list[str]] for CSV, list[dict] for JSON
     _arrow: pa.Table | None = None
+    _columns: dict[str, list] | None = None  # name -> values (a pandas DataFrame)
 
     def __len__(self) -> int:
         return len(self.locations)
@@ -33,6 +36,8 @@ class Table:
     def column(self, name: str) -> list:
         if self._arrow is not None:
             return self._arrow.column(name).to_pylist()
+        if self._columns is not None:
+            return self._columns[name]
         if self._rows and isinstance(self._rows[0], dict):
             return [row.get(name) for row in self._rows]
         index = self.columns.index(name)
@@ -44,7 +49,8 @@ class Table:
             raise DataFormatError(
                 f"{self.path}: missing required column {missing[0]!r}"
                 + (f" (also missing: {missing[1:]})" if len(missing) > 1 else "")
-                + f"; available columns: {self.columns}",
+                + f"; available columns: {self.columns} (name yours with user_column= / item_column= / "
+                "time_column= / text_column=, --user_column ... on the command line)",
                 path=self.path,
                 column=missing[0],
                 reason="missing_column",

@@ -32,7 +32,7 @@ def as_id(value: object) -> str:
 
 def parse_time(value: object, time_format: str | None) -> int | None:
     """Unix seconds (int) from int/float seconds, datetime objects or strings; None if unparsable."""
-    if value is None or isinstance(value, (bool, np.bool_)):
+    if value is None or value is pd.NA or value is pd.NaT or isinstance(value, (bool, np.bool_)):
         return None
     if isinstance(value, (int, np.integer)):
         return in_int64(int(value))
