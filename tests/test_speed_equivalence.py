@@ -15,7 +15,7 @@ from torch import nn
 
 from userbert_hf import PRESETS, UserBertConfig, UserBertForPreTraining, UserBertModel
 from userbert_hf.collation import BehaviorCatalog, build_behavior_table
-from userbert_hf.modeling_userbert import UserBertContextEncoder, UserBertSelfAttention
+from userbert_hf.modeling_userbert import UserBertContextEncoder, UserBertSelfAttention, UserBertTextEncoder
 
 ATOL = 1e-5
 
@@ -139,6 +139,24 @@ def test_gru_without_packing_matches_packed_gru(tiny_config):
     mask = torch.arange(6)[None] < torch.tensor([6, 2, 0, 4])[:, None]
     hidden = hidden * mask[..., None]
     torch.testing.assert_close(encoder(hidden, mask), reference_gru(encoder, hidden, mask), atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize("text_encoder", ["self_attention", "cnn"])
+def test_length_chunked_text_encoding_matches_one_padded_batch(tiny_config, text_encoder):
+    """Rows sorted by text length and encoded in chunks cut to their longest text give the vectors (and the
+    gradients) of encoding the whole padded table at once."""
+    config = tiny_config("nrms", text_encoder=text_encoder, max_words=8)
+    torch.manual_seed(0)
+    encoder = _randomize(UserBertTextEncoder(config))
+    encoder.length_chunk_rows = 3  # chunk even this small table
+    tokens = _token_table(config)[torch.randperm(config.behavior_vocab_size, generator=torch.Generator().manual_seed(0))]
+    chunked, padded = encoder(tokens), encoder.encode_padded(tokens)  # (40, H) each
+    torch.testing.assert_close(chunked, padded, atol=ATOL, rtol=1e-5)
+    assert (chunked[(tokens != 0).any(-1)].abs().sum(-1) > 0).all()  # every text got a real vector
+    weights = torch.randn_like(padded)
+    (grad_chunked,) = torch.autograd.grad((chunked * weights).sum(), encoder.word_embeddings.weight)
+    (grad_padded,) = torch.autograd.grad((padded * weights).sum(), encoder.word_embeddings.weight)
+    torch.testing.assert_close(grad_chunked, grad_padded, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

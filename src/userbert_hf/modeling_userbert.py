@@ -132,8 +132,27 @@ class UserBertTextEncoder(nn.Module):
         self.word_pooling = UserBertAdditiveAttention(config.hidden_size, config.attention_query_size)
         self.dropout = nn.Dropout(config.dropout)
 
+    # Texts are encoded independently of each other, so rows can be encoded in any grouping. A table's texts are
+    # padded to its longest one (titles: 10 words on average, 30 at most); on CPU, rows sorted by length are
+    # encoded in chunks cut to each chunk's longest text, which skips most padding words (attention is quadratic
+    # in the width). Accelerators get one padded batch: reading the lengths there would wait for the device.
+    length_chunk_rows = 256
+
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         # token_ids: (N, W) -> (N, H)
+        n, width = token_ids.shape
+        if token_ids.device.type != "cpu" or n < 2 * self.length_chunk_rows or width <= 1:
+            return self.encode_padded(token_ids)
+        columns = torch.arange(1, width + 1, device=token_ids.device)
+        lengths = ((token_ids != 0) * columns).amax(1)  # (N,) 1 + last word column, 0 for no words
+        order = torch.argsort(lengths, stable=True)  # (N,) shortest first
+        chunks = order.split(max(self.length_chunk_rows, -(-n // 8)))
+        # Within a chunk the last row is the longest.
+        parts = [self.encode_padded(token_ids[rows, : max(int(lengths[rows[-1]]), 1)]) for rows in chunks]
+        return torch.cat(parts).index_select(0, torch.argsort(order))  # (N, H) back in table order
+
+    def encode_padded(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Encode (N, W) word ids as one padded batch -> (N, H)."""
         word_mask = token_ids != 0  # (N, W)
         words = self.dropout(self.word_embeddings(token_ids))  # (N, W, E)
         if self.kind == "cnn":
@@ -650,6 +669,28 @@ def matching_scores(queries: torch.Tensor, candidates: torch.Tensor, similarity:
     return torch.einsum("...h,...ch->...c", queries, candidates) / temperature
 
 
+def uniformity_loss(embeddings: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Wang & Isola's (2020) uniformity of L2-normalised embeddings (N, H): ``log mean_{i != j} exp(-t |u_i - u_j|^2)``.
+    Lower is more uniform on the sphere; it penalises a direction shared by all embeddings (collapse) without
+    depending on their scale. Zero rows (users without behaviours) are left out; fewer than two rows give 0.
+
+    Example:
+
+    ```python
+    >>> round(float(uniformity_loss(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))), 4)  # antipodal: log(exp(-8))
+    -8.0
+    ```
+    """
+    embeddings = embeddings[embeddings.norm(dim=-1) > 0]
+    n = embeddings.shape[0]
+    if n < 2:
+        return embeddings.sum() * 0.0
+    unit = F.normalize(embeddings.float(), dim=-1)
+    squared = torch.cdist(unit, unit).pow(2)  # (N, N)
+    off_diagonal = squared[~torch.eye(n, dtype=torch.bool, device=unit.device)]
+    return torch.logsumexp(-t * off_diagonal, 0) - torch.log(torch.tensor(float(off_diagonal.numel())))
+
+
 def _gather_with_gradients(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All ranks' rows of ``tensor`` (N, H), with gradients flowing back to each rank's own rows, and the offset
     of this rank's rows. Rows per rank must be equal (padded by the caller otherwise)."""
@@ -711,6 +752,7 @@ class UserBertForPreTrainingOutput(ModelOutput):
     bsm_accuracy: torch.FloatTensor | None = None
     nbp_accuracy: torch.FloatTensor | None = None
     cp_accuracy: torch.FloatTensor | None = None
+    uniformity_loss: torch.FloatTensor | None = None
     user_embedding: torch.FloatTensor | None = None
 
 
@@ -862,6 +904,12 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
                 gather_across_ranks=torch.distributed.is_available() and torch.distributed.is_initialized(),
             )
             total = total + loss
+
+        if config.uniformity_loss_weight > 0 and self.training:
+            # An in-batch term (like CP's negatives): it sees the users of this micro-batch.
+            uniformity = uniformity_loss(encoded.user_embedding)
+            out.uniformity_loss = uniformity.detach()
+            total = total + config.uniformity_loss_weight * uniformity
 
         out.loss = total
         return_dict = return_dict if return_dict is not None else config.return_dict
