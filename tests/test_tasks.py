@@ -201,3 +201,21 @@ def test_implicit_ctr_on_movielens_rated_vs_unrated_popular_items():
     assert 0.5 <= labels.mean() < 0.6  # balanced except for heavy raters who had most popular items
     users = {s: set(splits[s]["user_id"]) for s in ("train", "validation", "test")}
     assert not users["train"] & users["test"] and not users["validation"] & users["test"]
+
+
+@pytest.mark.parametrize("every_prefix", [True, False])
+def test_next_item_trains_on_every_prefix_by_default(every_prefix):
+    from types import SimpleNamespace
+
+    from userbert_hf.finetuning_job import FinetuningDataArguments
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "beauty_small.txt"
+    assert FinetuningDataArguments().train_every_prefix is True
+    args = SimpleNamespace(data=str(fixture), strict_data=False, max_behaviors=50, exclude_history=True,
+                           train_every_prefix=every_prefix, max_train_targets_per_user=1)
+    built = get_task("next_item").build_splits(args, None)
+    sequences = [list(r["behavior_ids"]) for r in built.behavior_data.users]
+    # Every prefix: a sequence of n items gives training targets at positions 1 .. n-3; otherwise one per user.
+    expected = sum(max(len(s) - 3, 0) for s in sequences) if every_prefix else sum(len(s) >= 4 for s in sequences)
+    assert len(built.splits["train"]) == expected
+    assert get_task("next_item").settings_of(args)["train_every_prefix"] is every_prefix
