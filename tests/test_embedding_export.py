@@ -206,14 +206,28 @@ def _brute_force(vectors: np.ndarray, rows, k: int, metric: str):
     return order, np.take_along_axis(scores, order, 1)
 
 
+@pytest.mark.parametrize("backend", ["faiss", "numpy"])
 @pytest.mark.parametrize("metric", ["cosine", "dot", "l2"])
-def test_faiss_neighbours_equal_brute_force(metric):
+def test_neighbours_equal_brute_force(metric, backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
     vectors = np.random.default_rng(0).normal(size=(300, 24)) * np.random.default_rng(1).uniform(0.2, 3.0, (300, 1))
     rows = [0, 5, 17, 299]
-    ids, scores = nearest_users(_dataset(vectors), [f"u{r}" for r in rows], k=10, metric=metric)
+    ids, scores = nearest_users(_dataset(vectors), [f"u{r}" for r in rows], k=10, metric=metric, backend=backend)
     order, expected = _brute_force(vectors, rows, 10, metric)
     assert ids == [[f"u{j}" for j in row] for row in order]
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_without_faiss_the_search_falls_back_to_numpy(monkeypatch):
+    vectors = np.random.default_rng(2).normal(size=(50, 8))
+    expected = nearest_users(_dataset(vectors), ["u3", "u7"], k=5, backend="numpy")
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
+    ids, scores = nearest_users(_dataset(vectors), ["u3", "u7"], k=5)
+    assert ids == expected[0]
+    np.testing.assert_allclose(scores, expected[1])
+    with pytest.raises(ImportError, match=r"userbert_hf\[faiss\]"):
+        nearest_users(_dataset(vectors), ["u3"], backend="faiss")
 
 
 def test_neighbours_are_ordered_by_cosine_not_by_length():

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
@@ -53,3 +54,29 @@ def test_stock_trainer_fine_tunes_a_head_on_a_datasets_dataset(tmp_path):
     with torch.no_grad():
         predictions = model(**processor(test_histories)).logits.argmax(-1)
     assert (predictions == torch.tensor(test_labels)).float().mean() >= 0.9
+
+
+def test_report_to_tensorboard_writes_the_training_losses(tmp_path):
+    """``--report_to tensorboard`` (the ``tensorboard`` extra): the Trainer's logged losses land in event files
+    under ``output_dir/runs``."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    processor = UserBertProcessor(BehaviorVocabulary([str(i) for i in range(1, 41)]), max_behaviors=16)
+    model = UserBertForUserClassification(UserBertConfig.from_preset(
+        "gru4rec", behavior_vocab_size=41, hidden_size=8, max_behaviors=16, num_labels=2))
+    histories, labels = _users(32, seed=0)
+    train = Dataset.from_dict({"behavior_ids": [processor.convert_behaviors_to_ids(h)[0] for h in histories],
+                               "label": labels})
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, max_steps=4, logging_steps=1,
+                             report_to=["tensorboard"], use_cpu=True, save_strategy="no", disable_tqdm=True,
+                             remove_unused_columns=False)
+    trainer = Trainer(model=model, args=args, train_dataset=train,
+                      data_collator=UserBertCollator(processor.catalog, processor.max_behaviors))
+    trainer.train()
+    (run,) = list((tmp_path / "runs").iterdir())
+    events = EventAccumulator(str(run))
+    events.Reload()
+    logged = [e.value for e in events.Scalars("train/loss")]
+    expected = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert len(logged) == 4 and np.allclose(logged, expected, rtol=1e-5)

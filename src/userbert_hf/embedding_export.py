@@ -192,7 +192,7 @@ def export_user_embeddings(
 
 
 # ----------------------------------------------------------------------------------------------
-# Nearest neighbours (faiss)
+# Nearest neighbours (faiss when installed, else exact numpy search)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -209,10 +209,30 @@ def embedding_matrix(embeddings: datasets.Dataset) -> np.ndarray:
     return np.array(values, dtype=np.float32, copy=True).reshape(len(column), -1)
 
 
+def _numpy_search(vectors: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Exact search like faiss' flat indexes: ``(scores (Q, k), rows (Q, k))``, best first, ties by row."""
+    if metric == "l2":
+        scores = (queries**2).sum(1)[:, None] - 2.0 * queries @ vectors.T + (vectors**2).sum(1)[None]  # (Q, N)
+        keys = scores
+    else:
+        scores = queries @ vectors.T  # (Q, N) inner products
+        keys = -scores
+    k = min(k, vectors.shape[0])
+    rows = np.argsort(keys, axis=1, kind="stable")[:, :k]  # (Q, k)
+    return np.take_along_axis(scores, rows, 1).astype(np.float32), rows
+
+
 def nearest_users(
-    embeddings: datasets.Dataset, query_user_ids, k: int = 10, metric: str = "cosine", exclude_self: bool = True
+    embeddings: datasets.Dataset,
+    query_user_ids,
+    k: int = 10,
+    metric: str = "cosine",
+    exclude_self: bool = True,
+    backend: str = "auto",
 ) -> tuple[list[list[str]], np.ndarray]:
-    """The ``k`` users closest to each query user, by exact (flat) faiss search.
+    """The ``k`` users closest to each query user, by exact (flat) search: faiss (the ``faiss`` extra,
+    ``pip install userbert_hf[faiss]``) when installed, else numpy (one (Q, N) score matrix: fine up to millions of
+    users per query batch; faiss is faster and also offers approximate indexes).
 
     Args:
         embeddings: a dataset with ``user_id`` and ``embedding`` (from :func:`embed_users`).
@@ -221,16 +241,24 @@ def nearest_users(
         metric: ``"cosine"`` (inner product of L2-normalised vectors, ``IndexFlatIP``), ``"dot"`` (inner product)
             or ``"l2"`` (squared Euclidean distance, ``IndexFlatL2``).
         exclude_self: leave the query user out of its own neighbours.
+        backend: ``"auto"`` (faiss if importable), ``"faiss"`` or ``"numpy"``.
 
     Returns:
         ``(neighbor_ids, scores)``: ``neighbor_ids[q]`` lists the ``k`` neighbour ids of query ``q``, best first;
         ``scores`` (Q, k) float32 holds their similarity (cosine, dot: higher is closer) or distance (l2: lower
         is closer).
     """
-    import faiss
-
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r} is not one of {METRICS}")
+    if backend not in ("auto", "faiss", "numpy"):
+        raise ValueError(f"backend={backend!r} is not one of ('auto', 'faiss', 'numpy')")
+    faiss = None
+    if backend != "numpy":
+        try:
+            import faiss
+        except ImportError:
+            if backend == "faiss":
+                raise ImportError("backend='faiss' needs faiss: pip install 'userbert_hf[faiss]'") from None
     if isinstance(query_user_ids, str):
         query_user_ids = [query_user_ids]
     user_ids = [str(u) for u in embeddings["user_id"]]
@@ -240,14 +268,19 @@ def nearest_users(
         raise KeyError(f"user ids not in the embeddings: {missing[:10]}")
     vectors = embedding_matrix(embeddings)  # (N, H)
     if metric == "cosine":
-        faiss.normalize_L2(vectors)
-    index = faiss.IndexFlatL2(vectors.shape[1]) if metric == "l2" else faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors /= np.where(norms > 0, norms, 1.0)  # as faiss.normalize_L2: zero vectors stay zero
     rows = np.array([row_of[str(q)] for q in query_user_ids], dtype=np.int64)
     k = min(k, len(user_ids) - (1 if exclude_self else 0))
     if k < 1:
         return [[] for _ in rows], np.zeros((len(rows), 0), dtype=np.float32)
-    scores, found = index.search(vectors[rows], k + (1 if exclude_self else 0))  # (Q, k [+ 1])
+    wanted = k + (1 if exclude_self else 0)
+    if faiss is not None:
+        index = faiss.IndexFlatL2(vectors.shape[1]) if metric == "l2" else faiss.IndexFlatIP(vectors.shape[1])
+        index.add(vectors)
+        scores, found = index.search(vectors[rows], wanted)  # (Q, k [+ 1])
+    else:
+        scores, found = _numpy_search(vectors, vectors[rows], wanted, metric)
     neighbor_ids, kept_scores = [], np.empty((len(rows), k), dtype=np.float32)
     for q, row in enumerate(rows):
         keep = [j for j in range(found.shape[1]) if found[q, j] >= 0 and not (exclude_self and found[q, j] == row)][:k]
