@@ -96,6 +96,9 @@ class PretrainingModelArguments:
     )
     matching_temperature: float = field(default=0.1, metadata={"help": "Matcher scores are divided by this."})
     projection_head: bool = field(default=False, metadata={"help": "MLP between the user embedding and BSM/CP."})
+    uniformity_loss_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the uniformity loss on the batch's user embeddings (0 = off)."}
+    )
 
     def __post_init__(self):
         # Build the config once with placeholder vocabulary sizes: every invalid size, weight or choice is
@@ -103,8 +106,9 @@ class PretrainingModelArguments:
         if self.model_name_or_path is None:
             try:
                 build_config(self, PretrainingDataArguments(), None, None)
-            except ValueError as err:
-                raise ValueError(str(err).replace("UserBertConfig.", "--")) from None
+            except Exception as err:  # huggingface_hub's strict dataclasses wrap the ValueError
+                cause = err.__cause__ if isinstance(err.__cause__, ValueError) else err
+                raise ValueError(str(cause).replace("UserBertConfig: ", "").replace("UserBertConfig.", "--")) from None
 
 
 @dataclass
@@ -185,6 +189,7 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         matching_similarity=model_args.matching_similarity,
         matching_temperature=model_args.matching_temperature,
         projection_head=model_args.projection_head,
+        uniformity_loss_weight=model_args.uniformity_loss_weight,
         **overrides,
     )
 

@@ -1,0 +1,109 @@
+"""Every invalid setting is refused before any data is loaded, naming the option, with a usage line and no
+traceback; `--help` is grouped, described and quick (issue 10 item 6, issue 12 item 7)."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import pytest
+
+from job_helpers import run_cli
+from userbert_hf import embedding_export, finetuning_job, pretraining_job
+
+
+@pytest.fixture(autouse=True)
+def no_data_loading(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("invalid settings must be refused before the data is loaded")
+
+    for module in (pretraining_job, finetuning_job, embedding_export):
+        for name in ("load_behavior_data", "load_task_data"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, refuse)
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--num_behavior_negatives", "0"], "--num_behavior_negatives"),
+    (["--num_sequence_negatives", "-2"], "--num_sequence_negatives"),
+    (["--bsm_min_behaviors", "-1"], "--bsm_min_behaviors"),
+    (["--bsm_gap", "-3"], "--bsm_gap"),
+    (["--max_steps", "0"], "--max_steps"),
+    (["--behavior_pool_size", "0"], "--behavior_pool_size"),
+    (["--behavior_pool_size", "3", "--num_behavior_negatives", "4"], "--behavior_pool_size"),
+    (["--sequence_pool_size", "0"], "--sequence_pool_size"),
+    (["--sequence_pool_interval", "0"], "--sequence_pool_interval"),
+    (["--mask_ratio", "0"], "--mask_ratio"),
+    (["--mask_ratio", "1.5"], "--mask_ratio"),
+    (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size"),
+    (["--preset", "sasrec"], "--preset"),
+    (["--objective", "bert"], "--objective"),
+    (["--negative_sampling", "hard"], "--negative_sampling"),
+    (["--hidden_size", "30", "--num_attention_heads", "4"], "--hidden_size"),
+    (["--dropout", "1.0"], "--dropout"),
+    (["--mbp_loss_weight", "0", "--bsm_loss_weight", "0"], "loss_weight"),
+    (["--max_behaviors", "0"], "--max_behaviors"),
+    (["--no_such_option", "1"], "--no_such_option"),
+])
+def test_pretrain_refuses_invalid_settings_naming_the_option(tmp_path, capsys, argv, option):
+    with pytest.raises(SystemExit) as exit_info:
+        pretraining_job.main([*argv, "--output_dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: userbert pretrain [--option value ...]\n"), err
+    assert "userbert pretrain: error:" in err and option in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--task", "sasrec"], "--task"),
+    (["--max_steps", "0"], "--max_steps"),
+    (["--num_train_epochs", "0"], "--num_train_epochs"),
+    (["--train_fraction", "0"], "--train_fraction"),
+    (["--npratio", "0"], "--npratio"),
+    (["--model_name_or_path", "nrms", "--hidden_size", "30", "--num_attention_heads", "4"], "--hidden_size"),
+])
+def test_finetune_refuses_invalid_settings_naming_the_option(tmp_path, capsys, argv, option):
+    with pytest.raises(SystemExit) as exit_info:
+        finetuning_job.main([*argv, "--output_dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: userbert finetune") and option in err, err
+
+
+def test_embed_refuses_invalid_settings(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        embedding_export.main(["--model_name_or_path", "x", "--batch_size", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: userbert embed") and "--batch_size must be >= 1" in err
+
+
+def test_argument_errors_print_usage_not_a_traceback():
+    done = run_cli("pretrain", "--num_behavior_negatives", "0", timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: userbert pretrain"), done.stderr[-2000:]
+    assert "--num_behavior_negatives must be an integer >= 1, got 0" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_is_grouped_described_and_quick():
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = run_cli("pretrain", "--help", timeout=120)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert out.startswith("usage: userbert pretrain [--option value ...]\n")
+    assert "Pre-train a user model on behaviour logs" in out and "examples:\n  userbert pretrain" in out
+    assert "--preset {bert4rec,gru4rec,lstur,naml,nativectr,nrms}" in out
+    # Our options come first, the many TrainingArguments after them.
+    positions = [out.index(f"\n  {option}") for option in
+                 ("--data ", "--preset ", "--num_behavior_negatives ", "--overwrite_output_dir", "--learning_rate ",
+                  "--lr_scheduler_type ")]
+    assert positions == sorted(positions)
+    assert "training (transformers.TrainingArguments" in out
+    # Start-up: CPU seconds of the child (wall time on a shared CI machine also counts other processes' load).
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert cpu < 5.0, f"`userbert pretrain --help` took {cpu:.1f} s of CPU ({wall:.1f} s wall)"
