@@ -17,7 +17,7 @@ The split builders of the tasks registered in ``tasks.py``, each a ``datasets.Da
 low-resource setting of the paper (10% / 25% / 100%). :func:`pretraining_users` returns the behaviour
 sequences a pre-training run may use without ever seeing an evaluation target.
 
-The collators turn rows into the batch-table layout of the UserBERT heads (``build_behavior_table``):
+The collators turn rows into the batch-table layout of the UserBERT heads (``collation.collate_histories``):
 histories and candidates index one table of distinct behaviours.
 
 Load MovieLens / Beauty with ``max_behaviors=None``: candidates and targets are chosen on the full sequences,
@@ -37,7 +37,7 @@ import datasets
 import numpy as np
 import torch
 
-from .collation import BehaviorCatalog, build_behavior_table, pad_sequences
+from .collation import BehaviorCatalog, collate_histories, pad_sequences
 
 try:  # datasets >= 4
     from datasets import List as _ListFeature
@@ -574,8 +574,9 @@ def pretraining_users(
 # =====================================================================================================
 # Collators: rows -> the heads' batch-table layout
 # =====================================================================================================
-def _history_batch(features: list[dict], max_behaviors: int | None) -> torch.Tensor:
-    return pad_sequences([_recent(f["history"], max_behaviors) for f in features])  # (B, L)
+def _collate(collator, features: list[dict], *candidates: torch.Tensor):
+    """The ``history`` rows through the one shared collation, candidates in the same behaviour table."""
+    return collate_histories(collator.catalog, [f["history"] for f in features], collator.max_behaviors, *candidates)
 
 
 @dataclass
@@ -596,11 +597,9 @@ class CTRCollator:
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         if "candidates" in features[0]:
             return NewsRecommendationCollator(self.catalog, self.max_behaviors)(features)
-        history = _history_batch(features, self.max_behaviors)  # (B, L)
         candidates = torch.as_tensor([int(f["candidate"]) for f in features], dtype=torch.long)  # (B,)
-        table, (index, candidate_index) = build_behavior_table(self.catalog, history, candidates)
-        batch = {**table, "behavior_index": index, "attention_mask": (history != 0).long(),
-                 "candidate_index": candidate_index}
+        batch, (candidate_index,) = _collate(self, features, candidates)
+        batch["candidate_index"] = candidate_index
         if "label" in features[0]:
             batch["labels"] = torch.as_tensor([float(f["label"]) for f in features], dtype=torch.float)
         return batch
@@ -615,12 +614,10 @@ class NewsRecommendationCollator:
     max_behaviors: int | None = None
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        history = _history_batch(features, self.max_behaviors)  # (B, L)
         candidates = pad_sequences([f["candidates"] for f in features])  # (B, C)
         mask = pad_sequences([[1] * len(f["candidates"]) for f in features], length=candidates.shape[1])
-        table, (index, candidate_index) = build_behavior_table(self.catalog, history, candidates)
-        batch = {**table, "behavior_index": index, "attention_mask": (history != 0).long(),
-                 "candidate_index": candidate_index, "candidate_mask": mask}
+        batch, (candidate_index,) = _collate(self, features, candidates)
+        batch.update(candidate_index=candidate_index, candidate_mask=mask)
         if "labels" in features[0]:
             batch["labels"] = pad_sequences(
                 [f["labels"] for f in features], pad_value=IGNORE_INDEX, length=candidates.shape[1], dtype=torch.float
@@ -637,9 +634,7 @@ class NextBehaviorCollator:
     max_behaviors: int | None = None
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        history = _history_batch(features, self.max_behaviors)  # (B, L)
-        table, (index,) = build_behavior_table(self.catalog, history)
-        batch = {**table, "behavior_index": index, "attention_mask": (history != 0).long()}
+        batch, _ = _collate(self, features)
         if "target" in features[0]:
             batch["labels"] = torch.as_tensor([int(f["target"]) for f in features], dtype=torch.long)
         if any(len(f.get("exclude") or ()) for f in features):
@@ -655,9 +650,7 @@ class UserClassificationCollator:
     max_behaviors: int | None = None
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        history = _history_batch(features, self.max_behaviors)  # (B, L)
-        table, (index,) = build_behavior_table(self.catalog, history)
-        batch = {**table, "behavior_index": index, "attention_mask": (history != 0).long()}
+        batch, _ = _collate(self, features)
         if "label" in features[0]:
             batch["labels"] = torch.as_tensor([int(f["label"]) for f in features], dtype=torch.long)
         return batch
