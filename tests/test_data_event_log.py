@@ -1,7 +1,9 @@
-"""One-event-per-row data from anywhere (issue 12, item 2): named columns, text and rating columns, pandas
+"""One-event-per-row data (``userbert_hf.data.event_log``): every file format, bad rows counted or refused, and,
+from anywhere (issue 12, item 2): named columns, text and rating columns, pandas
 DataFrames, ``datasets`` tables, ``save_to_disk`` folders, local data folders through ``datasets.load_dataset``,
 Hub ids, and the ``--user_column`` ... options of ``userbert pretrain`` / ``finetune`` / ``embed``."""
 
+import calendar
 import json
 
 import datasets
@@ -10,6 +12,8 @@ import pandas as pd
 import pytest
 
 from userbert_hf.data import BehaviorData, DataFormatError, load_behavior_data, load_event_log
+from userbert_hf.vocabulary import PAD_TOKEN
+from data_helpers import FIXTURES, by_user, write, write_events
 
 # A log as users have them: columns user,item,timestamp,title (+ stars), unsorted, one bad row of each kind.
 LOG = pd.DataFrame({
@@ -126,6 +130,154 @@ def test_column_options_are_refused_for_fixed_formats():
     with pytest.raises(ValueError, match="user_column='user': column options apply to one-event-per-row data"):
         load_behavior_data("movielens", user_column="user", verbose=False)
     assert load_behavior_data("movielens", user_column=None, verbose=False).source == "movielens"
+
+
+# ------------------------------------------------------------------------------------ files of every format
+def test_event_log_formats_give_identical_results(tmp_path):
+    results = {fmt: load_event_log(write_events(tmp_path, fmt), text_column="title", verbose=False)
+               for fmt in ("csv", "tsv", "jsonl", "json", "parquet")}
+    reference = results["csv"]
+    assert by_user(reference) == {"u2": ["10", "30", "31"], "u1": ["11", "10"], "u3": ["11"]}
+    assert reference.users[0]["timestamps"] == [5, 20, 20]
+    assert reference.vocabulary.raw_ids == [PAD_TOKEN, "30", "10", "11", "31"]
+    assert reference.vocabulary.texts == ["", 'Say "hi", then go', "Ten", "Eleven", "Thirty-one"]
+    assert reference.summary.skipped == {"duplicate_event": 1}
+    for fmt, data in results.items():
+        assert data.users.to_dict() == reference.users.to_dict(), fmt
+        assert data.vocabulary == reference.vocabulary, fmt
+        assert (data.summary.rows_read, data.summary.rows_used, data.summary.skipped) == (7, 6, {"duplicate_event": 1})
+        assert data.users.features == reference.users.features
+
+
+def test_event_log_locations_by_format(tmp_path):
+    for fmt, where in (("csv", ":6:"), ("jsonl", ":5:"), ("parquet", ": row 5:"), ("json", ": record 5:")):
+        data = load_event_log(write_events(tmp_path, fmt), verbose=False)
+        assert where in data.summary.examples["duplicate_event"][0], fmt
+
+
+def test_event_log_custom_columns_and_time_format(tmp_path):
+    path = write(tmp_path / "log.tsv", "who\twhat\twhen\nA\tx\t11/11/2019 09:05\nA\ty\t10/11/2019 09:05\n")
+    data = load_event_log(path, user_column="who", item_column="what", time_column="when",
+                          time_format="%d/%m/%Y %H:%M", verbose=False)
+    assert by_user(data) == {"A": ["y", "x"]}  # 10 Nov before 11 Nov
+    assert data.users[0]["timestamps"] == [calendar.timegm((2019, 11, 10, 9, 5, 0)),
+                                           calendar.timegm((2019, 11, 11, 9, 5, 0))]
+
+
+def test_iso_timestamps_and_stable_ties(tmp_path):
+    path = write(tmp_path / "log.csv",
+                 "user_id,item_id,timestamp\n"
+                 "u,b,2020-01-01T00:00:00Z\n"
+                 "u,c,2020-01-01 00:00:00\n"
+                 "u,a,2019-12-31T23:00:00-01:00\n"  # = 2020-01-01T00:00:00Z, a tie: file order wins
+                 "u,d,1577836799.9\n")
+    data = load_event_log(path, verbose=False)
+    assert by_user(data) == {"u": ["d", "b", "c", "a"]}
+    assert data.users[0]["timestamps"] == [1577836799, 1577836800, 1577836800, 1577836800]
+
+
+def test_broken_fixture_counts_every_problem():
+    path = FIXTURES / "events_broken.csv"
+    data = load_event_log(path, text_column="title", verbose=False)
+    s = data.summary
+    assert s.rows_read == 10 and s.rows_used == 3
+    assert s.skipped == {
+        "unparsable_timestamp": 2, "empty_item_id": 1, "empty_user_id": 1, "duplicate_event": 1,
+        "wrong_field_count": 2, "user_without_behaviors": 1,
+    }
+    assert s.examples["unparsable_timestamp"] == [
+        f"{path}:3: column 'timestamp': cannot parse 'not-a-time' as a timestamp "
+        "(expected unix seconds or an ISO-8601 date/time)",
+        f"{path}:11: column 'timestamp': cannot parse 'soon' as a timestamp "
+        "(expected unix seconds or an ISO-8601 date/time)",
+    ]
+    assert s.examples["empty_item_id"][0].startswith(f"{path}:4: column 'item_id'")
+    assert s.examples["empty_user_id"][0].startswith(f"{path}:5: column 'user_id'")
+    assert s.examples["duplicate_event"][0].startswith(f"{path}:7: duplicate of line 6")
+    assert [e.split(": ")[0] for e in s.examples["wrong_field_count"]] == [f"{path}:8", f"{path}:10"]
+    assert "expected 4 fields" in s.examples["wrong_field_count"][0]
+    assert by_user(data) == {"u1": ["i1"], "u2": ["i3"], "u3": ["i5"]}
+    assert data.vocabulary.texts[data.vocabulary["i5"]] == 'A "quoted" title'
+    text = str(s)
+    assert "unparsable_timestamp: 2" in text and f"{path}:3" in text
+
+
+def test_strict_mode_raises_at_first_bad_line():
+    path = FIXTURES / "events_broken.csv"
+    with pytest.raises(DataFormatError) as info:
+        load_event_log(path, strict=True, verbose=False)
+    error = info.value
+    assert isinstance(error, ValueError)
+    assert str(error).startswith(f"{path}:3: column 'timestamp'")
+    assert (error.path, error.line, error.column, error.reason) == (str(path), 3, "timestamp", "unparsable_timestamp")
+
+
+@pytest.mark.parametrize(
+    "body, reason, line, column",
+    [
+        ("u1,a,1\nu1,b,1,extra\n", "wrong_field_count", 3, None),
+        ("u1,a,1\nu1,b\n", "wrong_field_count", 3, None),
+        ("u1,a,1\nu1,a,1\n", "duplicate_event", 3, None),
+        ("u1,a,1\n,b,2\n", "empty_user_id", 3, "user_id"),
+        ("u1,a,1\nu1, ,2\n", "empty_item_id", 3, "item_id"),
+        ("u1,a,1\nu1,b,1e400\n", "unparsable_timestamp", 3, "timestamp"),
+        ("u1,a,1\nu1,b,\n", "unparsable_timestamp", 3, "timestamp"),
+    ],
+)
+def test_each_bad_row_is_counted_or_raised(tmp_path, body, reason, line, column):
+    path = write(tmp_path / "log.csv", "user_id,item_id,timestamp\n" + body)
+    data = load_event_log(path, verbose=False)
+    assert data.summary.skipped == {reason: 1}
+    assert data.summary.examples[reason][0].startswith(f"{path}:{line}: ")
+    assert by_user(data) == {"u1": ["a"]}
+    with pytest.raises(DataFormatError, match=f"^{path}:{line}: ") as info:
+        load_event_log(path, strict=True, verbose=False)
+    assert (info.value.line, info.value.column, info.value.reason) == (line, column, reason)
+
+
+def test_multiline_quoted_field_keeps_line_numbers(tmp_path):
+    path = write(tmp_path / "log.csv",
+                 'user_id,item_id,timestamp,title\nu1,a,1,"two\nlines"\nu1,b,oops,x\n')
+    data = load_event_log(path, text_column="title", verbose=False)
+    assert data.summary.examples["unparsable_timestamp"][0].startswith(f"{path}:4: ")
+    assert data.vocabulary.texts[1] == "two\nlines"
+
+
+def test_blank_lines_are_counted_not_fatal(tmp_path):
+    path = write(tmp_path / "log.csv", "user_id,item_id,timestamp\nu1,a,1\n\nu1,b,2\n")
+    data = load_event_log(path, strict=True, verbose=False)
+    assert data.summary.skipped == {"blank_line": 1} and by_user(data) == {"u1": ["a", "b"]}
+
+
+def test_bad_json_lines(tmp_path):
+    path = write(tmp_path / "log.jsonl",
+                 '{"user_id": "u", "item_id": "a", "timestamp": 1}\n{oops\n[1, 2]\n'
+                 '{"user_id": "u", "timestamp": 3}\n')
+    data = load_event_log(path, verbose=False)
+    assert data.summary.skipped == {"unparsable_line": 2, "empty_item_id": 1}
+    assert data.summary.examples["unparsable_line"][0].startswith(f"{path}:2: invalid JSON")
+    assert data.summary.examples["empty_item_id"][0].startswith(f"{path}:4: ")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
+def test_missing_column_names_file_and_column(tmp_path, fmt):
+    frame = pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "time": [1]})
+    path = tmp_path / f"log.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "tsv":
+        frame.to_csv(path, index=False, sep="\t")
+    elif fmt == "jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path)
+    with pytest.raises(DataFormatError) as info:
+        load_event_log(path, verbose=False)
+    message = str(info.value)
+    assert str(path) in message and "'timestamp'" in message and "['user_id', 'item_id', 'time']" in message
+    assert info.value.column == "timestamp"
+    with pytest.raises(DataFormatError, match="'title'"):
+        load_event_log(path, time_column="time", text_column="title", verbose=False)
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from userbert_hf.data import DataFormatError, load_amazon_beauty, load_event_log
+from userbert_hf.data import DataFormatError, load_amazon_beauty, load_behavior_data, load_event_log, load_mind, load_movielens
+from data_helpers import write
 
 
 def csv_log(rows: int, broken: dict[int, str] | None = None, header: str = "user_id,item_id,timestamp") -> str:
@@ -161,3 +162,41 @@ def test_one_duplicate_costs_no_memory_per_row(tmp_path):
     ]
     # Before: a dict of every (user, item, timestamp) was built in a Python loop, +13 MiB here (+264 MiB at 2M).
     assert peaks[True] - peaks[False] < 2 * 2**20
+
+
+# ---------------------------------------------------------------------------------- whole-file problems
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_empty_file_is_a_clear_error(tmp_path, content):
+    for name in ("log.csv", "log.jsonl", "Beauty.txt"):
+        path = write(tmp_path / name, content)
+        with pytest.raises(DataFormatError, match="empty") as info:
+            load_behavior_data(path, verbose=False)
+        assert str(path) in str(info.value)
+
+
+def test_header_only_file_has_no_data(tmp_path):
+    path = write(tmp_path / "log.csv", "user_id,item_id,timestamp\n")
+    with pytest.raises(DataFormatError, match="no usable behaviours"):
+        load_event_log(path, verbose=False)
+
+
+def test_file_not_found_is_a_clear_error(tmp_path):
+    missing = tmp_path / "nope.csv"
+    for call in (lambda: load_event_log(missing), lambda: load_amazon_beauty(tmp_path / "Beauty.txt"),
+                 lambda: load_movielens(tmp_path / "ml"), lambda: load_mind(tmp_path / "mind"),
+                 lambda: load_behavior_data(missing)):
+        with pytest.raises(FileNotFoundError) as info:
+            call()
+        assert str(tmp_path) in str(info.value)
+    with pytest.raises(FileNotFoundError, match="news.tsv"):
+        load_mind(tmp_path)
+
+
+def test_not_utf8_and_not_parquet(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"user_id,item_id,timestamp\nu,\xff\xfe,1\n")
+    with pytest.raises(DataFormatError, match="not valid UTF-8"):
+        load_event_log(path, verbose=False)
+    fake = write(tmp_path / "log.parquet", "user_id,item_id\n")
+    with pytest.raises(DataFormatError, match="cannot read as Parquet"):
+        load_event_log(fake, verbose=False)
