@@ -125,3 +125,31 @@ def test_resume_from_an_incomplete_checkpoint_names_the_file(run_copy, capsys):
     assert exit_info.value.code == 2
     assert f"{rng} is truncated or corrupted" in capsys.readouterr().err
     assert not (run_copy / "checkpoint-3").exists()
+
+
+def test_resuming_a_checkpoint_into_someone_elses_folder_is_refused(pretrained_run, tmp_path):
+    folder = _someone_elses_folder(tmp_path)
+    with pytest.raises(OutputDirError, match="not written by `userbert pretrain`"):
+        prepare_output_dir(str(folder), "pretrain", resume_from_checkpoint=str(pretrained_run / "checkpoint-2"),
+                           expect_sampler_state=True)
+    resumed = prepare_output_dir(str(tmp_path / "fresh"), "pretrain",
+                                 resume_from_checkpoint=str(pretrained_run / "checkpoint-2"), expect_sampler_state=True)
+    assert resumed == str(pretrained_run / "checkpoint-2")
+
+
+def test_embed_output_is_replaced_only_when_it_holds_embeddings(tmp_path):
+    import numpy as np
+
+    from userbert_hf.embedding_export import _embeddings_dataset, save_user_embeddings
+    from userbert_hf.output_dir import check_embedding_output
+
+    embeddings = _embeddings_dataset(["1", "2"], np.zeros((2, 4), dtype=np.float32))
+    for path in (tmp_path / "e.parquet", tmp_path / "e_folder"):
+        save_user_embeddings(embeddings, str(path))
+        check_embedding_output(str(path))  # an earlier export: replaced without asking
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    with pytest.raises(OutputDirError, match="does not hold user embeddings"):
+        check_embedding_output(str(notes))
+    check_embedding_output(str(notes), overwrite=True)

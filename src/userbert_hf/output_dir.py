@@ -103,6 +103,13 @@ def prepare_output_dir(
     from .pretraining.checkpoints import checkpoint_problem, last_complete_checkpoint
 
     resume = parse_resume_argument(resume_from_checkpoint)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise OutputDirError(f"--output_dir {output_dir} is a file, not a folder")
+    entries = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
+    marker = job_marker(output_dir)
+    ours = marker is not None and marker.get("job") == job
+    if entries and not ours and not overwrite:
+        raise OutputDirError(_foreign_message(output_dir, job, marker, entries))
     if isinstance(resume, str):
         if not os.path.isdir(resume):
             raise OutputDirError(f"--resume_from_checkpoint {resume}: no such checkpoint folder")
@@ -110,15 +117,8 @@ def prepare_output_dir(
         if problem:
             raise OutputDirError(f"--resume_from_checkpoint {resume} cannot be resumed from: {problem}")
         return resume
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise OutputDirError(f"--output_dir {output_dir} is a file, not a folder")
-    entries = sorted(os.listdir(output_dir)) if os.path.isdir(output_dir) else []
-    marker = job_marker(output_dir)
-    ours = marker is not None and marker.get("job") == job
     checkpoints = checkpoint_folders(output_dir)
     if resume is True:
-        if not ours and entries and not overwrite:
-            raise OutputDirError(_foreign_message(output_dir, job, marker, entries))
         last = last_complete_checkpoint(output_dir, expect_sampler_state)
         if last is None:
             found = ", ".join(os.path.basename(c) for c in checkpoints) or "none"
@@ -127,20 +127,19 @@ def prepare_output_dir(
                 f"resume from (checkpoint folders: {found})"
             )
         return last
-    if not entries:
-        return None
     if overwrite:
         if ours:  # a fresh run must not later resume from (or rotate against) the previous run's checkpoints
             for folder in checkpoints:
                 shutil.rmtree(folder)
         return None
-    if ours and checkpoints:
-        last = last_complete_checkpoint(output_dir, expect_sampler_state)
-        if last is not None:
-            print(f"userbert {job}: {output_dir} holds checkpoints of an earlier run; resuming from {last} "
-                  "(pass --overwrite_output_dir to start over)")
-            return last
-    raise OutputDirError(_foreign_message(output_dir, job, marker, entries))
+    if not entries:
+        return None
+    last = last_complete_checkpoint(output_dir, expect_sampler_state)
+    if last is None:
+        raise OutputDirError(_foreign_message(output_dir, job, marker, entries))
+    print(f"userbert {job}: {output_dir} holds checkpoints of an earlier run; resuming from {last} "
+          "(pass --overwrite_output_dir to start over)")
+    return last
 
 
 def _foreign_message(output_dir: str, job: str, marker: dict | None, entries: list[str]) -> str:
