@@ -47,7 +47,7 @@ class UserBertProcessor(PushToHubMixin):
     """Turns users' raw behaviour ids into ``UserBertModel`` inputs (and any ``UserBertFor<Task>``'s user part).
 
     Args:
-        vocabulary: the model's ``BehaviorVocabulary`` (frozen here: unknown ids are dropped and counted).
+        vocabulary: the model's ``BehaviorVocabulary`` (only read: unknown ids are dropped and counted, never added).
         tokenizer: the word tokenizer of text behaviours (``None`` for ID behaviours).
         max_behaviors: the most recent behaviours kept per user (the model's ``config.max_behaviors``).
         max_words: words per behaviour text (the model's ``config.max_words``).
@@ -79,7 +79,6 @@ class UserBertProcessor(PushToHubMixin):
             raise TypeError(f"vocabulary must be a BehaviorVocabulary, got {type(vocabulary).__name__}")
         if max_behaviors is not None and max_behaviors < 1:
             raise ValueError(f"max_behaviors must be a positive integer or None, got {max_behaviors!r}")
-        vocabulary.freeze()
         self.vocabulary = vocabulary
         self.tokenizer = tokenizer
         self.max_behaviors = max_behaviors
@@ -219,6 +218,7 @@ class UserBertProcessor(PushToHubMixin):
         if vocab_file is None:
             raise OSError(f"{name} has no {VOCAB_FILE_NAME}: the behaviour vocabulary is missing")
         vocabulary = BehaviorVocabulary.load(vocab_file)
+        vocabulary.freeze()
         tokenizer = None
         if settings.get("behavior_type", "id") == "text":
             from transformers import PreTrainedTokenizerFast
