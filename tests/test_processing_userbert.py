@@ -21,16 +21,12 @@ from userbert_hf.processing_userbert import save_processor
 from userbert_hf.tokenization_userbert import build_word_tokenizer
 from userbert_hf.vocabulary import BehaviorVocabulary
 
+from test_collation import _FencedParser
+
 RAW_IDS = [str(i) for i in range(1, 31)]
 TITLES = [f"movie {i} {'drama' if i % 2 else 'comedy'} part {i % 7}" for i in range(1, 31)]
 TINY = dict(hidden_size=16, num_attention_heads=2, word_embedding_size=12, attention_query_size=8, max_words=8,
             max_behaviors=4, dropout=0.0)
-
-
-class _FencedParser(doctest.DocTestParser):
-    def parse(self, string, name="<string>"):
-        lines = [line for line in string.splitlines() if not line.strip().startswith("```")]
-        return super().parse("\n".join(lines), name)
 
 
 def test_docstring_examples():
