@@ -107,3 +107,13 @@ def test_help_is_grouped_described_and_quick():
     # Start-up: CPU seconds of the child (wall time on a shared CI machine also counts other processes' load).
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     assert cpu < 5.0, f"`userbert pretrain --help` took {cpu:.1f} s of CPU ({wall:.1f} s wall)"
+
+
+def test_a_run_prints_the_load_summary_once_and_no_pin_memory_warning(tmp_path):
+    from job_helpers import tiny_pretrain_args
+
+    done = run_cli("pretrain", *tiny_pretrain_args(tmp_path / "run", "--max_steps", "1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert output.count("rows read:") == 1, output[-3000:]
+    assert "pin_memory" not in output
