@@ -227,12 +227,12 @@ def test_interrupted_grid_resumes_without_redoing_finished_cells(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run.run()
     finished = [json.loads(line)["cell"] for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    # export + the first split's pre-training + 4 fine-tunings finished; the 5th fine-tuning was interrupted.
-    assert finished[:2] == ["export", "pretrain/userbert/split0"] and len(finished) == 6
+    # export + 2 pre-trainings + 4 fine-tunings finished; the 5th fine-tuning was interrupted.
+    assert finished[:3] == ["export", "pretrain/userbert/split0", "pretrain/userbert/split1"] and len(finished) == 7
     second = FakeJobs()
     resumed = ExperimentRunner(grid, tmp_path, pretrain_fn=second.pretrain, finetune_fn=second.finetune)
     records = resumed.run()
-    assert [c[0] for c in second.calls] == ["finetune"] * 4 + ["pretrain"] + ["finetune"] * 8  # nothing redone
+    assert [c[0] for c in second.calls] == ["finetune"] * (16 - 4)  # nothing finished is run again
     redone = {c[1] for c in second.calls}
     assert not redone & {str(run.run_dir(c)) for c in grid.cells() if c.cell_id in finished and c.kind == "finetune"}
     assert sorted(r["cell"] for r in records) == sorted(c.cell_id for c in grid.cells())
@@ -248,6 +248,21 @@ def test_a_result_line_cut_by_a_kill_is_rerun(tmp_path):
         f.write('{"cell": "pretrain/userbert/split0", "metr')  # killed while writing
     assert ResultsStore(tmp_path / "results.jsonl").done("export")
     assert not ResultsStore(tmp_path / "results.jsonl").done("pretrain/userbert/split0")
+
+
+def test_shared_pretraining_runs_once_per_method(tmp_path):
+    grid = _grid(pretrain_per_split=False)
+    jobs = FakeJobs()
+    run = ExperimentRunner(grid, tmp_path, pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune)
+    run.run()
+    assert [c for c in jobs.calls if c[0] == "pretrain"] == [("pretrain", str(tmp_path / "pretrained/fake-userbert"))]
+    tuned = [c for c in grid.cells() if c.kind == "finetune" and c.method == "userbert"]
+    assert {_value(run.finetune_argv(c), "--model_name_or_path") for c in tuned} == {
+        str(tmp_path / "pretrained/fake-userbert")}
+    assert _value(run.pretrain_argv("userbert", None), "--seed") == "0"
+    # Fraction by fraction: every 10% pair comes before any 100% run.
+    fractions = [c.fraction for c in grid.cells() if c.kind == "finetune"]
+    assert fractions == sorted(fractions)
 
 
 def test_stop_after_runs_that_many_cells(tmp_path):

@@ -80,11 +80,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 # ----------------------------------------------------------------------------------------------
 def means_table(spec: ExperimentSpec, values: dict, metric: str) -> str:
     """Mean test metric with its 95% CI per method (rows) and label fraction (columns)."""
-    header = ["method"] + [f"{f:.0%} labels" for f in spec.label_fractions]
+    header = ["method"] + [f"{f:.0%} labels" for f in sorted(spec.label_fractions)]
     rows = []
     for method in list(spec.methods) + list(spec.baselines):
         row = [method if method in spec.methods else f"{method} (baseline)"]
-        for fraction in spec.label_fractions:
+        for fraction in sorted(spec.label_fractions):
             sample = [v for k, v in values.items() if k[0] == method and k[3] == fraction]
             if method in spec.label_free_baselines:  # one value per split, repeated over seeds
                 sample = [v for k, v in values.items() if k[0] == method and k[3] == fraction and
@@ -98,7 +98,7 @@ def means_table(spec: ExperimentSpec, values: dict, metric: str) -> str:
 def comparison_rows(spec: ExperimentSpec, values: dict, pairs: list[tuple[str, str]]) -> list[dict]:
     rows = []
     for a, b in pairs:
-        for fraction in spec.label_fractions:
+        for fraction in sorted(spec.label_fractions):
             c = paired(values, a, b, fraction)
             if c.n:
                 rows.append({"a": a, "b": b, "fraction": fraction, **c.to_dict()})
@@ -135,7 +135,7 @@ def pretraining_table(records: list[dict]) -> str:
         metrics = record.get("metrics") or {}
         shown = {k: v for k, v in metrics.items() if k.endswith(("_loss", "_accuracy")) or k in HEALTH_KEYS
                  or k.startswith("eval_embedding")}
-        rows.append([record["method"], str(record["split_seed"]), f"{record['seconds']:.0f}",
+        rows.append([record["method"], "shared" if record["split_seed"] is None else str(record["split_seed"]), f"{record['seconds']:.0f}",
                      ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items())) or "-"])
     return _table(["method", "split", "seconds", "final metrics"], rows) if rows else "No pre-training runs."
 
@@ -198,7 +198,7 @@ def plot_gain(spec: ExperimentSpec, values: dict, metric: str, path: Path) -> bo
         return False
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for offset, method in enumerate(methods):
-        rows = [(f, paired(values, method, NO_PRETRAINING, f)) for f in spec.label_fractions]
+        rows = [(f, paired(values, method, NO_PRETRAINING, f)) for f in sorted(spec.label_fractions)]
         rows = [(f, c) for f, c in rows if c.n]
         if not rows:
             continue
@@ -208,7 +208,7 @@ def plot_gain(spec: ExperimentSpec, values: dict, metric: str, path: Path) -> bo
         ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt="o-", capsize=3, label=method)
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xscale("log")
-    ax.set_xticks(spec.label_fractions, [f"{f:.0%}" for f in spec.label_fractions])
+    ax.set_xticks(sorted(spec.label_fractions), [f"{f:.0%}" for f in sorted(spec.label_fractions)])
     ax.set_xlabel("share of labelled training users")
     ax.set_ylabel(f"test {metric}: pre-trained - scratch")
     ax.set_title("Gain of pre-training (mean, 95% CI)")
@@ -281,7 +281,7 @@ def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Pa
         header = ["method", "labels"] + list(other)
         rows = []
         for method in list(spec.methods) + list(spec.baselines):
-            for fraction in spec.label_fractions:
+            for fraction in sorted(spec.label_fractions):
                 cells = []
                 for name in other:
                     sample = [v for k, v in metric_values(records, name).items() if k[0] == method and k[3] == fraction]
@@ -328,7 +328,7 @@ def write_model_cards(runner, cards_dir: str | Path) -> list[Path]:
     labels with the first seed), written with ``model_cards/generate_cards.py`` when it is there."""
     cards_dir = Path(cards_dir)
     spec = runner.spec
-    folders = [runner.pretrained_dir(m, spec.split_seeds[0]) for m in spec.pretrained_methods]
+    folders = [runner.pretrained_dir(m, spec.split_seeds[0]) for m in spec.pretrained_methods]  # or the shared one
     folders += [runner.run_dir(c) for c in spec.cells() if c.kind == "finetune" and runner.is_reference(c)]
     folders = [f for f in folders if (f / "config.json").exists() and (f / "training_results.json").exists()]
     script = cards_dir / "generate_cards.py"

@@ -105,8 +105,11 @@ class ExperimentRunner:
     def export_dir(self) -> Path:
         return self.output_dir / "pretraining_data"
 
-    def pretrained_dir(self, method: str, split_seed: int) -> Path:
-        return self.output_dir / "pretrained" / f"{self.spec.name}-{method}-split{split_seed}"
+    def pretrained_dir(self, method: str, split_seed: int | None) -> Path:
+        """The pre-trained model of ``method`` that fine-tunings on ``split_seed`` start from."""
+        split_seed = self.spec.pretraining_split(split_seed) if split_seed is not None else None
+        suffix = f"-split{split_seed}" if split_seed is not None else ""
+        return self.output_dir / "pretrained" / f"{self.spec.name}-{method}{suffix}"
 
     def run_dir(self, cell: Cell) -> Path:
         return self.output_dir / "runs" / (
@@ -128,7 +131,7 @@ class ExperimentRunner:
     def export_argv(self) -> list[str]:
         return self.task_argv() + ["--export_pretraining_data", str(self.export_dir)]
 
-    def pretrain_argv(self, method: str, split_seed: int) -> list[str]:
+    def pretrain_argv(self, method: str, split_seed: int | None) -> list[str]:
         settings = {"data": str(self.export_dir), "preset": self.spec.preset, **self.spec.model_args}
         settings.update({k: self.spec.task_args[k] for k in SHARED_DATA_ARGS if k in self.spec.task_args})
         max_steps = int(self.spec.pretraining_args.get("max_steps", 200))
@@ -139,7 +142,8 @@ class ExperimentRunner:
         method_settings = dict(self.spec.methods[method] or {})
         method_settings.setdefault("objective", method)
         settings.update(method_settings)
-        settings.update({"seed": split_seed, "output_dir": str(self.pretrained_dir(method, split_seed))})
+        seed = split_seed if split_seed is not None else self.spec.split_seeds[0]
+        settings.update({"seed": seed, "output_dir": str(self.pretrained_dir(method, split_seed))})
         return _argv(settings)
 
     def finetune_argv(self, cell: Cell) -> list[str]:

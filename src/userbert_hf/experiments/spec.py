@@ -22,10 +22,13 @@ fraction_args: {0.1: {num_train_epochs: 10}}   # per label fraction, over finetu
 mf_args: {factors: 32, epochs: 20}
 ```
 
-A method's own keys (``objective`` and any other pre-training argument) override ``pretraining_args``. Each
-method is pre-trained once per user split, with the split seed as its seed: the pre-training data (what the
-task lets pre-training see) does not depend on the split, so the three splits give three independent
-pre-training runs whose fine-tunings are compared with from-scratch fine-tunings on the same split and seed.
+A method's own keys (``objective`` and any other pre-training argument) override ``pretraining_args``. The
+pre-training data (what the task lets pre-training see) does not depend on the user split. With
+``pretrain_per_split: true`` (default) each method is pre-trained once per split, with the split seed as its
+seed, so the splits also sample pre-training randomness; with ``false`` each method is pre-trained once (seed =
+the first split seed) and that one model is fine-tuned everywhere (cheaper; conclusions are then about that
+pre-trained model). Fine-tunings run fraction by fraction in the order of ``label_fractions``, so a grid stopped
+early has every pair of the first fractions.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class ExperimentSpec:
         >>> spec = ExperimentSpec(name="t", task="ctr", split_seeds=[0, 1], seeds=[1], label_fractions=[0.1, 1.0],
         ...                       methods={"none": {}, "userbert": {"objective": "userbert"}}, baselines=["popularity"])
         >>> [c.cell_id for c in spec.cells()][:4]
-        ['export', 'pretrain/userbert/split0', 'finetune/none/split0/seed1/frac0.1', 'finetune/userbert/split0/seed1/frac0.1']
+        ['export', 'pretrain/userbert/split0', 'pretrain/userbert/split1', 'finetune/none/split0/seed1/frac0.1']
         >>> len(spec.cells())
         13
     """
@@ -97,6 +100,7 @@ class ExperimentSpec:
     pretraining_args: dict = field(default_factory=dict)
     finetuning_args: dict = field(default_factory=dict)
     fraction_args: dict = field(default_factory=dict)
+    pretrain_per_split: bool = True
     mf_args: dict = field(default_factory=dict)
     description: str = ""
 
@@ -157,14 +161,19 @@ class ExperimentSpec:
     def label_free_baselines(self) -> list[str]:
         return [b for b in self.baselines if b != "item_mean"]
 
+    def pretraining_split(self, split_seed: int) -> int | None:
+        """The split whose pre-trained model a fine-tuning on ``split_seed`` starts from (``None``: shared)."""
+        return split_seed if self.pretrain_per_split else None
+
     def cells(self) -> list[Cell]:
-        """Every cell in run order: the export, then split by split its pre-training runs, fine-tunings and
-        baselines, so that an interrupted grid leaves whole splits behind."""
+        """Every cell in run order: the export, the pre-training runs, fine-tunings fraction by fraction (in the
+        order of ``label_fractions``), then the baselines."""
         cells = [Cell("export")] if self.pretrained_methods else []
-        for s in self.split_seeds:
-            cells += [Cell("pretrain", m, s) for m in self.pretrained_methods]
-            cells += [Cell("finetune", m, s, seed, f) for f in self.label_fractions for seed in self.seeds
-                      for m in self.methods]
+        splits = self.split_seeds if self.pretrain_per_split else [None]
+        cells += [Cell("pretrain", m, s) for s in splits for m in self.pretrained_methods]
+        cells += [Cell("finetune", m, s, seed, f) for f in self.label_fractions for s in self.split_seeds
+                  for seed in self.seeds for m in self.methods]
+        for s in self.split_seeds:  # split-major: the runner builds each split's rows once
             cells += [Cell("baseline", b, s) for b in self.label_free_baselines]
             if "item_mean" in self.baselines:
                 cells += [Cell("baseline", "item_mean", s, seed, f) for f in self.label_fractions for seed in self.seeds]
