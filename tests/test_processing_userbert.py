@@ -228,3 +228,15 @@ def test_pretraining_job_folder_loads_with_auto_processor_without_the_package(tm
     expected = torch.tensor(embed_users(str(folder), str(log))["embedding"])
     assert result["job"]["unknown"] == [0, 1]
     torch.testing.assert_close(torch.tensor(result["job"]["embedding"]), expected, atol=1e-5, rtol=0)
+
+
+def test_top_level_exports_are_lazy_for_the_trainer():
+    """``from userbert_hf import UserBertTrainer, UserBertProcessor, ...`` works, and importing the package for
+    inference does not import the Trainer."""
+    code = ("import sys, userbert_hf; before = 'transformers.trainer' in sys.modules\n"
+            "from userbert_hf import (UserBertTrainer, UserBertTrainingArguments, MediumHardNegativeSampler,\n"
+            "    RandomNegativeSampler, HardestNegativeSampler, BehaviorCatalog, UserBertProcessor, UserBertCollator)\n"
+            "print(before, UserBertTrainer.__module__, UserBertProcessor.__module__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "userbert_hf.pretraining.trainer", "userbert_hf.processing_userbert"]
