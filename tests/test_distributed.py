@@ -19,8 +19,33 @@ def _free_port() -> int:
 
 
 def _run(command, cwd):
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    try:
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as err:  # a rank waiting in a collective the other never entered
+        raise AssertionError(f"deadlock: {command} did not finish in 300 s") from err
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def _single_and_two_ranks(tmp_path, *extra):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    single.mkdir()
+    multi.mkdir()
+    _run([sys.executable, str(SCRIPT), str(single), "32", *extra], tmp_path)
+    _run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+         str(SCRIPT), str(multi), "16", *extra],
+        tmp_path,
+    )
+    read = lambda path: json.loads(path.read_text())  # noqa: E731
+    return read(single / "rank0.json"), read(multi / "rank0.json"), read(multi / "rank1.json")
+
+
+def _assert_same_parameters(one, rank0, rank1, keys=("loss",)):
+    for key in keys:
+        assert [e[key] for e in rank0["losses"]] == pytest.approx([e[key] for e in one["losses"]], abs=1e-4), key
+    for name, values in one["parameters"].items():
+        np.testing.assert_allclose(rank0["parameters"][name], values, atol=1e-5, err_msg=name)
+        assert rank0["parameters"][name] == rank1["parameters"][name]
 
 
 @pytest.mark.slow
@@ -47,3 +72,20 @@ def test_two_process_pretraining_matches_one_process(tmp_path):
     for name, values in one["parameters"].items():
         np.testing.assert_allclose(rank0["parameters"][name], values, atol=1e-5, err_msg=name)
         assert rank0["parameters"][name] == rank1["parameters"][name]
+
+
+@pytest.mark.slow
+def test_a_rank_without_splittable_users_neither_hangs_nor_diverges(tmp_path):
+    # Only one user of 32 can be split into two periods: in every step one rank has none. Every collective (the
+    # sequence pool gather, the behaviour pool gather, the count all-reduce) is still entered by both ranks.
+    one, rank0, rank1 = _single_and_two_ranks(tmp_path, "one_splittable")
+    _assert_same_parameters(one, rank0, rank1, keys=("loss", "mbp_loss"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["ptum", "cp"])
+def test_baseline_objectives_two_processes_match_one(tmp_path, objective):
+    # PTUM's random negatives are drawn per user; CP's views are gathered from both ranks with gradients, so two
+    # ranks of 16 see the 62 in-batch negatives one process of 32 sees.
+    one, rank0, rank1 = _single_and_two_ranks(tmp_path, "movielens", objective)
+    _assert_same_parameters(one, rank0, rank1)

@@ -1,4 +1,4 @@
-"""Edge users, end to end: loader -> PretrainingBatchBuilder -> UserBertTrainer (and the model on its own).
+"""Edge users, end to end: loader -> UserBertObjective -> UserBertTrainer (and the model on its own).
 
 The users (next to ordinary ones) are:
 
@@ -27,7 +27,9 @@ from datasets import Dataset
 from userbert_hf import UserBertConfig, UserBertForPreTraining, UserBertModel
 from userbert_hf.collation import BehaviorCatalog, UserBertPretrainingCollator
 from userbert_hf.data import load_event_log
-from userbert_hf.pretraining.masking import PretrainingBatchBuilder, num_masked
+from userbert_hf.pretraining.masking import num_masked
+from userbert_hf.pretraining.objectives import ObjectiveSettings, UserBertObjective
+from userbert_hf.pretraining.samplers import build_sampler
 from userbert_hf.pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
 
 pytestmark = pytest.mark.timeout(120)
@@ -116,22 +118,25 @@ def test_batch_builder_edge_users(loaded, min_behaviors):
     users = with_identical_user(loaded)
     names = users["user_id"]
     row_of = {name: i for i, name in enumerate(names)}
-    builder = PretrainingBatchBuilder(objective="userbert", bsm_min_behaviors=min_behaviors, seed=3)
+    builder = UserBertObjective(ObjectiveSettings(bsm_min_behaviors=min_behaviors, seed=3), BehaviorCatalog(NUM_ITEMS + 1))
     excluded = [name for name, times in zip(names, users["timestamps"]) if not bsm_eligible(times, min_behaviors)]
     assert {"one", "dup", "same_time", "identical"} <= set(excluded)
     assert ("two" in excluded) == (min_behaviors == 2)
     assert "same_id" not in excluded and "long" not in excluded
     batch = collate_all(users)
+    one_behavior_a = 0
     for step in range(4):
         out = builder.prepare(batch, step)
-        valid = out["bsm_valid"].tolist()
+        valid = out.bsm_valid.tolist()
         assert [names[i] for i, ok in enumerate(valid) if not ok] == excluded
-        a_lengths = out["attention_mask"].sum(1).tolist()
-        b_lengths = (out["positive_ids"] != 0).sum(1).tolist()
-        masked = out["masked_positions"].sum(1).tolist()
+        a_lengths = out.attention_mask.sum(1).tolist()
+        b_lengths = (out.positive_ids != 0).sum(1).tolist()
+        masked = out.masked_positions.sum(1).tolist()
+        one_behavior_a += a_lengths.count(1)
         for i, name in enumerate(names):
-            assert masked[i] == num_masked(a_lengths[i], builder.mask_ratio) >= 1
-            assert not (out["masked_positions"][i] & ~out["attention_mask"][i]).any()  # never padding
+            # 10% (at least one) of A is masked; an A of one behaviour sits out MBP (it would see only [MASK])
+            assert masked[i] == (num_masked(a_lengths[i], builder.settings.mask_ratio) if a_lengths[i] >= 2 else 0)
+            assert not (out.masked_positions[i] & ~out.attention_mask[i]).any()  # never padding
             if valid[i]:
                 assert a_lengths[i] >= min_behaviors and b_lengths[i] >= min_behaviors
                 total = min(len(users[i]["behavior_ids"]), MAX_BEHAVIORS)
@@ -139,17 +144,18 @@ def test_batch_builder_edge_users(loaded, min_behaviors):
             else:
                 assert b_lengths[i] == 0  # the positive is empty; the whole sequence is the MBP input
         one = row_of["one"]
-        assert a_lengths[one] == 1 and masked[one] == 1 and not valid[one]
-        assert out["masked_ids"].tolist().count(loaded.vocabulary["i1"]) >= 1
+        assert a_lengths[one] == 1 and masked[one] == 0 and not valid[one]
         two = row_of["two"]
         if min_behaviors == 1:
             assert valid[two] and a_lengths[two] == 1 and b_lengths[two] == 1
-            assert out["sequence_ids"][two, 0] == loaded.vocabulary["i9"]  # A: the earlier behaviour
-            assert out["positive_ids"][two, 0] == loaded.vocabulary["i8"]  # B: the later one
-            assert out["target_window"][two].tolist() == [10, 10]
+            assert out.sequence_ids[two, 0] == loaded.vocabulary["i9"]  # A: the earlier behaviour
+            assert out.positive_ids[two, 0] == loaded.vocabulary["i8"]  # B: the later one
+            assert out.target_window[two].tolist() == [10, 10]
         else:
             assert not valid[two] and a_lengths[two] == 2
-    assert builder.stats == {"users": 4 * len(names), "bsm_excluded_users": 4 * len(excluded)}
+    assert one_behavior_a >= 4  # at least "one" at every step
+    assert builder.stats == {"users": 4 * len(names), "bsm_excluded_users": 4 * len(excluded),
+                             "mbp_excluded_users": one_behavior_a}
 
 
 # -------------------------------------------------------------------------------------------- trainer
@@ -171,29 +177,29 @@ def make_trainer(users: Dataset, vocabulary_size: int, output_dir, preset: str, 
 
 
 def spy(trainer) -> dict:
-    """Record what the batch builder prepared, the MBP negatives drawn and the BSM rows the model got."""
+    """Record what the objective prepared, the MBP negatives drawn and the BSM rows the model got."""
     records = {"prepared": [], "negatives": [], "bsm_valid": []}
-    prepare, negatives, model_inputs = (trainer.batch_builder.prepare, trainer.sampler.sample_behavior_negatives,
-                                        trainer._model_inputs)
+    prepare, negatives, model_inputs = (trainer.objective.prepare, trainer.sampler.behavior_negatives,
+                                        trainer.objective.model_inputs)
 
     def recorded_prepare(batch, step):
         out = prepare(batch, step)
         records["prepared"].append(out)
         return out
 
-    def recorded_negatives(user_model, target_ids, step):
-        out = negatives(user_model, target_ids, step)
+    def recorded_negatives(user_model, target_ids, target_users, step):
+        out = negatives(user_model, target_ids, target_users, step)
         records["negatives"].append((target_ids.clone().cpu(), out.clone().cpu()))
         return out
 
-    def recorded_model_inputs(model, inputs):
-        out = model_inputs(model, inputs)
-        records["bsm_valid"].append((inputs["user_index"].cpu().tolist(), out["bsm_valid"].cpu().tolist()))
+    def recorded_model_inputs(batch, user_model, step, config):
+        out = model_inputs(batch, user_model, step, config)
+        records["bsm_valid"].append((batch.user_index.tolist(), out[0]["bsm_valid"].cpu().tolist()))
         return out
 
-    trainer.batch_builder.prepare = recorded_prepare
-    trainer.sampler.sample_behavior_negatives = recorded_negatives
-    trainer._model_inputs = recorded_model_inputs
+    trainer.objective.prepare = recorded_prepare
+    trainer.sampler.behavior_negatives = recorded_negatives
+    trainer.objective.model_inputs = recorded_model_inputs
     return records
 
 
@@ -222,16 +228,16 @@ def test_trainer_steps_with_edge_users(loaded, tmp_path, preset, min_behaviors):
     excluded = [name for name, times in zip(names, users["timestamps"]) if not bsm_eligible(times, min_behaviors)]
     # one micro-batch per step holds every user: each excluded user is counted once per step
     assert len(records["prepared"]) == steps
-    assert trainer.batch_builder.stats["bsm_excluded_users"] == steps * len(excluded)
+    assert trainer.objective.stats["bsm_excluded_users"] == steps * len(excluded)
     identical_id, same_id = vocabulary["i12"], vocabulary["i3"]
     for out in records["prepared"]:
-        order = [names[i] for i in out["user_index"].tolist()]
+        order = [names[i] for i in out.user_index.tolist()]
         one = order.index("one")
-        assert int(out["masked_positions"][one].sum()) == 1 and int(out["attention_mask"][one].sum()) == 1
-        assert not out["bsm_valid"][one]
-        assert not out["bsm_valid"][order.index("identical")] and not out["bsm_valid"][order.index("same_time")]
-        assert bool(out["bsm_valid"][order.index("two")]) == (min_behaviors == 1)
-        assert int(out["attention_mask"].sum(1).max()) <= MAX_BEHAVIORS
+        assert int(out.masked_positions[one].sum()) == 0 and int(out.attention_mask[one].sum()) == 1
+        assert not out.bsm_valid[one]
+        assert not out.bsm_valid[order.index("identical")] and not out.bsm_valid[order.index("same_time")]
+        assert bool(out.bsm_valid[order.index("two")]) == (min_behaviors == 1)
+        assert int(out.attention_mask.sum(1).max()) <= MAX_BEHAVIORS
     # MBP negatives are never the target itself, in particular not the id of a user made of one repeated id
     seen_targets = set()
     for targets, negatives in records["negatives"]:
@@ -252,13 +258,14 @@ def test_trainer_steps_with_edge_users(loaded, tmp_path, preset, min_behaviors):
 def test_a_batch_where_no_user_has_two_periods(loaded, tmp_path, preset):
     users = with_identical_user(loaded)
     edge = [i for i, name in enumerate(users["user_id"]) if name in ("one", "dup", "same_time", "identical")]
-    trainer = make_trainer(users.select(edge), len(loaded.vocabulary), tmp_path, preset, max_steps=2)
+    trainer = make_trainer(users.select(edge), len(loaded.vocabulary), tmp_path, preset, max_steps=2,
+                           num_sequence_negatives=2)
     trainer.train()
     # BSM does not run for a micro-batch without any user that has two periods (it used to crash GRU models);
     # MBP still trains on every user.
     steps = [e for e in trainer.state.log_history if "loss" in e]
     assert len(steps) == 2 and all(math.isfinite(e["mbp_loss"]) and "bsm_loss" not in e for e in steps)
-    assert trainer.batch_builder.stats["bsm_excluded_users"] == 2 * len(edge)
+    assert trainer.objective.stats["bsm_excluded_users"] == 2 * len(edge)
 
 
 def test_mbp_negatives_of_a_repeated_id_are_never_that_id(loaded, tmp_path):
@@ -268,9 +275,9 @@ def test_mbp_negatives_of_a_repeated_id_are_never_that_id(loaded, tmp_path):
     model = trainer.model.userbert
     target = loaded.vocabulary["i12"]
     for strategy in ("medium_hard", "random", "hardest"):
-        trainer.sampler.strategy = strategy
+        sampler = build_sampler(strategy, trainer.catalog, users, behavior_pool_size=20)
         for step in range(10):
-            negatives = trainer.sampler.sample_behavior_negatives(model, torch.full((6,), target), step)
+            negatives = sampler.behavior_negatives(model, torch.full((6,), target), torch.arange(6), step)
             assert negatives.shape == (6, 4) and not (negatives == target).any(), strategy
 
 

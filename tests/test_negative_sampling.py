@@ -1,4 +1,4 @@
-"""The medium-hard negative sampler: pools, refresh schedule, top-K by cosine, exclusions, state."""
+"""The negative samplers: pools, refresh schedule, top-K by cosine, exclusions, per-user random draws, state."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,14 @@ import torch.nn.functional as F
 from userbert_hf import UserBertConfig, UserBertModel
 from userbert_hf.collation import BehaviorCatalog
 from userbert_hf.data import load_default_dataset
-from userbert_hf.pretraining.samplers import MediumHardNegativeSampler, top_k_by_cosine
+from userbert_hf.collation import pad_sequences
+from userbert_hf.pretraining.samplers import (
+    HardestNegativeSampler,
+    MediumHardNegativeSampler,
+    RandomNegativeSampler,
+    build_sampler,
+    top_k_by_cosine,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +33,10 @@ def id_model(movielens):
     return UserBertModel(config).eval()
 
 
-def make_sampler(movielens, **kwargs):
+def make_sampler(movielens, strategy="medium_hard", **kwargs):
     settings = dict(behavior_pool_size=1000, sequence_pool_size=100, sequence_pool_interval=50, seed=7)
     settings.update(kwargs)
-    return MediumHardNegativeSampler(BehaviorCatalog(len(movielens.vocabulary)), movielens.users, **settings)
+    return build_sampler(strategy, BehaviorCatalog(len(movielens.vocabulary)), movielens.users, **settings)
 
 
 def test_paper_defaults():
@@ -60,7 +67,7 @@ def test_behavior_negatives_are_exact_top_k_by_cosine_and_never_the_target(movie
     targets = torch.tensor([1, 50, 300, 2000, 9000])
     pool = sampler.behavior_pool_ids(step)
     targets[0] = pool[0]  # a target that is in the pool must not be its own negative
-    negatives = sampler.sample_behavior_negatives(id_model, targets, step)
+    negatives = sampler.behavior_negatives(id_model, targets, torch.zeros_like(targets), step)
     assert negatives.shape == (5, 4)
     with torch.no_grad():
         table = id_model.encode_behaviors(behavior_ids=torch.arange(len(movielens.vocabulary)))
@@ -83,7 +90,7 @@ def test_identical_text_is_not_a_negative():
     model = UserBertModel(config).eval()
     sampler = MediumHardNegativeSampler(catalog, behavior_pool_size=7, num_behavior_negatives=4, seed=0)
     for step in range(5):
-        negatives = sampler.sample_behavior_negatives(model, torch.tensor([1]), step)
+        negatives = sampler.behavior_negatives(model, torch.tensor([1]), torch.tensor([0]), step)
         assert 1 not in negatives.tolist()[0] and 2 not in negatives.tolist()[0]
     assert catalog.identical(torch.tensor([[1]]), torch.tensor([[2, 3]])).tolist() == [[True, False]]
 
@@ -143,11 +150,9 @@ def test_sequence_negatives_never_overlap_a_and_are_top_p_by_cosine(movielens, i
         seqs.append(row["behavior_ids"][:half])
         windows.append([min(row["timestamps"][:half]), max(row["timestamps"][:half])])
     windows = torch.tensor(windows)
-    from userbert_hf.collation import pad_sequences
-
     ids = pad_sequences(seqs)
     targets = sampler.encode_sequences(id_model, ids)
-    result = sampler.sample_sequence_negatives(id_model, targets, users, windows, step)
+    result = sampler.sequence_negatives(id_model, ids, None, users, windows, step)
     pool = sampler.sequence_pool
     for b in range(len(users)):
         assert result.has_negatives[b]
@@ -173,7 +178,7 @@ def test_fallback_negatives_when_the_pool_has_no_valid_candidate(movielens, id_m
     user = int(sampler.sequence_pool.users[0])  # the only pool sequence belongs to the target's user
     row = movielens.users[user]
     window = torch.tensor([[min(row["timestamps"]), max(row["timestamps"])]])
-    result = sampler.sample_sequence_negatives(id_model, torch.randn(1, 16), torch.tensor([user]), window, 0)
+    result = sampler.sequence_negatives(id_model, pad_sequences([row["behavior_ids"][:3]]), None, torch.tensor([user]), window, 0)
     assert result.has_negatives == [True]
     for span, neg_user in zip(result.windows[0], result.users[0]):
         assert neg_user != user and (span[1] < window[0, 0] or span[0] > window[0, 1])
@@ -182,9 +187,10 @@ def test_fallback_negatives_when_the_pool_has_no_valid_candidate(movielens, id_m
 
 def test_random_and_hardest_strategies(movielens, id_model):
     targets = torch.tensor([10, 20, 30])
-    random_neg = make_sampler(movielens, strategy="random").sample_behavior_negatives(id_model, targets, 0)
+    users = torch.tensor([0, 0, 1])
+    random_neg = make_sampler(movielens, strategy="random").behavior_negatives(id_model, targets, users, 0)
     assert random_neg.shape == (3, 4) and not (random_neg == targets[:, None]).any()
-    hardest = make_sampler(movielens, strategy="hardest").sample_behavior_negatives(id_model, targets, 0)
+    hardest = make_sampler(movielens, strategy="hardest").behavior_negatives(id_model, targets, users, 0)
     with torch.no_grad():
         table = id_model.encode_behaviors(behavior_ids=torch.arange(len(movielens.vocabulary)))
     sims = F.normalize(table[targets], dim=-1) @ F.normalize(table[1:], dim=-1).T
@@ -206,3 +212,33 @@ def test_state_round_trip(tmp_path, movielens, id_model):
     (tmp_path / "negative_sampler.safetensors").write_bytes(b"truncated")
     with pytest.raises(ValueError, match="negative sampler state"):
         make_sampler(movielens).load(tmp_path)
+
+
+def test_sampler_classes_are_registered_and_share_one_constructor(movielens):
+    for strategy, cls in (("medium_hard", MediumHardNegativeSampler), ("random", RandomNegativeSampler),
+                          ("hardest", HardestNegativeSampler)):
+        sampler = make_sampler(movielens, strategy=strategy, behavior_table_interval=7)
+        assert type(sampler) is cls and sampler.strategy == strategy
+    assert make_sampler(movielens, strategy="hardest", behavior_table_interval=7).behavior_table_interval == 7
+
+
+def test_random_negatives_depend_on_the_user_not_on_the_batch(movielens):
+    # A user's draws are the same whether it is alone or next to other users (micro-batch / rank layout).
+    sampler = make_sampler(movielens, strategy="random")
+    targets, users = torch.tensor([10, 11, 12, 13, 14]), torch.tensor([3, 3, 8, 9, 9])
+    together = sampler.behavior_negatives(None, targets, users, step=5)
+    for user in (3, 8, 9):
+        rows = users == user
+        alone = sampler.behavior_negatives(None, targets[rows], users[rows], step=5)
+        assert torch.equal(together[rows], alone)
+    assert not torch.equal(together[:2], together[3:])  # different users draw differently
+    assert not torch.equal(sampler.behavior_negatives(None, targets, users, step=6), together)
+
+
+def test_hardest_table_refresh_follows_its_own_interval(movielens, id_model):
+    sampler = make_sampler(movielens, strategy="hardest", behavior_table_interval=3, sequence_pool_interval=100)
+    encoded_at = []
+    for step in range(7):
+        sampler.behavior_negatives(id_model, torch.tensor([10]), torch.tensor([0]), step)
+        encoded_at.append(sampler.full_behavior_step)
+    assert encoded_at == [0, 0, 0, 3, 3, 3, 6]

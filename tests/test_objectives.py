@@ -1,13 +1,13 @@
-"""Masking, non-overlapping periods and CP augmentations, as the paper specifies them."""
+"""Objectives' batch preparation: masking, non-overlapping periods, PTUM targets and CP augmentations, as the
+papers specify them."""
 
 import numpy as np
 import pytest
 import torch
 
-from userbert_hf.collation import UserBertPretrainingCollator
+from userbert_hf.collation import BehaviorCatalog, UserBertPretrainingCollator
 from userbert_hf.data import load_default_dataset
 from userbert_hf.pretraining.masking import (
-    PretrainingBatchBuilder,
     choose_masked_positions,
     choose_period_split,
     crop_view,
@@ -15,6 +15,12 @@ from userbert_hf.pretraining.masking import (
     num_masked,
     reorder_view,
 )
+from userbert_hf.pretraining.objectives import OBJECTIVES, ObjectiveSettings
+
+
+def PretrainingBatchBuilder(objective="userbert", **settings):
+    """The objective's batch preparation alone (no sampler needed to prepare)."""
+    return OBJECTIVES[objective](ObjectiveSettings(**settings), BehaviorCatalog(20_000))
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +42,15 @@ def test_ten_percent_masked_and_at_least_one(length, expected):
 
 def test_builder_masks_only_valid_positions_on_real_data(movielens_batch):
     prepared = PretrainingBatchBuilder(seed=3).prepare(movielens_batch, step=0)
-    masked, valid = prepared["masked_positions"], prepared["attention_mask"]
+    masked, valid = prepared.masked_positions, prepared.attention_mask
     assert not (masked & ~valid).any(), "padding was masked"
     lengths = valid.sum(1)
     for row in range(len(lengths)):
-        assert int(masked[row].sum()) == max(1, int(int(lengths[row]) * 0.1))
+        expected = max(1, int(int(lengths[row]) * 0.1)) if lengths[row] >= 2 else 0  # one behaviour: sits out MBP
+        assert int(masked[row].sum()) == expected
     # masked_ids are the original behaviours at the masked positions, row-major.
-    assert torch.equal(prepared["masked_ids"], prepared["sequence_ids"][masked])
-    assert (prepared["masked_ids"] > 0).all()
+    assert torch.equal(prepared.masked_ids, prepared.sequence_ids[masked])
+    assert (prepared.masked_ids > 0).all()
 
 
 def test_periods_never_overlap_in_time(movielens_batch):
@@ -53,16 +60,16 @@ def test_periods_never_overlap_in_time(movielens_batch):
     checked = 0
     for row in range(len(lengths)):
         n = int(lengths[row])
-        if not prepared["bsm_valid"][row]:
+        if not prepared.bsm_valid[row]:
             continue
-        a_len = int(prepared["attention_mask"][row].sum())
-        b_len = int((prepared["positive_ids"][row] != 0).sum())
+        a_len = int(prepared.attention_mask[row].sum())
+        b_len = int((prepared.positive_ids[row] != 0).sum())
         assert a_len >= 2 and b_len >= 2 and a_len + b_len == n
         a_times, b_times = times[row, :a_len], times[row, a_len:n]
         assert a_times.max() < b_times.min(), "A and B overlap in time"
-        assert prepared["target_window"][row].tolist() == [int(a_times.min()), int(a_times.max())]
+        assert prepared.target_window[row].tolist() == [int(a_times.min()), int(a_times.max())]
         # A then B is the user's sequence, split once.
-        joined = torch.cat([prepared["sequence_ids"][row, :a_len], prepared["positive_ids"][row, :b_len]])
+        joined = torch.cat([prepared.sequence_ids[row, :a_len], prepared.positive_ids[row, :b_len]])
         assert torch.equal(joined, movielens_batch["sequence_ids"][row, :n])
         checked += 1
     assert checked > 50
@@ -88,11 +95,15 @@ def test_users_without_two_periods_are_counted_not_crashed():
     }
     builder = PretrainingBatchBuilder(seed=0)
     prepared = builder.prepare(batch, step=0)
-    assert prepared["bsm_valid"].tolist() == [False, False, True]
+    assert prepared.bsm_valid.tolist() == [False, False, True]
     assert builder.stats["bsm_excluded_users"] == 2
-    assert int(prepared["bsm_count"]) == 1
-    # Excluded users still take part in MBP with their whole sequence.
-    assert prepared["attention_mask"][0].sum() == 3 and prepared["masked_positions"][1, 0]
+    assert int(prepared.bsm_valid.sum()) == 1
+    # Users without two periods still take part in MBP with their whole sequence...
+    assert prepared.attention_mask[0].sum() == 3 and prepared.masked_positions[0].sum() == 1
+    # ...but a one-behaviour user sits out MBP (its masked position would see only [MASK]) and is counted.
+    assert not prepared.masked_positions[1].any()
+    assert builder.stats["mbp_excluded_users"] == 1
+    assert prepared.masked_ids.tolist() == prepared.sequence_ids[prepared.masked_positions].tolist()
 
 
 def test_decisions_depend_on_user_and_step_not_on_batch_layout(movielens_batch):
@@ -100,11 +111,11 @@ def test_decisions_depend_on_user_and_step_not_on_batch_layout(movielens_batch):
     whole = builder.prepare(movielens_batch, step=2)
     half = {k: v[32:] for k, v in movielens_batch.items()}
     part = builder.prepare(half, step=2)
-    width = part["masked_positions"].shape[1]
-    assert torch.equal(whole["masked_positions"][32:, :width], part["masked_positions"])
-    assert torch.equal(whole["bsm_valid"][32:], part["bsm_valid"])
+    width = part.masked_positions.shape[1]
+    assert torch.equal(whole.masked_positions[32:, :width], part.masked_positions)
+    assert torch.equal(whole.bsm_valid[32:], part.bsm_valid)
     other_step = builder.prepare(movielens_batch, step=3)
-    assert not torch.equal(whole["masked_positions"], other_step["masked_positions"])
+    assert not torch.equal(whole.masked_positions, other_step.masked_positions)
 
 
 def test_cl4srec_augmentations():
@@ -128,7 +139,7 @@ def test_ptum_targets_are_the_last_k():
         "user_index": torch.tensor([0, 1]),
     }
     prepared = PretrainingBatchBuilder(objective="ptum", ptum_next_k=2, seed=0).prepare(batch, step=0)
-    assert prepared["next_ids"].tolist() == [[7, 8], [3, 0]]
-    assert prepared["nbp_valid"].tolist() == [[True, True], [True, False]]
-    assert prepared["sequence_ids"][0, :3].tolist() == [4, 5, 6]
-    assert prepared["sequence_ids"][1].tolist()[:1] == [9]
+    assert prepared.next_ids.tolist() == [[7, 8], [3, 0]]
+    assert prepared.next_valid.tolist() == [[True, True], [True, False]]
+    assert prepared.sequence_ids[0, :3].tolist() == [4, 5, 6]
+    assert prepared.sequence_ids[1].tolist()[:1] == [9]

@@ -136,6 +136,9 @@ class UserBertConfig(PreTrainedConfig):
     matching_temperature: float = 1.0
     # A 2-layer MLP between the user embedding and the sequence matchers (BSM, CP), as in SimCLR.
     projection_head: bool = False
+    # Weight of the uniformity loss (Wang & Isola 2020) on the batch's user embeddings: keeps them spread over
+    # the sphere instead of collapsing to one direction. 0 turns it off.
+    uniformity_loss_weight: float = 0.0
     tie_word_embeddings: bool = False
 
     # ----- validation (run at construction by @strict) -----
@@ -190,6 +193,8 @@ class UserBertConfig(PreTrainedConfig):
             raise ValueError("UserBertConfig: padding ids must be 0 (vocabularies reserve id 0 for padding)")
         if self.cp_temperature <= 0:
             raise ValueError(f"UserBertConfig.cp_temperature={self.cp_temperature} must be > 0")
+        if self.uniformity_loss_weight < 0:
+            raise ValueError(f"UserBertConfig.uniformity_loss_weight={self.uniformity_loss_weight} must be >= 0")
         if not self.matching_temperature > 0:
             raise ValueError(f"UserBertConfig.matching_temperature={self.matching_temperature} must be > 0")
 

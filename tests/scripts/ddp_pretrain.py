@@ -1,6 +1,9 @@
 """Pre-train a few steps and dump per-rank results (run under torchrun or as one process).
 
-    python -m torch.distributed.run --nproc_per_node 2 tests/scripts/ddp_pretrain.py OUT_DIR BATCH_PER_RANK
+    python -m torch.distributed.run --nproc_per_node 2 tests/scripts/ddp_pretrain.py OUT_DIR BATCH_PER_RANK [DATA [OBJECTIVE]]
+
+DATA ``movielens`` (default) or ``one_splittable``: 32 users of which only the first has behaviours at more than
+one time, so in every step one rank holds no user that BSM can split (its collectives must still match).
 """
 
 import hashlib
@@ -23,6 +26,8 @@ class RecordingTrainer(UserBertTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.sampler is None or self.sampler.sequence_pool is None:
+            return loss
         pool = self.sampler.sequence_pool
         digest = hashlib.sha256(pool.ids.numpy().tobytes() + pool.embeddings.numpy().round(5).tobytes()).hexdigest()
         step = self.state.global_step
@@ -31,12 +36,17 @@ class RecordingTrainer(UserBertTrainer):
         return loss
 
 
-def main(out_dir: str, batch: int) -> None:
+def main(out_dir: str, batch: int, data_name: str = "movielens", objective: str = "userbert") -> None:
     rank = int(os.environ.get("RANK", 0))
     data = load_default_dataset(verbose=False, max_behaviors=30)
+    users = data.users
+    if data_name == "one_splittable":
+        users = users.select(range(32))
+        users = users.map(lambda row, i: {"timestamps": row["timestamps"] if i == 0 else [7] * len(row["timestamps"])},
+                          with_indices=True)
     config = UserBertConfig.from_preset(
         "bert4rec", behavior_vocab_size=len(data.vocabulary), hidden_size=16, intermediate_size=32,
-        num_attention_heads=2, max_behaviors=30, dropout=0.0,
+        num_attention_heads=2, max_behaviors=30, dropout=0.0, pretraining_objective=objective,
     )
     torch.manual_seed(0)
     model = UserBertForPreTraining(config)
@@ -47,12 +57,12 @@ def main(out_dir: str, batch: int) -> None:
         logging_steps=1, save_strategy="no", disable_tqdm=True, report_to=[], seed=5, behavior_pool_size=200,
         sequence_pool_size=40, sequence_pool_interval=2, dataloader_num_workers=0,
     )
-    trainer = RecordingTrainer(model=model, args=args, train_dataset=data.users, catalog=BehaviorCatalog(len(data.vocabulary)))
+    trainer = RecordingTrainer(model=model, args=args, train_dataset=users, catalog=BehaviorCatalog(len(data.vocabulary)))
     trainer.train()
     result = {
         "world_size": args.world_size,
         "pools": trainer.pools,
-        "losses": [e for e in trainer.state.log_history if "mbp_loss" in e],
+        "losses": [e for e in trainer.state.log_history if "loss" in e],
         "parameters": {n: p.detach().reshape(-1)[:50].tolist() for n, p in trainer.model.named_parameters()},
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
@@ -60,4 +70,4 @@ def main(out_dir: str, batch: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])

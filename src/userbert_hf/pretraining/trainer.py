@@ -21,7 +21,10 @@ from .objectives import build_objective
 from .samplers import STRATEGIES
 
 BSM_POSITIVES = ("period", "crop")
-_LOGGED = ("mbp_loss", "bsm_loss", "nbp_loss", "cp_loss", "mbp_accuracy", "bsm_accuracy", "nbp_accuracy", "cp_accuracy")
+_LOGGED = (
+    "mbp_loss", "bsm_loss", "nbp_loss", "cp_loss", "mbp_accuracy", "bsm_accuracy", "nbp_accuracy", "cp_accuracy",
+    "uniformity_loss",
+)
 
 
 def validate_training_length(args: TrainingArguments) -> None:
@@ -211,7 +214,7 @@ class UserBertTrainer(Trainer):
     @staticmethod
     def _rows_per_task(model_inputs: dict) -> dict[str, int]:
         """How many rows each task's mean loss of a micro-batch was taken over."""
-        rows = {"mbp": 0, "bsm": 0, "nbp": 0, "cp": 0}
+        rows = {"mbp": 0, "bsm": 0, "nbp": 0, "cp": 0, "uniformity": int(model_inputs["behavior_index"].shape[0])}
         if "mbp_candidate_index" in model_inputs:
             rows["mbp"] = int(model_inputs["mbp_candidate_index"].shape[0])
         if "bsm_valid" in model_inputs:
