@@ -51,23 +51,33 @@ def checkpoint_problem(directory: str, expect_sampler_state: bool = True) -> str
     'outputs/run/checkpoint-200/rng_state.pth is truncated or corrupted (BadZipFile: File is not a zip file)'
     ```
     """
-    required = _CHECKPOINT_FILES + (_SAMPLER_FILES if expect_sampler_state else ())
-    for name in required:
-        path = os.path.join(directory, name)
-        if not os.path.exists(path):
-            return f"{path} is missing (the checkpoint was not completely written)"
+    def missing(names) -> str | None:
+        for name in names:
+            path = os.path.join(directory, name)
+            if not os.path.exists(path):
+                return f"{path} is missing (the checkpoint was not completely written)"
+        return None
+
+    # The Trainer's files first (present, then readable), then the negative sampler's state.
+    if problem := missing(_CHECKPOINT_FILES):
+        return problem
     # One RNG file per process: rng_state.pth (one process) or rng_state_<rank>.pth.
     rng_files = sorted(glob.glob(os.path.join(glob.escape(directory), "rng_state*.pth")))
     if not rng_files:
         return f"{os.path.join(directory, 'rng_state.pth')} is missing (the checkpoint was not completely written)"
-    checks = [safetensors_problem(os.path.join(directory, "model.safetensors"))]
-    checks.append(_json_problem(os.path.join(directory, "trainer_state.json")))
-    checks += [_torch_file_problem(os.path.join(directory, n)) for n in ("optimizer.pt", "scheduler.pt")]
-    checks += [_torch_file_problem(path) for path in rng_files]
+    checks = [
+        lambda: safetensors_problem(os.path.join(directory, "model.safetensors")),
+        lambda: _json_problem(os.path.join(directory, "trainer_state.json")),
+        *(lambda n=n: _torch_file_problem(os.path.join(directory, n)) for n in ("optimizer.pt", "scheduler.pt")),
+        *(lambda p=p: _torch_file_problem(p) for p in rng_files),
+    ]
     if expect_sampler_state:
-        checks.append(_json_problem(os.path.join(directory, "negative_sampler.json")))
-        checks.append(safetensors_problem(os.path.join(directory, "negative_sampler.safetensors")))
-    return next((problem for problem in checks if problem), None)
+        checks += [
+            lambda: missing(_SAMPLER_FILES),
+            lambda: _json_problem(os.path.join(directory, "negative_sampler.json")),
+            lambda: safetensors_problem(os.path.join(directory, "negative_sampler.safetensors")),
+        ]
+    return next((problem for check in checks if (problem := check())), None)
 
 
 def last_complete_checkpoint(output_dir: str, expect_sampler_state: bool = True) -> str | None:
