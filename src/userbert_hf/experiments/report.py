@@ -196,13 +196,17 @@ def plot_gain(spec: ExperimentSpec, values: dict, metric: str, path: Path) -> bo
     methods = spec.pretrained_methods
     if NO_PRETRAINING not in spec.methods or not methods:
         return False
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for offset, method in enumerate(methods):
+    series = {}
+    for method in methods:
         rows = [(f, paired(values, method, NO_PRETRAINING, f)) for f in sorted(spec.label_fractions)]
         rows = [(f, c) for f, c in rows if c.n]
-        if not rows:
-            continue
-        x = np.array([f for f, _ in rows]) * (1 + 0.04 * (offset - (len(methods) - 1) / 2))
+        if rows:
+            series[method] = rows
+    if not series:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for offset, (method, rows) in enumerate(series.items()):
+        x = np.array([f for f, _ in rows]) * (1 + 0.04 * (offset - (len(series) - 1) / 2))
         y = np.array([c.mean_difference for _, c in rows])
         err = np.array([[c.mean_difference - c.ci_low, c.ci_high - c.mean_difference] for _, c in rows]).T
         ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt="o-", capsize=3, label=method)
@@ -300,7 +304,7 @@ def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Pa
     for name, title, made in plots:
         if made:
             lines += [f"### {title}", "", f"![{title}](results/{spec.name}/{name})", ""]
-    if pretrained and not plots[2][2]:
+    if any(r["kind"] == "pretrain" for r in records) and not plots[2][2]:
         lines += ["(The pre-training runs logged no held-out `eval_*` metrics, so there is no health plot.)", ""]
     lines += ["### Settings", "", "```yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False).strip(), "```", ""]
     return "\n".join(lines)
