@@ -275,3 +275,52 @@ def test_meta_check_catches_a_host_round_trip(tiny_config):
     config = tiny_config("gru4rec")
     with ReferenceBlocks(), pytest.raises(NotImplementedError, match="meta"):
         _run_on_meta(UserBertModel(config).train(), _batch(config, [16, 3, 1, 9]))
+
+
+# ----------------------------------------------------------------------------------------------
+# batched per-impression metrics
+# ----------------------------------------------------------------------------------------------
+def test_batched_impression_metrics_equal_the_per_impression_functions():
+    """The sort/bincount computation over all impressions gives the mean of the per-impression functions, with
+    tied scores (average-rank AUC, MIND tie order), single-class, click-free and empty impressions."""
+    import numpy as np
+
+    from userbert_hf.metrics import (
+        auc_score, grouped_impression_metrics, impression_metrics, make_news_compute_metrics, mrr_score, ndcg_score,
+    )
+
+    rng = np.random.default_rng(0)
+    labels, scores = [], []
+    for i in range(300):
+        size = int(rng.integers(0, 25))
+        labels.append((rng.random(size) < rng.random()).astype(int))
+        scores.append(rng.integers(0, 6, size).astype(float))  # many ties
+    labels[5], scores[5] = np.array([1, 1, 1]), np.array([0.1, 0.2, 0.3])  # single class
+    metrics = impression_metrics(labels, scores, ks=(1, 5, 10))
+    aucs = [auc_score(y, s) for y, s in zip(labels, scores) if 0 < y.sum() < len(y)]
+    clicked = [(y, s) for y, s in zip(labels, scores) if y.sum() > 0]
+    assert metrics["auc"] == pytest.approx(np.mean(aucs), abs=1e-12)
+    assert metrics["mrr"] == pytest.approx(np.mean([mrr_score(y, s) for y, s in clicked]), abs=1e-12)
+    for k in (1, 5, 10):
+        assert metrics[f"ndcg@{k}"] == pytest.approx(np.mean([ndcg_score(y, s, k) for y, s in clicked]), abs=1e-12)
+    assert metrics["num_impressions"] == 300
+    assert metrics["num_auc_skipped"] == 300 - len(aucs) and metrics["num_no_click_skipped"] == 300 - len(clicked)
+
+    # the flat (grouped) and padded (Trainer) layouts give the same numbers
+    groups = np.concatenate([np.full(len(y), 1000 - i) for i, y in enumerate(labels)])
+    position = np.concatenate([np.arange(len(y)) for y in labels])
+    interleaved = np.lexsort((groups, position))  # rows of all impressions interleaved, each one's order kept
+    grouped = grouped_impression_metrics(
+        groups[interleaved], np.concatenate(labels)[interleaved], np.concatenate(scores)[interleaved], ks=(1, 5, 10)
+    )
+    nonempty = [i for i, y in enumerate(labels) if len(y)]
+    assert grouped["auc"] == pytest.approx(metrics["auc"]) and grouped["mrr"] == pytest.approx(metrics["mrr"])
+    assert grouped["ndcg@5"] == pytest.approx(metrics["ndcg@5"]) and grouped["num_impressions"] == len(nonempty)
+    width = max(len(y) for y in labels)
+    padded_labels = np.full((len(labels), width), -100)
+    padded_scores = np.zeros((len(labels), width))
+    for i, (y, s) in enumerate(zip(labels, scores)):
+        padded_labels[i, : len(y)], padded_scores[i, : len(s)] = y, s
+    news = make_news_compute_metrics(ks=(5, 10))((padded_scores, padded_labels))
+    assert news["mrr"] == pytest.approx(metrics["mrr"]) and news["ndcg@10"] == pytest.approx(metrics["ndcg@10"])
+    assert news["num_impressions"] == len(nonempty)
