@@ -27,8 +27,10 @@ from .spec import NO_PRETRAINING, ExperimentSpec  # noqa: E402
 from .statistics import mean_confidence_interval, paired_comparison  # noqa: E402
 
 ALPHA = 0.05
-HEALTH_KEYS = ("eval_embedding_participation_ratio", "eval_embedding_mean_cosine", "eval_mbp_accuracy",
-               "eval_bsm_accuracy")
+# Held-out pre-training metrics (``pretraining.evaluation``); each may come with ``eval_init_<name>``, the same
+# architecture at initialisation.
+HEALTH_KEYS = ("eval_embedding_participation_ratio", "eval_embedding_mean_cosine", "eval_knn_recall_at_20",
+               "eval_mbp_accuracy", "eval_bsm_accuracy")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ def pretraining_table(records: list[dict]) -> str:
             continue
         metrics = record.get("metrics") or {}
         shown = {k: v for k, v in metrics.items() if k.endswith(("_loss", "_accuracy")) or k in HEALTH_KEYS
-                 or k.startswith("eval_embedding")}
+                 or k.startswith(("eval_embedding", "eval_init_", "eval_knn", "eval_popularity"))}
         rows.append([record["method"], "shared" if record["split_seed"] is None else str(record["split_seed"]), f"{record['seconds']:.0f}",
                      ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items())) or "-"])
     return _table(["method", "split", "seconds", "final metrics"], rows) if rows else "No pre-training runs."
@@ -180,7 +182,8 @@ def plot_health(records: list[dict], path: Path) -> bool:
                 colour = colours.setdefault(method, f"C{len(colours)}")
                 ax.plot(*zip(*points), "o-", color=colour, alpha=0.8,
                         label=method if split_seed == curves[0][1] else None)
-            at_init = [e[key + "_at_init"] for e in history if key + "_at_init" in e]
+            reference = "eval_init_" + key.removeprefix("eval_")
+            at_init = [e[reference] for e in history if reference in e]
             if at_init:
                 ax.axhline(at_init[-1], color="grey", linestyle="--", linewidth=0.8)
         ax.set_title(key.removeprefix("eval_"))
