@@ -189,8 +189,10 @@ class ExperimentRunner:
 
     def _run_finetune(self, cell: Cell) -> dict:
         argv = self.finetune_argv(cell)
-        metrics = self.finetune_fn(argv) or {}
         out = self.run_dir(cell)
+        if out.exists():  # left by an interrupted attempt of this cell
+            shutil.rmtree(out)
+        metrics = self.finetune_fn(argv) or {}
         results_path = out / "training_results.json"
         record = {"argv": argv, "metrics": {k.removeprefix("test_"): v for k, v in _numbers(metrics).items()}}
         if results_path.exists():
