@@ -30,7 +30,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
 from .assets import build_catalog, load_user_model_assets
@@ -39,7 +38,7 @@ from .configuration_userbert import PRESETS, UserBertConfig
 from .data import BehaviorData, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import split_statistics
 from .model_card import build_model_card, save_run_results
-from .output_dir import OutputDirError, mark_output_dir, prepare_output_dir, push_output_dir
+from .output_dir import OutputDirError, claim_output_dir, prepare_output_dir, push_output_dir
 from .pretraining.trainer import validate_training_length
 from .tasks import (  # noqa: F401  (the metric factories stay importable from here)
     TASK_REGISTRY,
@@ -332,14 +331,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     if data_args.export_pretraining_data:
         prepare_output_dir(data_args.export_pretraining_data, "export", overwrite=training_args.overwrite_output_dir)
     else:
-        resume_from = prepare_output_dir(
-            training_args.output_dir, "finetune", overwrite=training_args.overwrite_output_dir,
-            resume_from_checkpoint=training_args.resume_from_checkpoint,
-        )
-        if training_args.world_size > 1:
-            torch.distributed.barrier()  # every rank has decided before the main process writes the marker
-        if training_args.process_index == 0:
-            mark_output_dir(training_args.output_dir, "finetune")
+        resume_from = claim_output_dir(training_args, "finetune")
     if training_args.device.type == "cpu":
         training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on CPU)
     set_seed(training_args.seed)

@@ -142,6 +142,23 @@ def prepare_output_dir(
     return last
 
 
+def claim_output_dir(training_args, job: str, expect_sampler_state: bool = False) -> str | None:
+    """:func:`prepare_output_dir` for a job's ``TrainingArguments`` (``--output_dir``, ``--overwrite_output_dir``,
+    ``--resume_from_checkpoint``) on every rank, then the main process marks the folder; returns the checkpoint
+    to resume from. Ranks wait for each other in between, so none sees a marker another rank just wrote."""
+    resume = prepare_output_dir(
+        training_args.output_dir, job, overwrite=getattr(training_args, "overwrite_output_dir", False),
+        resume_from_checkpoint=training_args.resume_from_checkpoint, expect_sampler_state=expect_sampler_state,
+    )
+    if training_args.world_size > 1:
+        import torch.distributed
+
+        torch.distributed.barrier()
+    if training_args.process_index == 0:
+        mark_output_dir(training_args.output_dir, job)
+    return resume
+
+
 def _foreign_message(output_dir: str, job: str, marker: dict | None, entries: list[str]) -> str:
     shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
     if marker is not None and marker.get("job") == job:
@@ -217,5 +234,6 @@ __all__ = [
     "mark_output_dir",
     "checkpoint_folders",
     "prepare_output_dir",
+    "claim_output_dir",
     "check_embedding_output",
 ]

@@ -11,11 +11,9 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-import torch
-
-from transformers import HfArgumentParser, set_seed
+from transformers import set_seed
 from transformers.dynamic_module_utils import custom_object_save
 
 from .assets import build_catalog, load_user_model_assets
@@ -25,7 +23,7 @@ from .data import column_options, load_behavior_data
 from .sharded_data import load_user_shards
 from .model_card import build_model_card, save_run_results
 from .modeling_userbert import UserBertForPreTraining
-from .output_dir import OutputDirError, mark_output_dir, prepare_output_dir, push_output_dir
+from .output_dir import OutputDirError, claim_output_dir, push_output_dir
 from .tokenization_userbert import build_word_tokenizer
 from .pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
 
@@ -199,15 +197,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     # 0. The output folder: refuse one this job did not write (nothing is loaded or written before this), or
     #    resume from its last complete checkpoint.
-    resume_from = prepare_output_dir(
-        training_args.output_dir, "pretrain", overwrite=training_args.overwrite_output_dir,
-        resume_from_checkpoint=training_args.resume_from_checkpoint,
-        expect_sampler_state=model_args.objective != "cp",
-    )
-    if training_args.world_size > 1:
-        torch.distributed.barrier()  # every rank has decided before the main process writes the marker
-    if training_args.process_index == 0:
-        mark_output_dir(training_args.output_dir, "pretrain")
+    resume_from = claim_output_dir(training_args, "pretrain", expect_sampler_state=model_args.objective != "cp")
     if training_args.device.type == "cpu":
         training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on CPU)
     set_seed(training_args.seed)
