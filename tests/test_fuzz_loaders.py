@@ -479,7 +479,10 @@ def valid_rows(draw, time_kind: str, id_text: st.SearchStrategy = ID_TEXT) -> li
 TEXT_KINDS = {"too_few_fields": "wrong_field_count", "too_many_fields": "wrong_field_count",
               "empty_user": "empty_user_id", "empty_item": "empty_item_id", "bad_time": "unparsable_timestamp",
               "pad_item": "reserved_item_id", "duplicate": "duplicate_event", "blank": "blank_line"}
-JSON_KINDS = {"invalid_json": "unparsable_line", "not_an_object": "unparsable_line", "empty_user": "empty_user_id",
+# CSV only (TSV is read unquoted): a quote opened and never closed costs its own line, not the lines after it.
+CSV_KINDS = {**TEXT_KINDS, "stray_quote": "unbalanced_quote"}
+JSON_KINDS = {"invalid_json": "unparsable_line", "nested_user": "invalid_user_id", "nested_item": "invalid_item_id",
+               "not_an_object": "unparsable_line", "empty_user": "empty_user_id",
               "empty_item": "empty_item_id", "bad_time": "unparsable_timestamp", "pad_item": "reserved_item_id",
               "duplicate": "duplicate_event", "blank": "blank_line"}
 PARQUET_KINDS = {"empty_user": "empty_user_id", "empty_item": "empty_item_id", "bad_time": "unparsable_timestamp",
@@ -545,7 +548,8 @@ def test_known_broken_rows_csv_tsv(workdir, fmt):
            max_behaviors=MAX_BEHAVIORS, quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]), ending=st.sampled_from(["\n", "\r\n"]),
            bom=st.booleans())
     def check(data, valid, max_behaviors, quoting, ending, bom):
-        injected = data.draw(injections(TEXT_KINDS, len(valid)))
+        kinds = CSV_KINDS if fmt == "csv" else TEXT_KINDS
+        injected = data.draw(injections(kinds, len(valid)))
         lines = [text_row(["user_id", "item_id", "timestamp"], delimiter, quoting)]
         written: dict[int, str] = {}  # id(valid row) -> its text
         skips, first_error, rows_read = Counter(), None, 0
@@ -569,9 +573,11 @@ def test_known_broken_rows_csv_tsv(workdir, fmt):
                                              delimiter, quoting),
                 "duplicate": lambda: written[id(previous)],
                 "blank": lambda: data.draw(st.sampled_from(["", "   "])),
+                "stray_quote": lambda: text_row([user], delimiter, quoting) + data.draw(st.sampled_from(
+                    [',"ix,1', ',ix,"1', ',ix,"1,2'])),
             }[kind]()
             lines.append(text)
-            reason = TEXT_KINDS[kind]
+            reason = kinds[kind]
             skips[reason] += 1
             rows_read += kind != "blank"
             if first_error is None and reason not in FILTER_REASONS:
@@ -610,6 +616,10 @@ def test_known_broken_rows_jsonl(workdir, data, valid, max_behaviors, ascii_only
         text = {
             "invalid_json": lambda: data.draw(st.sampled_from(["{oops", '{"user_id": "u", ', "not json", "{'a': 1}"])),
             "not_an_object": lambda: data.draw(st.sampled_from(["[1, 2]", "42", '"text"', "null", "true"])),
+            "nested_user": lambda: dumps({"user_id": data.draw(st.sampled_from([[user], {"id": user}, []])),
+                                          "item_id": "ix", "timestamp": 1}),
+            "nested_item": lambda: dumps({"user_id": user, "item_id": data.draw(st.sampled_from([["ix"], {"sku": 1}, []])),
+                                          "timestamp": 1}),
             "empty_user": lambda: data.draw(st.sampled_from([
                 dumps({"item_id": "ix", "timestamp": 1}), dumps({"user_id": None, "item_id": "ix", "timestamp": 1}),
                 dumps({"user_id": " ", "item_id": "ix", "timestamp": 1})])),

@@ -128,7 +128,7 @@ def read_delimited(path: Path, delimiter: str, issues: Issues, *, quoted: bool =
                 except StopIteration:
                     break
                 end = feed.consumed
-                if end > start and header is not None and _runaway_quote(feed.record, len(row), n_fields):
+                if quoted and header is not None and _runaway_quote(feed.record, row, n_fields, delimiter):
                     rows_read += 1
                     issues.skip(
                         "unbalanced_quote", path, start,
@@ -184,11 +184,23 @@ def read_delimited(path: Path, delimiter: str, issues: Issues, *, quoted: bool =
 MAX_RECORD_LINES = 100
 
 
-def _runaway_quote(record_lines: list[str], n_read: int, n_fields: int) -> bool:
-    """Whether a record read across several lines is an unbalanced quote rather than a quoted line break."""
-    if n_read != n_fields or len(record_lines) > MAX_RECORD_LINES:
+def _runaway_quote(record_lines: list[str], row: list[str], n_fields: int, delimiter: str) -> bool:
+    """Whether a record is an unbalanced quote rather than a record (with quoted line breaks, maybe).
+
+    One line: its quote is not closed (the row has the wrong width, or a field ran into the end of the file).
+    Several lines: the wrong number of fields, more than MAX_RECORD_LINES lines, or not strictly well-formed
+    RFC 4180 (a closing quote followed by more text, a quote open at the end of the file): a stray quote paired
+    with a quote on a later line reads as one record otherwise.
+    """
+    odd = sum(line.count('"') for line in record_lines) % 2 == 1
+    if len(record_lines) == 1:
+        return odd and (len(row) != n_fields or any("\n" in value or "\r" in value for value in row))
+    if len(row) != n_fields or len(record_lines) > MAX_RECORD_LINES or odd:
         return True
-    return sum(line.count('"') for line in record_lines) % 2 == 1  # the quote was still open at end of file
+    try:
+        return len(list(csv.reader(record_lines, delimiter=delimiter, strict=True))) != 1
+    except csv.Error:
+        return True
 
 
 class _LineFeed:
