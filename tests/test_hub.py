@@ -304,7 +304,8 @@ def test_pushed_model_card_has_model_index_and_cites_the_paper(hub, pretrained, 
     expected = json.loads((pretrained["folder"] / "training_results.json").read_text())["metrics"]
     for result in results:
         assert result.metric_value == pytest.approx(expected[result.metric_type], abs=1e-6)
-    assert "mbp_loss" in {r.metric_type for r in results}
+    assert "eval_mbp_loss" in {r.metric_type for r in results}
+    assert all(r.metric_type.startswith("eval_") for r in results)  # training losses stay out of model-index
     assert "Wu" in card.text and "Contrastive User Model Pre-training" in card.text
     assert "2202.07605" in card.text  # the unrelated Rakuten UserBERT is named apart
     assert card.data.library_name == "transformers"
