@@ -1,12 +1,12 @@
 """Find users with similar tastes: embed every MovieLens user with a pre-trained UserBERT model, save the vectors
-and search nearest neighbours with faiss.
+and search nearest neighbours (faiss when the ``faiss`` extra is installed, else an exact numpy search).
 
     userbert pretrain --max_steps 50 --output_dir outputs/userbert-pretrained      # or any pre-trained folder
     python examples/nearest_users.py --model_name_or_path outputs/userbert-pretrained
     python examples/nearest_users.py --model_name_or_path org/userbert-movielens --query_user_ids 1 42 --k 3
 
 Steps: 1. load the user model's config, vocabulary and tokenizer, 2. embed the users, 3. save the embeddings,
-4. search the nearest users (cosine similarity, faiss ``IndexFlatIP`` on L2-normalised vectors).
+4. search the nearest users (cosine similarity: inner products of L2-normalised vectors).
 """
 
 from __future__ import annotations
