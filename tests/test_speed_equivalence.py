@@ -132,11 +132,13 @@ def test_fused_self_attention_matches_softmax_attention(output_projection):
     torch.testing.assert_close(grad_fast, grad_reference, atol=1e-4, rtol=1e-4)
 
 
-def test_gru_without_packing_matches_packed_gru(tiny_config):
+@pytest.mark.parametrize("lengths", [[6, 2, 0, 4], [6, 6, 5, 6]], ids=["ragged-packed", "dense-padded"])
+def test_gru_paths_match_packed_gru(tiny_config, lengths):
+    """Ragged CPU batches run packed, dense ones (and every batch on accelerators) padded: same states."""
     config = tiny_config("gru4rec", num_hidden_layers=2)
     encoder = _randomize(UserBertContextEncoder(config))
     hidden = torch.randn(4, 6, config.hidden_size)
-    mask = torch.arange(6)[None] < torch.tensor([6, 2, 0, 4])[:, None]
+    mask = torch.arange(6)[None] < torch.tensor(lengths)[:, None]
     hidden = hidden * mask[..., None]
     torch.testing.assert_close(encoder(hidden, mask), reference_gru(encoder, hidden, mask), atol=ATOL, rtol=1e-5)
 

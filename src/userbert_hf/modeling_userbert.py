@@ -219,12 +219,31 @@ class UserBertContextEncoder(nn.Module):
             for layer in self.layers:
                 hidden = layer(hidden, mask)
         elif self.kind == "gru":
-            # Behaviours are left-aligned and the GRU runs forward, so the trailing padding cannot change the
-            # states of valid positions: no packing (and no host round trip for the lengths) is needed.
-            hidden, _ = self.gru(hidden)  # (B, L, H); padded positions are zeroed below
+            hidden = self.run_gru(hidden, mask)
         elif self.kind == "cnn":
             hidden = F.relu(self.cnn(hidden.transpose(1, 2))).transpose(1, 2)
         return self.dropout(hidden) * mask.unsqueeze(-1)
+
+    # Share of valid positions under which, on CPU, a packed GRU (which skips padding steps) beats the padded one.
+    gru_packing_below = 0.6
+
+    def run_gru(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """GRU states (B, L, H) at the valid positions (padded positions are garbage, zeroed by the caller).
+
+        Behaviours are left-aligned and the GRU runs forward, so trailing padding never changes the states of
+        valid positions and the padded batch can run as it is: this is the path on accelerators, where packing
+        would read the lengths on the host and stall the device. On CPU, ragged batches (short sequences padded
+        to a long one) run packed, which skips the padding steps (3-4x faster on Beauty-like lengths).
+        """
+        if hidden.device.type == "cpu":
+            lengths = mask.sum(-1)  # (B,)
+            if int(lengths.sum()) < self.gru_packing_below * mask.numel():
+                packed = nn.utils.rnn.pack_padded_sequence(
+                    hidden, lengths.clamp(min=1), batch_first=True, enforce_sorted=False
+                )
+                output, _ = self.gru(packed)
+                return nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=mask.shape[1])[0]
+        return self.gru(hidden)[0]  # (B, L, H)
 
 
 class UserBertAggregator(nn.Module):
