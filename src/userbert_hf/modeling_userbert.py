@@ -1022,7 +1022,9 @@ class UserBertForNewsRecommendation(UserBertPreTrainedModel):
     Inputs: the behaviour table (candidates included), ``behavior_index``/``attention_mask`` (B, L),
     ``candidate_index``/``candidate_mask`` (B, C) into the table and optionally ``labels`` (B, C) float 0/1
     (-100 for padding). Training rows hold one clicked and ``npratio`` non-clicked news of one impression; the
-    loss is [`candidate_softmax_loss`]. Evaluation rows hold whole impressions.
+    loss is [`candidate_softmax_loss`]. Evaluation rows hold whole impressions. The plain layout works too:
+    ``behavior_ids`` (B, L) (or ``behavior_token_ids`` (B, L, W)) and candidates as behaviour ids
+    (``candidate_index``) or word ids (``candidate_token_ids`` (B, C, W)).
 
     Example:
 
@@ -1099,7 +1101,9 @@ class UserBertForCTRPrediction(UserBertPreTrainedModel):
     Inputs: the behaviour table (candidates included), ``behavior_index``/``attention_mask`` (B, L),
     ``candidate_index`` (B,) into the table and optionally ``labels`` (B,) float 0/1. Several candidates of one
     user may share a row, so the user is encoded once: ``candidate_index``/``candidate_mask``/``labels`` (B, C),
-    labels -100 on padding; the loss is the mean over valid (user, candidate) pairs either way.
+    labels -100 on padding; the loss is the mean over valid (user, candidate) pairs either way. The plain layout
+    works too: ``behavior_ids`` (B, L) (or ``behavior_token_ids`` (B, L, W)) and candidates as behaviour ids
+    (``candidate_index``) or word ids (``candidate_token_ids`` (B, [C,] W)).
 
     Example:
 
