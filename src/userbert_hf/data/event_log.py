@@ -73,23 +73,18 @@ def load_event_log(
 def load_dataframe(
     frame: pd.DataFrame,
     *,
-    user_column: str = "user_id",
-    item_column: str = "item_id",
-    time_column: str = "timestamp",
-    text_column: str | None = None,
-    rating_column: str | None = None,
-    time_format: str | None = None,
-    max_behaviors: int | None = DEFAULT_MAX_BEHAVIORS,
-    vocabulary: BehaviorVocabulary | None = None,
     strict: bool = False,
-    verbose: bool = True,
+    max_behaviors: int | None = DEFAULT_MAX_BEHAVIORS,
     name: str = "DataFrame",
+    **options,
 ) -> BehaviorData:
     """Load a one-event-per-row ``pandas.DataFrame`` exactly as :func:`load_event_log` loads a file.
 
-    Bad rows are skipped and counted (or raise with ``strict=True``) as ``"{name}: row N"``, N being the 1-based
-    position of the row (not its index label). Missing values (``None``, ``NaN``, ``pd.NA``, ``NaT``) are empty
-    fields. Also available as :meth:`BehaviorData.from_pandas`.
+    ``options`` are those of :func:`load_event_log`: ``user_column``, ``item_column``, ``time_column``,
+    ``text_column``, ``rating_column``, ``time_format``, ``vocabulary``, ``verbose``. Bad rows are skipped and
+    counted (or raise with ``strict=True``) as ``"{name}: row N"``, N being the 1-based position of the row (not
+    its index label). Missing values (``None``, ``NaN``, ``pd.NA``, ``NaT``) are empty fields. Also available as
+    :meth:`BehaviorData.from_pandas`.
 
     Example:
         >>> import pandas as pd
@@ -100,7 +95,6 @@ def load_dataframe(
     """
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"expected a pandas.DataFrame, got {type(frame).__name__}")
-    issues = new_issues("dataframe", name, strict, max_behaviors)
     columns = [str(c) for c in frame.columns]
     if len(set(columns)) != len(columns):
         raise DataFormatError(f"{name}: duplicate column names in {columns}", path=name, reason="duplicate_column")
@@ -108,32 +102,21 @@ def load_dataframe(
         path=name, columns=columns, locations=[f"row {i}" for i in range(1, len(frame) + 1)],
         _columns={str(c): frame[c].tolist() for c in frame.columns},
     )
-    issues.summary.rows_read = len(frame)
-    return _load_events(
-        table, issues, "dataframe", user_column=user_column, item_column=item_column, time_column=time_column,
-        text_column=text_column, rating_column=rating_column, time_format=time_format, max_behaviors=max_behaviors,
-        vocabulary=vocabulary, verbose=verbose,
-    )
+    return _load_table(table, "dataframe", strict, max_behaviors, **options)
 
 
 def load_hf_dataset(
     dataset: datasets.Dataset,
     *,
-    user_column: str = "user_id",
-    item_column: str = "item_id",
-    time_column: str = "timestamp",
-    text_column: str | None = None,
-    rating_column: str | None = None,
-    time_format: str | None = None,
-    max_behaviors: int | None = DEFAULT_MAX_BEHAVIORS,
-    vocabulary: BehaviorVocabulary | None = None,
     strict: bool = False,
-    verbose: bool = True,
+    max_behaviors: int | None = DEFAULT_MAX_BEHAVIORS,
     name: str | None = None,
+    **options,
 ) -> BehaviorData:
     """Load a one-event-per-row ``datasets.Dataset`` exactly as :func:`load_event_log` loads a file.
 
-    Rows are reported as ``"{name}: row N"`` (1-based, in the dataset's current order, ``select`` / ``shuffle``
+    ``options`` are those of :func:`load_event_log` (``user_column``, ..., see :func:`load_dataframe`). Rows are
+    reported as ``"{name}: row N"`` (1-based, in the dataset's current order, ``select`` / ``shuffle``
     included). Also available as :meth:`BehaviorData.from_dataset`; ``userbert ... --data`` reaches it for a Hub
     dataset id or a ``save_to_disk`` folder (:func:`~userbert_hf.data.dispatch.load_behavior_data`).
 
@@ -149,16 +132,17 @@ def load_hf_dataset(
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"expected a datasets.Dataset, got {type(dataset).__name__}")
     name = name or f"Dataset({dataset.info.dataset_name or 'in memory'})"
-    issues = new_issues("dataset", name, strict, max_behaviors)
     arrow = dataset.with_format("arrow")[:]  # honours select / filter / shuffle
     table = Table(path=name, columns=list(arrow.column_names),
                   locations=[f"row {i}" for i in range(1, arrow.num_rows + 1)], _arrow=arrow)
-    issues.summary.rows_read = arrow.num_rows
-    return _load_events(
-        table, issues, "dataset", user_column=user_column, item_column=item_column, time_column=time_column,
-        text_column=text_column, rating_column=rating_column, time_format=time_format, max_behaviors=max_behaviors,
-        vocabulary=vocabulary, verbose=verbose,
-    )
+    return _load_table(table, "dataset", strict, max_behaviors, **options)
+
+
+def _load_table(table: Table, source: str, strict: bool, max_behaviors: int | None, **options) -> BehaviorData:
+    """An in-memory table (every row read) -> BehaviorData."""
+    issues = new_issues(source, table.path, strict, max_behaviors)
+    issues.summary.rows_read = len(table)
+    return _load_events(table, issues, source, max_behaviors=max_behaviors, **options)
 
 
 def _load_events(
@@ -166,15 +150,15 @@ def _load_events(
     issues: Issues,
     source: str,
     *,
-    user_column: str,
-    item_column: str,
-    time_column: str,
-    text_column: str | None,
-    rating_column: str | None,
-    time_format: str | None,
-    max_behaviors: int | None,
-    vocabulary: BehaviorVocabulary | None,
-    verbose: bool,
+    user_column: str = "user_id",
+    item_column: str = "item_id",
+    time_column: str = "timestamp",
+    text_column: str | None = None,
+    rating_column: str | None = None,
+    time_format: str | None = None,
+    max_behaviors: int | None = DEFAULT_MAX_BEHAVIORS,
+    vocabulary: BehaviorVocabulary | None = None,
+    verbose: bool = True,
 ) -> BehaviorData:
     """Table -> checked events -> BehaviorData, the same for files, DataFrames and Datasets."""
     table.require(user_column, item_column, time_column, text_column, rating_column)
