@@ -15,6 +15,7 @@ from huggingface_hub import ModelCard
 from userbert_hf import UserBertConfig
 from userbert_hf.model_card import (
     PAPER_CITATION,
+    build_model_card,
     card_metrics,
     data_license,
     hub_dataset_id,
@@ -146,3 +147,16 @@ def test_template_documents_the_sections_generated_cards_have(generate_cards, tm
     sections = lambda text: [h for h in headings(text) if h.startswith("## ")]
     assert sections(skeleton) == sections(card.text)
     assert PAPER_CITATION in template and "2202.07605" in template
+
+
+def test_build_model_card_splits_held_out_and_training_metrics():
+    config = UserBertConfig.from_preset("gru4rec", hidden_size=8)
+    card = build_model_card(
+        title="t", summary="s", config=config, dataset_name="events.csv", data_description="d", settings={},
+        metrics={"mbp_loss": 1.2, "eval_mbp_loss": 1.3, "eval_runtime": 4.0}, task_type="feature-extraction",
+        task_name="User model pre-training", model_id="org/m", example_behaviors=[["a", "b"]],
+    )
+    assert _metrics(card) == {"eval_mbp_loss": 1.3}
+    assert "| `mbp_loss` | 1.2000 |" in card.text and "| `eval_runtime` | 4.0000 |" in card.text
+    assert "histories = [['a', 'b']]" in card.text and "from_pretrained('org/m'" in card.text
+    assert card.data.license_name == "training-data-terms" and card.data.datasets is None

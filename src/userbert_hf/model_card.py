@@ -117,13 +117,13 @@ def hub_dataset_id(data) -> str | None:
 def split_metrics(metrics: dict[str, float], task_type: str) -> tuple[dict[str, float], dict[str, float]]:
     """``(held_out, training)``: what goes into ``model-index`` and what only into the card's training table.
 
-    Held-out metrics are the ``eval_*`` ones when any is present (held-out pre-training evaluation); without them a
-    pre-training card (``feature-extraction``) has none (its losses are training losses) and a fine-tuning card's
-    metrics (test split, prefix dropped) are all held out.
+    Held-out metrics are the ``eval_*`` ones (run time and throughput aside) when any is present (held-out
+    pre-training evaluation); without them a pre-training card (``feature-extraction``) has none (its losses are
+    training losses) and a fine-tuning card's metrics (test split, prefix dropped) are all held out.
     """
     metrics = {k: float(v) for k, v in metrics.items() if v is not None}
     if any(name.startswith("eval_") for name in metrics):
-        held_out = {k: v for k, v in metrics.items() if k.startswith("eval_")}
+        held_out = {k: v for k, v in metrics.items() if k.startswith("eval_") and not k.endswith(_RUN_KEYS)}
         return held_out, {k: v for k, v in metrics.items() if k not in held_out}
     if task_type == "feature-extraction":
         return {}, metrics
