@@ -126,6 +126,42 @@ def test_hub_dataset_id_that_cannot_be_reached_is_a_clear_error(monkeypatch):
         load_behavior_data("nobody/events.csv", verbose=False)
 
 
+@pytest.mark.timeout(240)
+def test_hub_dataset_id_as_data_of_the_cli(tmp_path):
+    """``userbert pretrain --data org/events`` against the local fake Hub: datasets.load_dataset fetches the
+    dataset repo's CSV and the named columns are read (a fresh process: the Hub endpoint is read at import)."""
+    import os
+    import subprocess
+    import sys
+
+    from hub_server import FakeHub
+
+    rows = "".join(f"user{u},m{(u * 7 + k) % 15},{1000 + k}\n" for u in range(12) for k in range(6))
+    payload = ("user,item,timestamp\n" + rows).encode()
+    script = f"""
+import io, json, sys
+from huggingface_hub import HfApi
+api = HfApi()
+api.create_repo("org/events", repo_type="dataset")
+api.upload_file(path_or_fileobj=io.BytesIO({payload!r}),
+                path_in_repo="data/train.csv", repo_id="org/events", repo_type="dataset")
+from userbert_hf.pretraining_job import main
+metrics = main(["--data", "org/events", "--user_column", "user", "--item_column", "item", "--preset", "gru4rec",
+                "--max_steps", "1", "--behavior_pool_size", "10", "--sequence_pool_size", "4",
+                "--output_dir", sys.argv[1], "--hidden_size", "16", "--use_cpu", "--disable_tqdm", "true",
+                "--report_to", "none"])
+print("METRICS", json.dumps(metrics))
+"""
+    with FakeHub() as hub:
+        env = {**os.environ, **hub.client_env(str(tmp_path / "hf_home")), "OMP_NUM_THREADS": "1"}
+        result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out")], env=env, capture_output=True,
+                                text=True, timeout=200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "training_results.json").read_text())
+    assert results["data_summary"]["path"] == "org/events"
+    assert (results["data_summary"]["users"], results["data_summary"]["rows_used"]) == (12, 72)
+
+
 def test_column_options_are_refused_for_fixed_formats():
     with pytest.raises(ValueError, match="user_column='user': column options apply to one-event-per-row data"):
         load_behavior_data("movielens", user_column="user", verbose=False)
