@@ -235,7 +235,8 @@ class UserBertContextEncoder(nn.Module):
         would read the lengths on the host and stall the device. On CPU, ragged batches (short sequences padded
         to a long one) run packed, which skips the padding steps (3-4x faster on Beauty-like lengths).
         """
-        if hidden.device.type == "cpu":
+        # torch.export / torch.compile trace the padded path: packing reads the lengths (a data-dependent shape).
+        if hidden.device.type == "cpu" and not (torch.compiler.is_exporting() or torch.compiler.is_compiling()):
             lengths = mask.sum(-1)  # (B,)
             if int(lengths.sum()) < self.gru_packing_below * mask.numel():
                 packed = nn.utils.rnn.pack_padded_sequence(
