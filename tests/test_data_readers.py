@@ -11,7 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from userbert_hf.data import DataFormatError, load_amazon_beauty, load_behavior_data, load_event_log, load_mind, load_movielens
+from userbert_hf.data import (
+    DataFormatError,
+    load_amazon_beauty,
+    load_behavior_data,
+    load_event_log,
+    load_mind,
+    load_movielens,
+)
 from data_helpers import write
 
 
@@ -102,7 +109,9 @@ def test_jsonl_list_and_struct_ids_are_bad_fields(tmp_path):
     assert data.summary.skipped == {"invalid_item_id": 2, "invalid_user_id": 2}
     assert data.vocabulary.raw_ids[1:] == ["a", "b"]
     assert sorted(data.users["user_id"]) == ["u1", "u2"]
-    assert data.summary.examples["invalid_item_id"][0] == f"{path}:2: column 'item_id': a list value [0, 1] is not an id"
+    assert data.summary.examples["invalid_item_id"][0] == (
+        f"{path}:2: column 'item_id': a list value [0, 1] is not an id"
+    )
     with pytest.raises(DataFormatError, match=f"^{path}:2: column 'item_id'") as info:
         load_event_log(path, strict=True, verbose=False)
     assert (info.value.reason, info.value.column) == ("invalid_item_id", "item_id")

@@ -161,7 +161,9 @@ def _load_events(
     verbose: bool = True,
 ) -> BehaviorData:
     """Table -> checked events -> BehaviorData, the same for files, DataFrames and Datasets."""
-    table.require(user_column, item_column, time_column, text_column, rating_column)
+    table.require(user_column, item_column, time_column, text_column, rating_column,
+                  hint=" (name yours with user_column= / item_column= / time_column= / text_column=; "
+                       "--user_column ... on the command line)")
     events = events_from_table(
         table, issues, user_column=user_column, item_column=item_column, time_column=time_column,
         time_format=time_format, float_columns={rating_column: "ratings"} if rating_column else None,

@@ -43,14 +43,14 @@ class Table:
         index = self.columns.index(name)
         return [row[index] for row in self._rows]
 
-    def require(self, *names: str | None) -> None:
+    def require(self, *names: str | None, hint: str = "") -> None:
+        """Raise a DataFormatError naming the first of ``names`` (``None``: not needed) that is not a column."""
         missing = [n for n in names if n is not None and n not in self.columns]
         if missing:
             raise DataFormatError(
                 f"{self.path}: missing required column {missing[0]!r}"
                 + (f" (also missing: {missing[1:]})" if len(missing) > 1 else "")
-                + f"; available columns: {self.columns} (name yours with user_column= / item_column= / "
-                "time_column= / text_column=, --user_column ... on the command line)",
+                + f"; available columns: {self.columns}{hint}",
                 path=self.path,
                 column=missing[0],
                 reason="missing_column",
@@ -128,7 +128,10 @@ def read_delimited(path: Path, delimiter: str, issues: Issues, *, quoted: bool =
                 except StopIteration:
                     break
                 end = feed.consumed
-                if quoted and header is not None and _runaway_quote(feed.record, row, n_fields, delimiter):
+                # Only a record of several lines, of the wrong width or ending in a line break (an open quote
+                # ran into the end of the file, taking the line end into its last field) can be a stray quote.
+                suspect = end > start or len(row) != n_fields or (row and row[-1][-1:] in ("\n", "\r"))
+                if quoted and header is not None and suspect and _runaway_quote(feed.record, row, n_fields, delimiter):
                     rows_read += 1
                     issues.skip(
                         "unbalanced_quote", path, start,
