@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from transformers import Trainer, TrainingArguments, set_seed
+from transformers.dynamic_module_utils import custom_object_save
 
 from .assets import build_catalog, load_user_model_assets
 from .processing_userbert import save_processor
@@ -414,6 +415,9 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits["validation"] or None,
         data_collator=task_spec.collator(catalog, model.config.max_behaviors), compute_metrics=task_compute_metrics(task),
     )
+    if trainer.is_world_process_zero():  # processor and model code first: checkpoint pushes while training load too
+        save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
+        custom_object_save(model, training_args.output_dir)
     ignore_keys = eval_ignore_keys(task)
     started = time.time()
     trainer.train(resume_from_checkpoint=resume_from, ignore_keys_for_eval=ignore_keys)
