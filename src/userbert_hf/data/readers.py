@@ -175,7 +175,8 @@ def read_delimited(path: Path, delimiter: str, issues: Issues, *, quoted: bool =
     issues.summary.lines_read += feed.consumed
     if multi_line[0]:
         issues.summary.notes.append(
-            f"{multi_line[0]:,} records span several lines through quoted line breaks ({multi_line[1]:,} physical "
+            f"{multi_line[0]:,} {'record spans' if multi_line[0] == 1 else 'records span'} several lines through "
+            f"quoted line breaks ({multi_line[1]:,} physical "
             f"lines in all), e.g. {multi_line[2]}"
         )
     if header is None:
