@@ -215,6 +215,11 @@ class FinetuningArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collators read dataset columns forward does not name."}
     )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Resume from this checkpoint folder, or True / last: from the last complete checkpoint of "
+                          "--output_dir (incomplete newer ones skipped)."},
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Write into a non-empty --output_dir (or --export_pretraining_data folder) that an earlier "

@@ -122,6 +122,11 @@ class PretrainingArguments(UserBertTrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     save_steps: float = field(default=100, metadata={"help": "Checkpoint every N steps."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "Resume from this checkpoint folder, or True / last: from the last complete checkpoint of "
+                          "--output_dir (incomplete newer ones skipped)."},
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Write into a non-empty --output_dir not written by `userbert pretrain` (refused otherwise); "
