@@ -586,6 +586,7 @@ def test_known_broken_rows_csv_tsv(workdir, fmt):
         path.write_bytes((("\ufeff" if bom else "") + ending.join(lines) + ending).encode("utf-8"))
 
         loaded = load_event_log(path, max_behaviors=max_behaviors, verbose=False)
+        assert loaded.summary.lines_read == len(lines)  # every physical line is accounted for
         check_against_oracle(loaded, valid, skips, rows_read, max_behaviors)
         strict = lambda: load_event_log(path, max_behaviors=max_behaviors, strict=True, verbose=False)  # noqa: E731
         if first_error is None:
@@ -645,6 +646,7 @@ def test_known_broken_rows_jsonl(workdir, data, valid, max_behaviors, ascii_only
     path.write_bytes((ending.join(lines) + ending).encode("utf-8"))
 
     loaded = load_event_log(path, max_behaviors=max_behaviors, verbose=False)
+    assert loaded.summary.lines_read == len(lines)  # every physical line is accounted for
     check_against_oracle(loaded, valid, skips, rows_read, max_behaviors)
     strict = lambda: load_event_log(path, max_behaviors=max_behaviors, strict=True, verbose=False)  # noqa: E731
     if first_error is None:
