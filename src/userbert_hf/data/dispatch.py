@@ -132,11 +132,13 @@ def _load_with_datasets(source: str, split: str, hub: bool) -> datasets.Dataset:
         dataset = datasets.load_dataset(source)
     except Exception as err:  # datasets raises many types (DatasetNotFoundError, ConnectionError, ValueError, ...)
         message = f"{type(err).__name__}: {err}".splitlines()[0]
-        if hub:
+        if hub and isinstance(err, OSError):  # not found, unreachable, offline (ConnectionError is an OSError)
             raise FileNotFoundError(
                 f"behaviour data not found: {source!r} is not a local path, and loading it as a Hub dataset "
                 f"failed ({message})"
             ) from None
+        if hub:
+            raise DataFormatError(f"{source}: cannot load the Hub dataset ({message})", path=source) from None
         raise DataFormatError(
             f"{source}: directory holds neither MovieLens (ratings.csv, movies.csv), MIND (news.tsv, behaviors.tsv), "
             f"saved behaviour data (users/, behavior_vocab.json) nor data files datasets.load_dataset can read "
