@@ -286,8 +286,8 @@ def test_report_tables_and_plots_from_results(tmp_path):
     c = report.paired(values, "userbert", "none", 0.1)
     assert c.n == 4 and c.mean_difference == pytest.approx(0.027) and c.wins == 4
     assert "| userbert vs none | 10% | 4 |" in text and "+0.0270" in text
-    assert "10% labels: userbert is **better than** none" not in text  # 4 pairs: Wilcoxon p = 0.125 > 0.05
-    assert "not significantly different" in text
+    assert "**better than**" not in text  # 4 pairs: Wilcoxon p = 0.125 > 0.05
+    assert "- 10% labels, userbert vs none (test auc): no significant difference (mean difference +0.0270" in text
     # Means: scratch AUC at 100% = 0.6 + 0.01 * seed + 0.002 * split over seeds {1, 2} x splits {0, 1}.
     assert "| none | 0.6160" in text
     assert "userbert experiment x.yaml" in text and "CPU cores" in text
@@ -297,3 +297,12 @@ def test_report_tables_and_plots_from_results(tmp_path):
     report.write_report(other, records, tmp_path / "docs" / "results.md", command="userbert experiment y.yaml")
     text = (tmp_path / "docs" / "results.md").read_text()
     assert "## fake:" in text and "## other:" in text
+
+
+def test_verdict_needs_both_tests_below_alpha():
+    nine = paired_comparison(np.arange(9) * 0.001 + 0.01, np.zeros(9)).to_dict()  # every pair better
+    row = {"a": "userbert", "b": "none", "fraction": 0.1, **nine}
+    assert "userbert is **better than** none" in report.verdict(row, "auc")
+    assert "userbert is **worse than** none" in report.verdict(row, "logloss")  # lower log loss is better
+    row["wilcoxon_pvalue"] = 0.06
+    assert "no significant difference" in report.verdict(row, "auc")

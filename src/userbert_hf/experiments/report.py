@@ -122,11 +122,13 @@ def verdict(row: dict, metric: str) -> str:
     direction = "better than" if row["mean_difference"] > 0 else "worse than"
     if metric == "logloss":
         direction = "worse than" if row["mean_difference"] > 0 else "better than"
-    what = (f"**{direction}**" if both else f"not significantly different from (mean difference "
-            f"{row['mean_difference']:+.4f})")
-    return (f"- {row['fraction']:.0%} labels: {row['a']} is {what} {row['b']} on test {metric} "
-            f"(n = {row['n']}, 95% CI [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}], t-test p = "
-            f"{_p(row['t_pvalue'])}, Wilcoxon p = {_p(row['wilcoxon_pvalue'])}).")
+    stats_text = (f"mean difference {row['mean_difference']:+.4f}, 95% CI [{_fmt(row['ci_low'])}, "
+                  f"{_fmt(row['ci_high'])}], n = {row['n']}, t-test p = {_p(row['t_pvalue'])}, Wilcoxon p = "
+                  f"{_p(row['wilcoxon_pvalue'])}")
+    head = f"- {row['fraction']:.0%} labels, {row['a']} vs {row['b']} (test {metric}):"
+    if both:
+        return f"{head} {row['a']} is **{direction}** {row['b']} ({stats_text})."
+    return f"{head} no significant difference ({stats_text})."
 
 
 def pretraining_table(records: list[dict]) -> str:
