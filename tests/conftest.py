@@ -17,6 +17,11 @@ TINY_SIZES = dict(
     intermediate_size=32,
     max_words=8,
     max_behaviors=16,
+    # The paper's matcher (plain dot products, no uniformity term): the model tests check its exact arithmetic;
+    # tests of the cosine matcher and the uniformity loss ask for them explicitly.
+    matching_similarity="dot",
+    matching_temperature=1.0,
+    uniformity_loss_weight=0.0,
     num_attention_heads=4,
     dropout=0.0,
 )

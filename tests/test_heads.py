@@ -148,6 +148,27 @@ def test_ctr_logits_bias_and_bce(tiny_config, preset):
     assert model(**inputs, candidate_index=candidate_index).loss is None
 
 
+def test_heads_score_with_the_pretraining_matcher(tiny_config):
+    # With the default cosine matcher, heads score as pre-training did: cos(user, candidate) / temperature.
+    config = tiny_config("gru4rec", matching_similarity="cosine", matching_temperature=0.2)
+    ctr = _randomize(UserBertForCTRPrediction(config))
+    candidates = torch.tensor([12, 3, 25])
+    inputs, (candidate_index,) = _batch(config, HISTORIES, candidates)
+    with torch.no_grad():
+        out = ctr(**inputs, candidate_index=candidate_index)
+        users, table = _users_and_vectors(ctr, inputs)
+    expected = F.cosine_similarity(users, table[candidate_index], dim=-1) / 0.2 + ctr.ctr_bias
+    torch.testing.assert_close(out.logits, expected)
+    assert out.logits.abs().max() <= 1 / 0.2 + ctr.ctr_bias.abs() + 1e-5
+    next_item = _randomize(UserBertForNextBehaviorPrediction(config))
+    with torch.no_grad():
+        logits = next_item(**inputs).logits
+        users, _ = _users_and_vectors(next_item, inputs)
+        vectors = next_item.userbert.behavior_encoder.behavior_embeddings.weight
+    expected = F.normalize(users, dim=-1) @ F.normalize(vectors, dim=-1).T / 0.2
+    torch.testing.assert_close(logits[:, 1:], expected[:, 1:])  # column 0 is padding, never ranked
+
+
 def test_ctr_packed_rows_equal_one_candidate_rows(tiny_config):
     """Several candidates of a user in one row (padded) give the same logits and loss as one row per pair."""
     config = tiny_config("nrms")

@@ -688,17 +688,22 @@ def test_userbert_objective_normalizers_divide_sums(tiny_config):
     torch.testing.assert_close(scaled.mbp_loss, default.mbp_loss)
 
 
-def test_zero_bsm_weight_disables_bsm(tiny_config):
+def test_zero_bsm_weight_leaves_bsm_out_of_the_objective(tiny_config):
+    # The model runs each loss whose inputs are present (held-out evaluation reports both tasks); a weight of 0
+    # keeps it out of the training objective. The trainer's objective does not even build BSM inputs then.
     config = tiny_config("bert4rec", bsm_loss_weight=0.0)
-    out = _model(config, UserBertForPreTraining)(**_userbert_batch(config))
-    assert out.bsm_loss is None and out.bsm_accuracy is None
+    batch = _userbert_batch(config)
+    out = _model(config, UserBertForPreTraining)(**batch)
+    assert out.bsm_loss is not None
     torch.testing.assert_close(out.loss, out.mbp_loss)
+    without = {k: v for k, v in batch.items() if not k.startswith("bsm_")}
+    out = _model(config, UserBertForPreTraining)(**without)
+    assert out.bsm_loss is None and out.bsm_accuracy is None
 
 
-def test_zero_mbp_weight_disables_mbp(tiny_config):
+def test_zero_mbp_weight_leaves_mbp_out_of_the_objective(tiny_config):
     config = tiny_config("bert4rec", mbp_loss_weight=0.0, bsm_loss_weight=2.0)
     out = _model(config, UserBertForPreTraining)(**_userbert_batch(config))
-    assert out.mbp_loss is None
     torch.testing.assert_close(out.loss, 2.0 * out.bsm_loss)
 
 
@@ -747,21 +752,37 @@ def _ptum_batch(config, seed=0):
     mbp_ids = torch.cat([seq[rows, cols][:, None], torch.randint(31, vocab, (len(rows), 3), generator=generator)], 1)
     nbp_ids = torch.randint(1, vocab, (3, config.ptum_next_k, 4), generator=generator)
     table, (index, mbp_index, nbp_index) = build_behavior_table(_catalog(config), seq, mbp_ids, nbp_ids)
-    return seq, dict(**table, behavior_index=index, attention_mask=(seq != 0).long(), masked_positions=masked,
-                     mbp_candidate_index=mbp_index, nbp_candidate_index=nbp_index,
-                     nbp_valid=torch.tensor([[True, True], [True, False], [False, False]]))
+    if not config.uses_next_behavior_prediction:  # UserBERT layout: masked positions replaced by [MASK]
+        return seq, dict(**table, behavior_index=index, attention_mask=(seq != 0).long(), masked_positions=masked,
+                         mbp_candidate_index=mbp_index)
+    # PTUM layout (as PtumObjective builds it): the masked behaviours are removed from the sequence and each is
+    # predicted from the user embedding of its row (mbp_query_rows).
+    keep = (seq != 0) & ~masked
+    compact = pad_sequences([row[k].tolist() for row, k in zip(index, keep)])  # indices into the same table
+    return seq, dict(**table, behavior_index=compact, attention_mask=pad_sequences([k[k].tolist() for k in keep]).bool(),
+                     mbp_candidate_index=mbp_index, mbp_query_rows=rows, masked_positions_dropped=masked,
+                     nbp_candidate_index=nbp_index, nbp_valid=torch.tensor([[True, True], [True, False], [False, False]]))
+
+
+def _ptum_inputs(batch):
+    """Model inputs of a test batch (without the bookkeeping entries)."""
+    return {k: v for k, v in batch.items() if k != "masked_positions_dropped"}
+
+
+def _masked(batch):
+    return batch.get("masked_positions", batch.get("masked_positions_dropped"))
 
 
 def test_ptum_objective(tiny_config):
     config = tiny_config("gru4rec", pretraining_objective="ptum", mbp_loss_weight=0.6, bsm_loss_weight=1.5)
     model = _model(config, UserBertForPreTraining)
     _, batch = _ptum_batch(config)
-    out = model(**batch)
+    out = model(**_ptum_inputs(batch))
     assert torch.isfinite(out.loss) and out.bsm_loss is None and out.cp_loss is None
     torch.testing.assert_close(out.loss, 0.6 * out.mbp_loss + 1.5 * out.nbp_loss)
     with torch.no_grad():
         table = model.userbert.encode_behaviors(behavior_ids=batch["behavior_ids"])
-        rows, _ = batch["masked_positions"].nonzero(as_tuple=True)
+        rows, _ = _masked(batch).nonzero(as_tuple=True)
         # MBP query: the user embedding (not a position state).
         mbp_scores = torch.einsum("mh,mkh->mk", out.user_embedding[rows], table[batch["mbp_candidate_index"]])
         queries = torch.stack([proj(out.user_embedding) for proj in model.nbp_projections], 1)
@@ -775,12 +796,12 @@ def test_ptum_objective(tiny_config):
 def _mbp_loss_from_compact_sequences(model, config, seq, batch):
     """MBP loss when the query is the user embedding of the sequence with the masked behaviours removed (and
     the remaining ones moved up, so the sequence stays left-aligned)."""
-    compact = [s[~m][s[~m] != 0].tolist() for s, m in zip(seq, batch["masked_positions"])]
+    compact = [s[~m][s[~m] != 0].tolist() for s, m in zip(seq, _masked(batch))]
     compact_batch = UserBertCollator(_catalog(config))([{"behavior_ids": row} for row in compact])
     users = model.userbert(**compact_batch).user_embedding  # (B, H)
     table_inputs = {k: batch[k] for k in ("behavior_ids", "behavior_token_ids") if k in batch}
     table = model.userbert.encode_behaviors(**table_inputs)
-    rows, _ = batch["masked_positions"].nonzero(as_tuple=True)
+    rows, _ = _masked(batch).nonzero(as_tuple=True)
     scores = torch.einsum("mh,mkh->mk", users[rows], table[batch["mbp_candidate_index"]])
     return _ce(scores), users
 
@@ -795,7 +816,7 @@ def test_masked_behaviours_dropped_for_order_free_model(tiny_config, objective):
     model = _model(config, UserBertForPreTraining)
     seq, batch = _ptum_batch(config)
     with torch.no_grad():
-        out = model(**batch)
+        out = model(**_ptum_inputs(batch))
         expected_loss, users = _mbp_loss_from_compact_sequences(model, config, seq, batch)
     torch.testing.assert_close(out.mbp_loss, expected_loss, atol=ATOL, rtol=1e-5)
     if objective == "ptum":
@@ -808,7 +829,7 @@ def test_dropped_masked_behaviours_equal_compacted_sequence(tiny_config, preset,
     model = _model(config, UserBertForPreTraining)
     seq, batch = _ptum_batch(config)
     with torch.no_grad():
-        out = model(**batch)
+        out = model(**_ptum_inputs(batch))
         expected_loss, users = _mbp_loss_from_compact_sequences(model, config, seq, batch)
     torch.testing.assert_close(out.mbp_loss, expected_loss, atol=ATOL, rtol=1e-5)
     if objective == "ptum":

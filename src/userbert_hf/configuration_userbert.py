@@ -129,16 +129,17 @@ class UserBertConfig(PreTrainedConfig):
     bsm_loss_weight: float = 1.0
     ptum_next_k: int = 2
     cp_temperature: float = 1.0
-    # How the matchers score a query against candidates: "dot" (the paper) or "cosine"; scores are divided by
-    # matching_temperature. Cosine with a temperature keeps a direction shared by every embedding from dominating
-    # (the dot product is blind to it: it adds the same amount to every candidate's score).
-    matching_similarity: str = "dot"
-    matching_temperature: float = 1.0
+    # How every matcher (pre-training tasks and downstream heads) scores a query against candidates: "cosine"
+    # (default) or "dot" (the paper); scores are divided by matching_temperature. With the dot product, user
+    # embeddings collapse to one direction in pre-training (it adds the same amount to every candidate's score, so
+    # nothing removes a shared direction); see docs/pretraining.md for the measurements.
+    matching_similarity: str = "cosine"
+    matching_temperature: float = 0.1
     # A 2-layer MLP between the user embedding and the sequence matchers (BSM, CP), as in SimCLR.
     projection_head: bool = False
-    # Weight of the uniformity loss (Wang & Isola 2020) on the batch's user embeddings: keeps them spread over
-    # the sphere instead of collapsing to one direction. 0 turns it off.
-    uniformity_loss_weight: float = 0.0
+    # Weight of the uniformity loss (Wang & Isola 2020) on the batch's user embeddings in pre-training: keeps them
+    # spread over the sphere instead of collapsing to one direction. 0 turns it off (the paper has none).
+    uniformity_loss_weight: float = 1.0
     tie_word_embeddings: bool = False
 
     # ----- validation (run at construction by @strict) -----

@@ -95,7 +95,7 @@ class PretrainingModelArguments:
     matching_temperature: float = field(default=0.1, metadata={"help": "Matcher scores are divided by this."})
     projection_head: bool = field(default=False, metadata={"help": "MLP between the user embedding and BSM/CP."})
     uniformity_loss_weight: float = field(
-        default=0.0, metadata={"help": "Weight of the uniformity loss on the batch's user embeddings (0 = off)."}
+        default=1.0, metadata={"help": "Weight of the uniformity loss on the batch's user embeddings (0 = off)."}
     )
 
     def __post_init__(self):
