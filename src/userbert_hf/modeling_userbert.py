@@ -1071,7 +1071,7 @@ class UserBertForNewsRecommendation(UserBertPreTrainedModel):
         if candidate_mask is None:
             candidate_mask = torch.ones(candidates.shape[:2], dtype=torch.bool, device=candidates.device)
         candidate_mask = candidate_mask.bool()
-        scores = torch.einsum("bh,bch->bc", users, candidates)  # (B, C)
+        scores = matching_scores(users, candidates, self.config.matching_similarity, self.config.matching_temperature)  # (B, C)
         logits = _masked_fill_min(scores, candidate_mask)
         loss = candidate_softmax_loss(scores, labels, candidate_mask) if labels is not None else None
         out = UserBertForNewsRecommendationOutput(loss=loss, logits=logits, user_embedding=users)
@@ -1155,7 +1155,8 @@ class UserBertForCTRPrediction(UserBertPreTrainedModel):
         candidates = candidate_vectors(candidate_index, candidate_token_ids)  # (B, H) or (B, C, H)
         one_per_row = candidates.dim() == 2
         candidates = candidates.view(candidates.shape[0], -1, candidates.shape[-1])  # (B, C, H)
-        logits = torch.einsum("bh,bch->bc", users, candidates) + self.ctr_bias  # (B, C)
+        logits = matching_scores(users, candidates, self.config.matching_similarity, self.config.matching_temperature)
+        logits = logits + self.ctr_bias  # (B, C)
         valid = torch.ones_like(logits, dtype=torch.bool)
         if candidate_mask is not None:
             valid = candidate_mask.view_as(logits).bool()
@@ -1251,7 +1252,9 @@ class UserBertForNextBehaviorPrediction(UserBertPreTrainedModel):
             self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask
         )
         vectors = self.all_behavior_vectors(all_behavior_token_ids)  # (V, H)
-        logits = users @ vectors.T  # (B, V)
+        if self.config.matching_similarity == "cosine":  # the pre-training matcher, over every behaviour
+            users, vectors = F.normalize(users, dim=-1), F.normalize(vectors, dim=-1)
+        logits = users @ vectors.T / self.config.matching_temperature  # (B, V)
         blocked = torch.zeros_like(logits, dtype=torch.bool)  # (B, V)
         if exclude_index is not None:
             blocked.scatter_(1, exclude_index.long().clamp(min=0), True)
