@@ -1,5 +1,7 @@
 """UserBertTrainer on real data: losses fall, resume is exact, gradient accumulation equals a large batch."""
 
+import dataclasses
+import math
 import shutil
 
 import pytest
@@ -146,3 +148,25 @@ def test_gradient_accumulation_equals_one_large_batch(movielens, tmp_path, setti
     assert small_trainer.state.log_history[0]["loss"] == pytest.approx(
         large_trainer.state.log_history[0]["loss"], rel=1e-4
     )
+
+
+def test_bsm_that_can_never_run_is_refused_and_targets_sitting_out_are_counted(movielens, tmp_path):
+    # Three users cannot give P = 4 negative sequences of *other* users: refused before training, naming the option.
+    with pytest.raises(ValueError, match="--num_sequence_negatives 4"):
+        make_trainer(dataclasses.replace(movielens, users=movielens.users.select(range(4))), tmp_path, max_steps=1)
+    # 37 users act at one instant (t = 50: no two periods) and 3 at t = 50 then t = 100. A target's period A spans
+    # [50, 50], so only the other two splittable users offer sequences outside it: fewer than P = 4. Those targets
+    # sit out BSM and are counted in the logs instead of vanishing.
+    def times(row, i):
+        n = len(row["timestamps"])
+        return {"timestamps": [50] * (n - 2) + [100, 100] if i < 3 else [50] * n}
+
+    users = movielens.users.select(range(40)).map(times, with_indices=True)
+    trainer = make_trainer(dataclasses.replace(movielens, users=users), tmp_path,
+                           max_steps=2, logging_steps=1, per_device_train_batch_size=40)
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert [e["bsm_targets_without_negatives"] for e in logs] == [3, 6]
+    assert [e["bsm_excluded_users"] for e in logs] == [37, 74]
+    assert all("bsm_loss" not in e for e in logs)
+    assert all(math.isfinite(e["mbp_loss"]) for e in logs)
