@@ -277,6 +277,12 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
             "num_behavior_negatives": training_args.num_behavior_negatives,
             "num_sequence_negatives": training_args.num_sequence_negatives,
             "mask_ratio": training_args.mask_ratio, "max_steps": training_args.max_steps,
+            "bsm_positive": training_args.bsm_positive,
+            "matching_similarity": model.config.matching_similarity,
+            "matching_temperature": model.config.matching_temperature,
+            "uniformity_loss_weight": model.config.uniformity_loss_weight,
+            "projection_head": model.config.projection_head,
+            "held_out_users": len(eval_users) if eval_users is not None else 0,
             "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
             "learning_rate": training_args.learning_rate, "seed": training_args.seed,
         }
