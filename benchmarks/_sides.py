@@ -25,9 +25,11 @@ NEW_SRC = os.path.join(ROOT, "src")
 DEFAULT_BASELINE_SRC = "/tmp/userbert-baseline/src"
 
 
-def sides_from_args(baseline_src: str | None) -> dict[str, str]:
-    """``{"new": <this checkout>/src, "baseline": baseline_src}`` (baseline left out when its folder is missing)."""
-    sides = {"new": NEW_SRC}
+def sides_from_args(baseline_src: str | None, new_src: str | None = None) -> dict[str, str]:
+    """``{"new": new_src or <this checkout>/src, "baseline": baseline_src}`` (baseline left out when its folder is
+    missing). ``new_src`` lets a run measure a committed snapshot (``git worktree add /tmp/head HEAD``) while the
+    working tree is being edited."""
+    sides = {"new": new_src or NEW_SRC}
     if baseline_src:
         if not os.path.isdir(os.path.join(baseline_src, "userbert_hf")):
             print(f"[bench] no userbert_hf under {baseline_src}: measuring the new code only", file=sys.stderr)

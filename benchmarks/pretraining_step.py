@@ -226,6 +226,7 @@ def profile_table(script, sides, job_args, args) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline_src", default=DEFAULT_BASELINE_SRC, help="src folder of the baseline checkout ('' for none)")
+    parser.add_argument("--new_src", default=None, help="src folder of the new side (default: this checkout's src)")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out (the first one fills the sequence pool)")
@@ -243,7 +244,7 @@ def main():
     script = os.path.abspath(__file__)
     if args.quick:
         args.baseline_src, args.repetitions, args.steps, args.warmup, args.loss_steps, args.output = "", 1, 4, 1, 2, None
-    sides = sides_from_args(args.baseline_src)
+    sides = sides_from_args(args.baseline_src, args.new_src)
     sections = []
     text, default = timing_table(script, sides, job_args, args, "Default job: NRMS, hidden 64, batch 32, bundled MovieLens")
     sections.append(text)

@@ -19,7 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _sides import NEW_SRC, alternate, command_line, median, run_worker, write_markdown  # noqa: E402
+from _sides import NEW_SRC, command_line, median, run_worker, write_markdown  # noqa: E402
 
 STEP_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretraining_step.py")
 
@@ -30,6 +30,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repetitions", type=int, default=2)
     parser.add_argument("--intervals", type=int, nargs="+", default=[1, 10, 50, 200])
+    parser.add_argument("--src", default=NEW_SRC, help="src folder to measure (default: this checkout's; e.g. a worktree of HEAD)")
     parser.add_argument("--quick", action="store_true", help="3 steps, intervals 1 and 50, no file written")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sampler_cost.md"))
     args, job_args = parser.parse_known_args()
@@ -45,7 +46,7 @@ def main():
     # 1. Refresh intervals (medium-hard).
     by_interval = {}
     for interval in args.intervals:
-        result = run_worker(STEP_SCRIPT, NEW_SRC, worker_args(interval, "medium_hard"))
+        result = run_worker(STEP_SCRIPT, args.src, worker_args(interval, "medium_hard"))
         by_interval[interval] = result
         print(f"[bench] T={interval}: step {result['step_s']:.3f} s, sampling {result['sampling_s']:.3f} s", file=sys.stderr, flush=True)
     mean_sampling = {t: sum(r["sampling"][args.warmup :]) / max(len(r["sampling"]) - args.warmup, 1) for t, r in by_interval.items()}
@@ -66,11 +67,10 @@ def main():
     )
 
     # 2. Medium-hard vs random at T = 50, alternating.
-    strategies = {"medium_hard": NEW_SRC, "random": NEW_SRC}
-    runs = {name: [] for name in strategies}
+    runs = {"medium_hard": [], "random": []}
     for rep in range(args.repetitions):
         for name in (("medium_hard", "random") if rep % 2 == 0 else ("random", "medium_hard")):
-            runs[name].append(run_worker(STEP_SCRIPT, NEW_SRC, worker_args(50, name)))
+            runs[name].append(run_worker(STEP_SCRIPT, args.src, worker_args(50, name)))
             print(f"[bench] {name} repetition {rep + 1}: step {runs[name][-1]['step_s']:.3f} s", file=sys.stderr, flush=True)
     step = {name: median(r["step_s"] for r in rs) for name, rs in runs.items()}
     sampling = {name: median(r["sampling_s"] for r in rs) for name, rs in runs.items()}
