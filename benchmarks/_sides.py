@@ -55,13 +55,17 @@ def run_worker(script: str, src: str, worker_args: list[str], threads: int | Non
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def alternate(script: str, sides: dict[str, str], worker_args: list[str], repetitions: int, **kwargs) -> dict[str, list[dict]]:
-    """Run every side ``repetitions`` times, alternating sides within each repetition."""
+def alternate(
+    script: str, sides: dict[str, str], worker_args: list[str], repetitions: int,
+    side_args: dict[str, list[str]] | None = None, **kwargs,
+) -> dict[str, list[dict]]:
+    """Run every side ``repetitions`` times, alternating sides within each repetition; ``side_args[name]`` are
+    appended to that side's worker arguments."""
     results: dict[str, list[dict]] = {name: [] for name in sides}
     for rep in range(repetitions):
         order = list(sides) if rep % 2 == 0 else list(sides)[::-1]
         for name in order:
-            result = run_worker(script, sides[name], worker_args, **kwargs)
+            result = run_worker(script, sides[name], worker_args + (side_args or {}).get(name, []), **kwargs)
             print(f"[bench] repetition {rep + 1}/{repetitions} {name}: {short(result)}", file=sys.stderr, flush=True)
             results[name].append(result)
     return results

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -171,10 +172,10 @@ def worker(args, job_args: list[str]) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- driver side
-def loss_comparison(sides, script, job_args, steps) -> tuple[str, float]:
+def loss_comparison(sides, script, job_args, steps, side_args) -> tuple[str, float]:
     """Run each side for ``steps`` steps with dropout 0 and compare their per-step losses."""
     args = ["--mode", "losses", "--steps", str(steps), "--warmup", "0", *job_args, "--dropout", "0"]
-    runs = {name: run_worker(script, src, args)["losses"] for name, src in sides.items()}
+    runs = {name: run_worker(script, src, args + side_args.get(name, []))["losses"] for name, src in sides.items()}
     if len(runs) < 2:
         return "", 0.0
     new, old = runs["new"], runs["baseline"]
@@ -191,10 +192,13 @@ def loss_comparison(sides, script, job_args, steps) -> tuple[str, float]:
     return "\n".join(rows), worst
 
 
-def timing_table(script, sides, job_args, args, label) -> tuple[str, dict]:
+def timing_table(script, sides, job_args, args, label, side_args, repetitions) -> tuple[str, dict]:
     worker_args = ["--mode", "time", "--steps", str(args.steps), "--warmup", str(args.warmup), *job_args]
-    runs = alternate(script, sides, worker_args, args.repetitions)
-    flops = {name: run_worker(script, src, ["--mode", "flops", "--steps", str(args.warmup + 2), "--warmup", str(args.warmup), *job_args])["gflop_per_step"] for name, src in sides.items()}
+    runs = alternate(script, sides, worker_args, repetitions, side_args)
+    flops = {
+        name: run_worker(script, src, ["--mode", "flops", "--steps", str(args.warmup + 2), "--warmup", str(args.warmup), *job_args, *side_args.get(name, [])])["gflop_per_step"]
+        for name, src in sides.items()
+    }
     peaks = [run_worker(script, sides["new"], ["--mode", "peak"])["peak_gflops"] for _ in range(2)]
     peak = max(peaks)
     summary = {}
@@ -213,10 +217,10 @@ def timing_table(script, sides, job_args, args, label) -> tuple[str, dict]:
     return text, summary
 
 
-def profile_table(script, sides, job_args, args) -> str:
+def profile_table(script, sides, job_args, args, side_args) -> str:
     parts = []
     for name, src in sides.items():
-        result = run_worker(script, src, ["--mode", "profile", "--steps", str(args.warmup + 3), "--warmup", str(args.warmup), *job_args])
+        result = run_worker(script, src, ["--mode", "profile", "--steps", str(args.warmup + 3), "--warmup", str(args.warmup), *job_args, *side_args.get(name, [])])
         rows = ["| operator | self ms / step | share | calls / step |", "|---|---|---|---|"]
         rows += [f"| `{e['op']}` | {e['self_ms_per_step']:.1f} | {100 * e['share']:.1f}% | {e['calls_per_step']:.0f} |" for e in result["profile"]]
         parts.append(f"Top operators by self CPU time, {name} (3 profiled steps):\n\n" + "\n".join(rows))
@@ -231,7 +235,10 @@ def main():
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out (the first one fills the sequence pool)")
     parser.add_argument("--loss_steps", type=int, default=6)
+    parser.add_argument("--new_args", default="", help="job options for the new side only (e.g. options the baseline lacks)")
+    parser.add_argument("--compare_args", default="", help="new-side job options for the loss comparison (e.g. the baseline's maths)")
     parser.add_argument("--paper_size", action="store_true", help="also time hidden 256 / query 200 / 16 heads")
+    parser.add_argument("--paper_repetitions", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="4 steps, new code only, no files written")
     parser.add_argument("--output", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "pretraining_step.md"))
@@ -246,16 +253,24 @@ def main():
         args.baseline_src, args.repetitions, args.steps, args.warmup, args.loss_steps, args.output = "", 1, 4, 1, 2, None
     sides = sides_from_args(args.baseline_src, args.new_src)
     sections = []
-    text, default = timing_table(script, sides, job_args, args, "Default job: NRMS, hidden 64, batch 32, bundled MovieLens")
+    side_args = {"new": shlex.split(args.new_args)}
+    compare_args = {"new": shlex.split(args.new_args) + shlex.split(args.compare_args)}
+    if args.new_args:
+        sections.append(f"Options for the new side only: `{args.new_args}`.")
+    text, default = timing_table(script, sides, job_args, args, "Default job: NRMS, hidden 64, batch 32, bundled MovieLens", side_args, args.repetitions)
     sections.append(text)
-    table, worst = loss_comparison(sides, script, job_args, args.loss_steps)
+    table, worst = loss_comparison(sides, script, job_args, args.loss_steps, compare_args)
     if table:
-        sections.append(f"Losses of the first {args.loss_steps} steps with dropout 0 (largest difference {worst:.2e}):\n\n{table}")
+        extra = f" (new side with `{args.compare_args}`)" if args.compare_args else ""
+        sections.append(f"Losses of the first {args.loss_steps} steps with dropout 0{extra}; largest difference {worst:.2e}:\n\n{table}")
     if args.paper_size:
-        text, _ = timing_table(script, sides, job_args + PAPER_SIZE, args, "Paper size: NRMS, hidden 256, query 200, 16 heads, batch 32")
+        text, _ = timing_table(
+            script, sides, job_args + PAPER_SIZE, args, "Paper size: NRMS, hidden 256, query 200, 16 heads, batch 32",
+            side_args, args.paper_repetitions,
+        )
         sections.append(text)
     if args.profile:
-        sections.append(profile_table(script, sides, job_args, args))
+        sections.append(profile_table(script, sides, job_args, args, side_args))
     markdown = write_markdown(args.output, "Pre-training step", command_line(), "\n\n".join(sections))
     print(markdown)
 

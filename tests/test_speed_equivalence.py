@@ -16,6 +16,7 @@ from torch import nn
 from userbert_hf import PRESETS, UserBertConfig, UserBertForPreTraining, UserBertModel
 from userbert_hf.collation import BehaviorCatalog, build_behavior_table
 from userbert_hf.modeling_userbert import UserBertContextEncoder, UserBertSelfAttention, UserBertTextEncoder
+from test_modeling_userbert import _randomize  # random parameters, biases included; padding rows stay zero
 
 ATOL = 1e-5
 
@@ -78,17 +79,6 @@ def reference_table_width(token_ids: torch.Tensor, unique_ids: torch.Tensor) -> 
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def _randomize(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * scale)
-        for module in model.modules():
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                module.weight[module.padding_idx] = 0.0
-    return model.eval()
-
-
 def _batch(config: UserBertConfig, lengths: list[int], seed: int = 0) -> dict[str, torch.Tensor]:
     """Batch-table inputs for users with ``lengths`` behaviours (an empty user included by callers)."""
     generator = torch.Generator().manual_seed(seed)
