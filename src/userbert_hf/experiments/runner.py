@@ -264,7 +264,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.restart and output_dir.exists():
         shutil.rmtree(output_dir)
     runner = ExperimentRunner(spec, output_dir, keep_models=args.keep_models)
-    command = "userbert experiment " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    # The command that runs (or resumes) the grid; --report_only only rebuilds its report.
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report_only"]
+    command = "userbert experiment " + " ".join(shlex.quote(a) for a in given)
     if not args.report_only:
         runner.run()
     from .report import write_model_cards, write_report
