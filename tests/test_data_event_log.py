@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from userbert_hf.data import BehaviorData, DataFormatError, load_behavior_data, load_event_log
+from userbert_hf.data import BehaviorData, DataFormatError, from_dataset, from_pandas, load_behavior_data, load_event_log
 from userbert_hf.vocabulary import PAD_TOKEN
 from data_helpers import FIXTURES, by_user, write, write_events
 
@@ -45,42 +45,42 @@ def check_log(data: BehaviorData, where: str) -> None:
 
 
 def test_from_pandas_counts_every_bad_row():
-    data = BehaviorData.from_pandas(LOG, **COLUMNS, verbose=False)
+    data = from_pandas(LOG, **COLUMNS, verbose=False)
     check_log(data, "DataFrame")
     assert data.source == "dataframe" and data.summary.rows_read == 7 and data.summary.rows_used == 3
 
 
 def test_from_pandas_strict_names_the_first_bad_row():
     with pytest.raises(DataFormatError, match=r"^DataFrame: row 4: column 'user' is empty") as info:
-        BehaviorData.from_pandas(LOG, **COLUMNS, strict=True, verbose=False)
+        from_pandas(LOG, **COLUMNS, strict=True, verbose=False)
     assert (info.value.column, info.value.reason) == ("user", "empty_user_id")
 
 
 def test_from_pandas_missing_values_and_datetimes():
     frame = pd.DataFrame({"user_id": ["u1", pd.NA, "u1"], "item_id": ["a", "b", np.nan],
                           "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", None])})
-    data = BehaviorData.from_pandas(frame, verbose=False)
+    data = from_pandas(frame, verbose=False)
     assert data.users[0]["timestamps"] == [1704067200]
     assert data.summary.skipped == {"empty_user_id": 1, "empty_item_id": 1}
 
 
 def test_from_pandas_missing_column_names_the_option():
     with pytest.raises(DataFormatError, match=r"missing required column 'user_id'.*user_column="):
-        BehaviorData.from_pandas(LOG, verbose=False)
+        from_pandas(LOG, verbose=False)
 
 
 def test_from_dataset_equals_from_pandas_and_honours_selection():
     frame = LOG.astype({"item": str, "timestamp": str})  # Arrow needs one type per column
     frame.loc[4, "item"] = ""
     dataset = datasets.Dataset.from_pandas(frame)
-    data = BehaviorData.from_dataset(dataset, **COLUMNS, verbose=False)
+    data = from_dataset(dataset, **COLUMNS, verbose=False)
     assert raw_histories(data) == {"u1": ["a", "b"], "u2": ["a"]}
     assert data.summary.skipped == {**{k: v for k, v in EXPECTED_SKIPS.items() if k != "invalid_item_id"},
                                     "empty_item_id": 1}
-    reordered = BehaviorData.from_dataset(dataset.select([2, 0, 1]), **COLUMNS, verbose=False)
+    reordered = from_dataset(dataset.select([2, 0, 1]), **COLUMNS, verbose=False)
     assert [row["user_id"] for row in reordered.users] == ["u2", "u1"]
     with pytest.raises(ValueError, match=r"DatasetDict with splits \['test', 'train'\]"):
-        BehaviorData.from_dataset(datasets.DatasetDict({"train": dataset, "test": dataset}), **COLUMNS)
+        from_dataset(datasets.DatasetDict({"train": dataset, "test": dataset}), **COLUMNS)
 
 
 def test_event_log_file_with_named_columns_equals_the_dataframe(tmp_path):

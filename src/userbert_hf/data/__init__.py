@@ -30,7 +30,7 @@ from .behavior_data import (
     save_behavior_data,
 )
 from .dispatch import COLUMN_OPTIONS, column_options, load_behavior_data
-from .event_log import load_dataframe, load_event_log, load_hf_dataset
+from .event_log import from_dataset, from_pandas, load_event_log
 from .mind import MIND_BEHAVIOR_FIELDS, MIND_NEWS_FIELDS, load_mind, load_mind_impressions
 from .movielens import bundled_movielens_path, load_default_dataset, load_movielens
 from .summary import FILTER_REASONS, MAX_EXAMPLES_PER_REASON, DataFormatError, LoadSummary
@@ -48,12 +48,12 @@ __all__ = [
     "USERS_FEATURES",
     "bundled_movielens_path",
     "column_options",
+    "from_dataset",
+    "from_pandas",
     "load_amazon_beauty",
     "load_behavior_data",
-    "load_dataframe",
     "load_default_dataset",
     "load_event_log",
-    "load_hf_dataset",
     "load_mind",
     "load_mind_impressions",
     "load_movielens",

@@ -66,28 +66,6 @@ class BehaviorData:
     def __len__(self) -> int:
         return self.users.num_rows
 
-    @classmethod
-    def from_pandas(cls, frame: pd.DataFrame, **kwargs) -> "BehaviorData":
-        """One event per row of a ``pandas.DataFrame`` (``user_column=``, ``item_column=``, ``time_column=``,
-        ``text_column=``, ``rating_column=``, ``strict=``, ...): see :func:`~userbert_hf.data.event_log.load_dataframe`.
-
-        Example:
-            >>> frame = pd.DataFrame({"user": ["u1", "u1"], "item": ["a", "b"], "timestamp": [2, 1]})
-            >>> BehaviorData.from_pandas(frame, user_column="user", item_column="item", verbose=False).users[0]
-            {'user_id': 'u1', 'behavior_ids': [2, 1], 'timestamps': [1, 2]}
-        """
-        from .event_log import load_dataframe
-
-        return load_dataframe(frame, **kwargs)
-
-    @classmethod
-    def from_dataset(cls, dataset: datasets.Dataset, **kwargs) -> "BehaviorData":
-        """One event per row of a ``datasets.Dataset`` (same options as :meth:`from_pandas`): see
-        :func:`~userbert_hf.data.event_log.load_hf_dataset`."""
-        from .event_log import load_hf_dataset
-
-        return load_hf_dataset(dataset, **kwargs)
-
     def __repr__(self) -> str:
         return (
             f"BehaviorData(source={self.source!r}, users={self.users.num_rows}, "

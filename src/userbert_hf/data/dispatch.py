@@ -10,7 +10,7 @@ import pandas as pd
 
 from .beauty import load_amazon_beauty
 from .behavior_data import BehaviorData, load_saved_behavior_data
-from .event_log import load_dataframe, load_event_log, load_hf_dataset
+from .event_log import from_dataset, from_pandas, load_event_log
 from .mind import load_mind
 from .movielens import load_default_dataset, load_movielens
 from .summary import DataFormatError
@@ -58,9 +58,9 @@ def load_behavior_data(source, *, split: str = "train", **kwargs) -> BehaviorDat
     columns = {name: kwargs.pop(name) for name in COLUMN_OPTIONS if name in kwargs}
     columns = {name: value for name, value in columns.items() if value is not None}
     if isinstance(source, pd.DataFrame):
-        return load_dataframe(source, **columns, **kwargs)
+        return from_pandas(source, **columns, **kwargs)
     if isinstance(source, (datasets.Dataset, datasets.DatasetDict)):
-        return load_hf_dataset(_one_split(source, split, "the dataset"), **columns, **kwargs)
+        return from_dataset(_one_split(source, split, "the dataset"), **columns, **kwargs)
     if isinstance(source, str) and source.lower() in ("movielens", "default", "ml-latest-small"):
         _refuse_columns(columns, "the bundled MovieLens data")
         return load_default_dataset(**kwargs)
@@ -68,7 +68,7 @@ def load_behavior_data(source, *, split: str = "train", **kwargs) -> BehaviorDat
     if not path.exists():
         if isinstance(source, str) and _HUB_ID.fullmatch(source) and path.suffix.lower() not in _EVENT_LOG_SUFFIXES:
             dataset = _load_with_datasets(source, split, hub=True)
-            return load_hf_dataset(dataset, name=source, **columns, **kwargs)
+            return from_dataset(dataset, name=source, **columns, **kwargs)
         raise FileNotFoundError(
             f"behaviour data not found: {path} (expected 'movielens', a MovieLens/MIND/saved directory, "
             f"a Beauty-style .txt, an event log {sorted(_EVENT_LOG_SUFFIXES)}, a datasets folder or a Hub dataset "
@@ -89,9 +89,9 @@ def load_behavior_data(source, *, split: str = "train", **kwargs) -> BehaviorDat
                 dataset = datasets.load_from_disk(str(path))
             except (FileNotFoundError, ValueError, OSError) as err:
                 raise DataFormatError(f"{path}: cannot read as a datasets folder: {err}", path=path) from None
-            return load_hf_dataset(_one_split(dataset, split, str(path)), name=str(path), **columns, **kwargs)
+            return from_dataset(_one_split(dataset, split, str(path)), name=str(path), **columns, **kwargs)
         dataset = _load_with_datasets(str(path), split, hub=False)
-        return load_hf_dataset(dataset, name=str(path), **columns, **kwargs)
+        return from_dataset(dataset, name=str(path), **columns, **kwargs)
     suffix = path.suffix.lower()
     if suffix == ".txt":
         if path.name.lower().startswith("beauty") or _looks_like_integer_sequences(path):

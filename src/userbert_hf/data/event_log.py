@@ -70,7 +70,7 @@ def load_event_log(
     )
 
 
-def load_dataframe(
+def from_pandas(
     frame: pd.DataFrame,
     *,
     strict: bool = False,
@@ -83,13 +83,13 @@ def load_dataframe(
     ``options`` are those of :func:`load_event_log`: ``user_column``, ``item_column``, ``time_column``,
     ``text_column``, ``rating_column``, ``time_format``, ``vocabulary``, ``verbose``. Bad rows are skipped and
     counted (or raise with ``strict=True``) as ``"{name}: row N"``, N being the 1-based position of the row (not
-    its index label). Missing values (``None``, ``NaN``, ``pd.NA``, ``NaT``) are empty fields. Also available as
-    :meth:`BehaviorData.from_pandas`.
+    its index label). Missing values (``None``, ``NaN``, ``pd.NA``, ``NaT``) are empty fields. Exported as
+    ``userbert_hf.data.from_pandas``.
 
     Example:
         >>> import pandas as pd
         >>> frame = pd.DataFrame({"user": ["u1", "u1", "u2"], "item": ["b", "a", "a"], "timestamp": [20, 10, 5]})
-        >>> data = load_dataframe(frame, user_column="user", item_column="item", verbose=False)
+        >>> data = from_pandas(frame, user_column="user", item_column="item", verbose=False)
         >>> [data.vocabulary.raw_id(i) for i in data.users[0]["behavior_ids"]]
         ['a', 'b']
     """
@@ -105,7 +105,7 @@ def load_dataframe(
     return _load_table(table, "dataframe", strict, max_behaviors, **options)
 
 
-def load_hf_dataset(
+def from_dataset(
     dataset: datasets.Dataset,
     *,
     strict: bool = False,
@@ -115,15 +115,15 @@ def load_hf_dataset(
 ) -> BehaviorData:
     """Load a one-event-per-row ``datasets.Dataset`` exactly as :func:`load_event_log` loads a file.
 
-    ``options`` are those of :func:`load_event_log` (``user_column``, ..., see :func:`load_dataframe`). Rows are
+    ``options`` are those of :func:`load_event_log` (``user_column``, ..., see :func:`from_pandas`). Rows are
     reported as ``"{name}: row N"`` (1-based, in the dataset's current order, ``select`` / ``shuffle``
-    included). Also available as :meth:`BehaviorData.from_dataset`; ``userbert ... --data`` reaches it for a Hub
+    included). ``userbert ... --data`` reaches it for a Hub
     dataset id or a ``save_to_disk`` folder (:func:`~userbert_hf.data.dispatch.load_behavior_data`).
 
     Example:
         >>> import datasets
         >>> events = datasets.Dataset.from_dict({"user_id": ["u1", "u1"], "item_id": ["a", "b"], "timestamp": [2, 1]})
-        >>> load_hf_dataset(events, verbose=False).users[0]["timestamps"]
+        >>> from_dataset(events, verbose=False).users[0]["timestamps"]
         [1, 2]
     """
     if isinstance(dataset, datasets.DatasetDict):
