@@ -120,8 +120,9 @@ def test_evaluator_is_fixed_and_reports_every_figure(movielens):
                 "embedding_participation_ratio", "knn_recall_at_20", "init_embedding_mean_cosine",
                 "init_embedding_participation_ratio", "init_knn_recall_at_20", "popularity_recall_at_20"):
         assert math.isfinite(first[key]), key
-    # At initialisation the chance level of K + 1 = 5 candidates shows: loss near ln 5.
-    assert first["mbp_loss"] == pytest.approx(math.log(5), abs=0.15)
+    # At initialisation the chance level of K + 1 = 5 candidates shows (accuracy about 1 / 5).
+    assert first["mbp_accuracy"] == pytest.approx(0.2, abs=0.1)
+    assert first["bsm_accuracy"] == pytest.approx(0.2, abs=0.1)
     # The model here *is* the same architecture at initialisation (same seed): the reference equals it.
     fresh = PretrainingEvaluator(model.config, catalog, held_out, train,
                                  UserBertTrainingArguments("unused", use_cpu=True, report_to=[], seed=0))

@@ -3,8 +3,9 @@
 For users the model never trained on, :class:`PretrainingEvaluator` reports
 
 * ``mbp_loss`` / ``mbp_accuracy`` and ``bsm_loss`` / ``bsm_accuracy``: UserBERT's two tasks on a fixed evaluation
-  batch (masking, period split and *uniformly random* negatives drawn once from a seeded stream, negative
-  sequences cropped from other held-out users), so values compare across steps, runs, samplers and objectives;
+  batch (four draws per user of masking, period split and *uniformly random* negatives, drawn once from a seeded
+  stream; negative sequences cropped from other held-out users), so values compare across steps, runs, samplers
+  and objectives;
 * representation health of the held-out users' embeddings (:func:`embedding_health`): mean pairwise cosine,
   participation ratio (inverse Simpson of the centred covariance eigenvalues: 1 when every user lies on one
   line, at most the embedding size) and the top principal component's share of the variance;
@@ -130,6 +131,7 @@ class PretrainingEvaluator:
     """
 
     chunk_size = 128
+    draws = 4  # evaluation examples drawn per held-out user (masking, period split, negatives)
 
     def __init__(self, config, catalog: BehaviorCatalog, eval_users, train_users, args):
         seed = int(np.random.SeedSequence([args.seed & 0xFFFFFFFF, RandomStream.EVALUATION]).generate_state(1)[0])
@@ -157,9 +159,10 @@ class PretrainingEvaluator:
         collate = UserBertPretrainingCollator(config.max_behaviors)
         rows = [eval_users[i] for i in range(len(eval_users))]
         self.task_inputs = []  # fixed inputs of the evaluation batch, in chunks
-        for start in range(0, len(rows), self.chunk_size):
-            prepared = objective.prepare(collate(rows[start : start + self.chunk_size]), step=0)
-            self.task_inputs.append(objective.model_inputs(prepared, None, 0, _ALL_TASKS))
+        for draw in range(self.draws):  # several masks, splits and negative sets per user: less noisy figures
+            for start in range(0, len(rows), self.chunk_size):
+                prepared = objective.prepare(collate(rows[start : start + self.chunk_size]), step=draw)
+                self.task_inputs.append(objective.model_inputs(prepared, None, draw, _ALL_TASKS))
         self.excluded = dict(objective.stats)
         # Health: whole held-out sequences. Probe: earlier 80% vs later 20%.
         cut = (lambda s: list(s)[-self.max_behaviors :])
