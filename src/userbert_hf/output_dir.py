@@ -29,7 +29,6 @@ import re
 import shutil
 
 MARKER_FILE = "_userbert_job.json"
-_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 _LAST = {"true", "last", "yes", "1"}
 _NONE = {"", "none", "false", "no", "0"}
 
@@ -74,14 +73,6 @@ def mark_output_dir(output_dir: str, job: str) -> None:
         f.write("\n")
 
 
-def checkpoint_folders(output_dir: str) -> list[str]:
-    """``checkpoint-N`` folders of ``output_dir``, oldest step first."""
-    if not os.path.isdir(output_dir):
-        return []
-    steps = sorted((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT.fullmatch(name)))
-    return [os.path.join(output_dir, name) for _, name in steps]
-
-
 def prepare_output_dir(
     output_dir: str,
     job: str,
@@ -100,7 +91,7 @@ def prepare_output_dir(
         resume_from_checkpoint: ``--resume_from_checkpoint`` (a path, ``True``/``"last"``, or ``None``).
         expect_sampler_state: checkpoints must hold the negative sampler's state (pre-training).
     """
-    from .pretraining.checkpoints import checkpoint_problem, last_complete_checkpoint
+    from .pretraining.checkpoints import checkpoint_folders, checkpoint_problem, last_complete_checkpoint
 
     resume = parse_resume_argument(resume_from_checkpoint)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
@@ -232,7 +223,6 @@ __all__ = [
     "parse_resume_argument",
     "job_marker",
     "mark_output_dir",
-    "checkpoint_folders",
     "prepare_output_dir",
     "claim_output_dir",
     "check_embedding_output",

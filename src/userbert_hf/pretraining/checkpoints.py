@@ -7,6 +7,7 @@ import glob
 import json
 import logging
 import os
+import re
 import zipfile
 
 from ..assets import safetensors_problem
@@ -80,10 +81,20 @@ def checkpoint_problem(directory: str, expect_sampler_state: bool = True) -> str
     return next((problem for check in checks if (problem := check())), None)
 
 
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+
+def checkpoint_folders(output_dir: str) -> list[str]:
+    """``checkpoint-N`` folders of ``output_dir``, oldest step first."""
+    if not os.path.isdir(output_dir):
+        return []
+    steps = sorted((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT.fullmatch(name)))
+    return [os.path.join(output_dir, name) for _, name in steps]
+
+
 def last_complete_checkpoint(output_dir: str, expect_sampler_state: bool = True) -> str | None:
     """The newest ``checkpoint-N`` folder of ``output_dir`` that is complete; incomplete newer ones (a crash
     while writing) are reported and skipped."""
-    from ..output_dir import checkpoint_folders
 
     for path in reversed(checkpoint_folders(output_dir)):
         problem = checkpoint_problem(path, expect_sampler_state)
@@ -93,4 +104,4 @@ def last_complete_checkpoint(output_dir: str, expect_sampler_state: bool = True)
     return None
 
 
-__all__ = ["checkpoint_problem", "last_complete_checkpoint"]
+__all__ = ["checkpoint_folders", "checkpoint_problem", "last_complete_checkpoint"]
