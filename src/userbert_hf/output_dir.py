@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 
 MARKER_FILE = "_userbert_job.json"
