@@ -124,7 +124,11 @@ def test_popularity_full_ranking_next_item_excludes_history():
     rows = {"user_id": ["a", "b", "c"], "history": [[1, 2], [1, 2, 3], [1]], "target": [3, 4, 2],
             "exclude": [[1, 2], [1, 2, 3], [1]]}
     split = datasets.Dataset.from_dict(rows, features=features)
-    splits = datasets.DatasetDict({"train": split, "validation": split, "test": split})
+    # Training rows are shorter prefixes of the same users: popularity must count each user's longest history.
+    prefixes = datasets.Dataset.from_dict({"user_id": ["a", "b", "b"], "history": [[1], [1], [1, 2]],
+                                           "target": [2, 2, 3], "exclude": [[], [], []]}, features=features)
+    splits = datasets.DatasetDict({"train": prefixes, "validation": split, "test": split})
+    assert baselines._user_histories(splits) == ({"a": 0, "b": 1, "c": 2}, [[1, 2], [1, 2, 3], [1]])
     # Popularity: 1 -> 3, 2 -> 2, 3 -> 1, 4 -> 0. a: 1, 2 excluded, target 3 ranks first; b: 1-3 excluded,
     # target 4 first; c: 1 excluded, target 2 first.
     metrics = evaluate_baseline("popularity", splits, num_items=5)

@@ -137,13 +137,16 @@ class MatrixFactorization:
 
 
 def _user_histories(splits) -> tuple[dict[str, int], list[list[int]]]:
-    """One (the first) history per user over every split; users indexed in first-seen order."""
+    """The longest history of each user over every split (next-item users have one row per prefix: the test row's
+    history holds the others); users indexed in first-seen order."""
     index, histories = {}, []
     for split in ("train", "validation", "test"):
         for user, history in zip(splits[split]["user_id"], splits[split]["history"]):
             if user not in index:
                 index[user] = len(histories)
                 histories.append(list(history))
+            elif len(history) > len(histories[index[user]]):
+                histories[index[user]] = list(history)
     return index, histories
 
 
