@@ -115,6 +115,12 @@ class PretrainingArguments(UserBertTrainingArguments):
 
     output_dir: str = field(default="outputs/userbert-pretrained", metadata={"help": "Where the model is written."})
     max_steps: int = field(default=200, metadata={"help": "Optimizer steps."})
+    negative_sampling: str = field(
+        default="random",
+        metadata={"help": "Negative sampling: 'random' (this job's default: on the bundled data it fine-tuned better "
+                  "than the paper's sampler, see docs/pretraining.md), 'medium_hard' (the paper) or 'hardest'.",
+                  "choices": ["random", "medium_hard", "hardest"]},
+    )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Users per batch (paper: 32)."})
     learning_rate: float = field(
         default=1e-3, metadata={"help": "Adam(W) learning rate (paper: 1e-5 on 63M behaviours; higher for small data)."}
