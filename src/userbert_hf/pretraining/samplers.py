@@ -102,6 +102,7 @@ class NegativeSampler:
 
     name = "base"
     needs_sequence_embeddings = True  # whether the sequence pool is encoded (for cosine choices)
+    own_settings: tuple[str, ...] = ()  # constructor settings beyond the shared ones
 
     def __init__(
         self,
@@ -483,6 +484,7 @@ class HardestNegativeSampler(MediumHardNegativeSampler):
     """
 
     name = "hardest"
+    own_settings = ("behavior_table_interval",)
 
     def __init__(self, *args, behavior_table_interval: int = 50, **kwargs):
         super().__init__(*args, **kwargs)
@@ -527,9 +529,11 @@ def build_sampler(strategy: str, catalog: BehaviorCatalog, users=None, **setting
     """The sampler registered under ``strategy`` (``medium_hard``, ``random``, ``hardest``)."""
     if strategy not in SAMPLERS:
         raise ValueError(f"negative sampling strategy {strategy!r} is not one of {STRATEGIES}")
-    if strategy != "hardest":
-        settings.pop("behavior_table_interval", None)
-    return SAMPLERS[strategy](catalog, users, **settings)
+    sampler = SAMPLERS[strategy]
+    for name in ("behavior_table_interval",):  # settings only some samplers have
+        if name not in sampler.own_settings:
+            settings.pop(name, None)
+    return sampler(catalog, users, **settings)
 
 
 __all__ = [

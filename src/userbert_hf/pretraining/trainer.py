@@ -155,7 +155,7 @@ class UserBertTrainer(Trainer):
         self.catalog = catalog
         self.objective = build_objective(config.pretraining_objective, args, config, catalog, train_dataset)
         self.sampler = self.objective.sampler
-        if self.sampler is not None and config.pretraining_objective == "userbert" and config.bsm_loss_weight > 0:
+        if "bsm" in self.objective.tasks and config.bsm_loss_weight > 0:
             if train_dataset is not None and len(train_dataset) <= args.num_sequence_negatives:
                 raise ValueError(
                     f"--num_sequence_negatives {args.num_sequence_negatives} needs more than that many other users, "
