@@ -33,7 +33,7 @@ import torch
 
 from .assets import build_catalog, check_model_weights, load_user_model_assets
 from .collation import UserBertCollator
-from .data import BehaviorData, column_options, load_behavior_data
+from .data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data
 from .modeling_userbert import UserBertModel
 from .output_dir import OutputDirError, check_embedding_output
 from .vocabulary import BehaviorVocabulary
@@ -295,7 +295,7 @@ def nearest_users(
 
 
 @dataclass
-class EmbeddingExportArguments:
+class EmbeddingExportArguments(EventLogColumnArguments):
     """``userbert embed``: embed every user of a dataset with a pre-trained user model."""
 
     model_name_or_path: str = field(metadata={"help": "A pre-trained model folder or Hub repository id."})
@@ -313,19 +313,6 @@ class EmbeddingExportArguments:
     overwrite_output: bool = field(
         default=False,
         metadata={"help": "Replace an existing --output that does not hold user embeddings (refused otherwise)."},
-    )
-    user_column: str | None = field(
-        default=None, metadata={"help": "Event logs / datasets: the user id column (default: user_id)."}
-    )
-    item_column: str | None = field(
-        default=None, metadata={"help": "Event logs / datasets: the behaviour (item) id column (default: item_id)."}
-    )
-    time_column: str | None = field(
-        default=None, metadata={"help": "Event logs / datasets: the timestamp column (default: timestamp)."}
-    )
-    text_column: str | None = field(
-        default=None, metadata={"help": "Event logs / datasets: a behaviour text column (e.g. title), read for text "
-                                        "presets (default: none)."}
     )
 
     def __post_init__(self):

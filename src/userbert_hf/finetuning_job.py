@@ -36,7 +36,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from .assets import build_catalog, load_user_model_assets
 from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
-from .data import BehaviorData, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
+from .data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import split_statistics
 from .model_card import build_model_card, save_run_results
 from .output_dir import OutputDirError, claim_output_dir, prepare_output_dir, push_output_dir
@@ -61,7 +61,7 @@ TASK_NAMES = {name: (task.hub_task_type, task.hub_task_name) for name, task in T
 
 
 @dataclass
-class FinetuningDataArguments:
+class FinetuningDataArguments(EventLogColumnArguments):
     """Which downstream task and labelled data."""
 
     task: str = field(default="ctr", metadata={"help": "Downstream task.", "choices": list(TASKS)})
@@ -113,19 +113,6 @@ class FinetuningDataArguments:
     max_behaviors: int = field(default=100, metadata={"help": "Most recent behaviours kept per history."})
     min_word_frequency: int = field(default=1, metadata={"help": "From scratch: words seen fewer times become [UNK]."})
     strict_data: bool = field(default=False, metadata={"help": "Turn skipped bad input rows into errors."})
-    user_column: str | None = field(
-        default=None, metadata={"help": "Event logs / datasets: the user id column (default: user_id)."}
-    )
-    item_column: str | None = field(
-        default=None, metadata={"help": "Event logs / datasets: the behaviour (item) id column (default: item_id)."}
-    )
-    time_column: str | None = field(
-        default=None, metadata={"help": "Event logs / datasets: the timestamp column (default: timestamp)."}
-    )
-    text_column: str | None = field(
-        default=None, metadata={"help": "Event logs / datasets: a behaviour text column (e.g. title), read for text "
-                                        "presets (default: none)."}
-    )
     rating_column: str | None = field(
         default=None, metadata={"help": "Event logs / datasets: a numeric rating column (ctr labels rating >= "
                                         "--positive_rating; default: none)."}

@@ -19,7 +19,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from .assets import build_catalog, load_user_model_assets
 from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
-from .data import column_options, load_behavior_data
+from .data import EventLogColumnArguments, column_options, load_behavior_data
 from .sharded_data import load_user_shards
 from .model_card import build_model_card, save_run_results
 from .modeling_userbert import UserBertForPreTraining
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PretrainingDataArguments:
+class PretrainingDataArguments(EventLogColumnArguments):
     """Which behaviour logs to pre-train on."""
 
     data: str = field(
@@ -42,19 +42,6 @@ class PretrainingDataArguments:
     max_behaviors: int = field(default=100, metadata={"help": "Most recent behaviours kept per user."})
     min_word_frequency: int = field(default=1, metadata={"help": "Words seen fewer times become [UNK]."})
     strict_data: bool = field(default=False, metadata={"help": "Turn skipped bad input rows into errors."})
-    user_column: str | None = field(
-        default=None, metadata={"help": "Event logs / datasets: the user id column (default: user_id)."}
-    )
-    item_column: str | None = field(
-        default=None, metadata={"help": "Event logs / datasets: the behaviour (item) id column (default: item_id)."}
-    )
-    time_column: str | None = field(
-        default=None, metadata={"help": "Event logs / datasets: the timestamp column (default: timestamp)."}
-    )
-    text_column: str | None = field(
-        default=None, metadata={"help": "Event logs / datasets: a behaviour text column (e.g. title), read for text "
-                                        "presets (default: none)."}
-    )
     eval_fraction: float | None = field(
         default=None,
         metadata={"help": "Share of users held out (seeded by --seed) for held-out pre-training evaluation; default "

@@ -29,7 +29,7 @@ from .behavior_data import (
     load_saved_behavior_data,
     save_behavior_data,
 )
-from .dispatch import COLUMN_OPTIONS, column_options, load_behavior_data
+from .dispatch import COLUMN_OPTIONS, EventLogColumnArguments, column_options, load_behavior_data
 from .event_log import from_dataset, from_pandas, load_event_log
 from .mind import MIND_BEHAVIOR_FIELDS, MIND_NEWS_FIELDS, load_mind, load_mind_impressions
 from .movielens import bundled_movielens_path, load_default_dataset, load_movielens
@@ -47,6 +47,7 @@ __all__ = [
     "MIND_NEWS_FIELDS",
     "USERS_FEATURES",
     "bundled_movielens_path",
+    "EventLogColumnArguments",
     "column_options",
     "from_dataset",
     "from_pandas",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -20,6 +21,25 @@ _EVENT_LOG_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet",
 # expose each as --<name>.
 COLUMN_OPTIONS = ("user_column", "item_column", "time_column", "text_column", "rating_column")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+@dataclass(kw_only=True)
+class EventLogColumnArguments:
+    """The column options of one-event-per-row data, shared by the jobs' data arguments (``--user_column`` ...)."""
+
+    user_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: the user id column (default: user_id)."}
+    )
+    item_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: the behaviour (item) id column (default: item_id)."}
+    )
+    time_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: the timestamp column (default: timestamp)."}
+    )
+    text_column: str | None = field(
+        default=None, metadata={"help": "Event logs / datasets: a behaviour text column (e.g. title), read for text "
+                                        "presets (default: none)."}
+    )
 
 
 def column_options(args: object) -> dict[str, str]:
