@@ -168,44 +168,44 @@ class NegativeSampler:
         return torch.cat(gathered)[:n]
 
     @torch.no_grad()
-    def encode_behaviors(self, user_model, ids: torch.Tensor, sharded: bool = False) -> torch.Tensor:
-        """Behaviour-encoder vectors (N, H) of behaviour ids (N,), without gradient, in eval mode."""
+    def _encode_rows(self, user_model, n: int, encode_chunk, sharded: bool) -> torch.Tensor:
+        """Run ``encode_chunk(i, j)`` over rows [0, n) in chunks, in eval mode without gradient (the whole set on
+        this rank, or one shard per rank gathered on every rank); returns (n, H) float vectors."""
         device = next(user_model.parameters()).device
+        hidden = user_model.config.hidden_size
         was_training = user_model.training
         user_model.eval()
         try:
-            def chunk(i, j):
-                return user_model.encode_behaviors(**self.catalog.table_inputs(ids[i:j].to(device))).float()
-
             if sharded:
-                return self._sharded(len(ids), chunk, user_model.config.hidden_size, device)
-            parts = [chunk(i, i + self.encode_batch_size) for i in range(0, len(ids), self.encode_batch_size)]
-            return torch.cat(parts) if parts else torch.zeros(0, user_model.config.hidden_size, device=device)
+                return self._sharded(n, encode_chunk, hidden, device)
+            parts = [encode_chunk(i, min(i + self.encode_batch_size, n)) for i in range(0, n, self.encode_batch_size)]
+            return torch.cat(parts) if parts else torch.zeros(0, hidden, device=device)
         finally:
             user_model.train(was_training)
 
-    @torch.no_grad()
+    def encode_behaviors(self, user_model, ids: torch.Tensor, sharded: bool = False) -> torch.Tensor:
+        """Behaviour-encoder vectors (N, H) of behaviour ids (N,), without gradient, in eval mode."""
+        device = next(user_model.parameters()).device
+
+        def chunk(i, j):
+            return user_model.encode_behaviors(**self.catalog.table_inputs(ids[i:j].to(device))).float()
+
+        return self._encode_rows(user_model, len(ids), chunk, sharded)
+
     def encode_sequences(
         self, user_model, ids: torch.Tensor, masked_positions: torch.Tensor | None = None, sharded: bool = False
     ) -> torch.Tensor:
         """User embeddings (N, H) of padded behaviour-id sequences (N, L), without gradient, in eval mode."""
         device = next(user_model.parameters()).device
-        was_training = user_model.training
-        user_model.eval()
-        try:
-            def chunk(i, j):
-                part = ids[i:j].to(device)
-                table, (index,) = build_behavior_table(self.catalog, part)
-                masked = masked_positions[i:j].to(device) if masked_positions is not None else None
-                embeddings = user_model.encode_behaviors(**table)[index]
-                return user_model.encode_sequences(embeddings, part != 0, masked).user_embedding.float()
 
-            if sharded:
-                return self._sharded(len(ids), chunk, user_model.config.hidden_size, device)
-            parts = [chunk(i, i + self.encode_batch_size) for i in range(0, len(ids), self.encode_batch_size)]
-            return torch.cat(parts) if parts else torch.zeros(0, user_model.config.hidden_size, device=device)
-        finally:
-            user_model.train(was_training)
+        def chunk(i, j):
+            part = ids[i:j].to(device)
+            table, (index,) = build_behavior_table(self.catalog, part)
+            masked = masked_positions[i:j].to(device) if masked_positions is not None else None
+            embeddings = user_model.encode_behaviors(**table)[index]
+            return user_model.encode_sequences(embeddings, part != 0, masked).user_embedding.float()
+
+        return self._encode_rows(user_model, len(ids), chunk, sharded)
 
     # ------------------------------------------------------------------ behaviour negatives (MBP, PTUM)
     def behavior_pool_ids(self, step: int) -> torch.Tensor:
