@@ -20,10 +20,12 @@ def movielens():
     return load_default_dataset(verbose=False, max_behaviors=MAX_BEHAVIORS)
 
 
-def make_trainer(movielens, output_dir, objective="userbert", preset="bert4rec", dropout=0.1, model_seed=0, **arguments):
+def make_trainer(movielens, output_dir, objective="userbert", preset="bert4rec", dropout=0.1, model_seed=0,
+                 uniformity_loss_weight=1.0, **arguments):
     config = UserBertConfig.from_preset(
         preset, behavior_vocab_size=len(movielens.vocabulary), hidden_size=32, intermediate_size=64,
         num_attention_heads=2, max_behaviors=MAX_BEHAVIORS, pretraining_objective=objective, dropout=dropout,
+        uniformity_loss_weight=uniformity_loss_weight,
     )
     torch.manual_seed(model_seed)
     model = UserBertForPreTraining(config)
@@ -54,9 +56,10 @@ def test_both_losses_fall_on_movielens(movielens, tmp_path):
     mbp_accuracy = logged(trainer, "mbp_accuracy")
     assert sum(mbp_accuracy[-4:]) / 4 > max(0.2, sum(mbp_accuracy[:2]) / 2), mbp_accuracy
     assert logged(trainer, "bsm_accuracy")[-1] > logged(trainer, "bsm_accuracy")[0]
-    # The logged total is the sum of the two task losses (both weights 1).
+    # The logged total is the sum of the two task losses and the uniformity term (all weights 1).
     first = trainer.state.log_history[0]
-    assert first["loss"] == pytest.approx(first["mbp_loss"] + first["bsm_loss"], abs=2e-3)
+    # (tolerance: the task logs are row-weighted means over the logging window, the loss a mean of step losses)
+    assert first["loss"] == pytest.approx(first["mbp_loss"] + first["bsm_loss"] + first["uniformity_loss"], abs=1e-2)
 
 
 @pytest.mark.parametrize("objective,task", [("ptum", "nbp_loss"), ("cp", "cp_loss")])
@@ -138,7 +141,9 @@ def _one_sgd_step(movielens, tmp_path, batch, accumulation, **settings):
 )
 def test_gradient_accumulation_equals_one_large_batch(movielens, tmp_path, settings):
     # Every random draw (masks, periods, negatives) is seeded by user, so 2 x 16 users see what 32 users see.
-    # CP is left out by design: its negatives are the other views of the micro-batch (documented).
+    # In-batch terms are left out by design (documented): CP's negatives and the uniformity loss see the users of
+    # one micro-batch.
+    settings = dict(settings, uniformity_loss_weight=0.0)
     small, small_trainer = _one_sgd_step(movielens, tmp_path / "ga2", batch=16, accumulation=2, **settings)
     large, large_trainer = _one_sgd_step(movielens, tmp_path / "ga1", batch=32, accumulation=1, **settings)
     assert any(g.abs().sum() > 0 for g in large.values())

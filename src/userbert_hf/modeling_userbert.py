@@ -926,10 +926,15 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
             total = total + loss
 
         if config.uniformity_loss_weight > 0 and self.training:
-            # An in-batch term (like CP's negatives): it sees the users of this micro-batch.
-            uniformity = uniformity_loss(encoded.user_embedding)
+            # An in-batch term (like CP's negatives): over the users of this micro-batch, gathered from every rank
+            # with gradients under torch.distributed (each rank adds 1 / world of it: the ranks' sum is the loss of
+            # one large batch).
+            embeddings, world = encoded.user_embedding, 1
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                embeddings, world = _gather_with_gradients(embeddings)[0], torch.distributed.get_world_size()
+            uniformity = uniformity_loss(embeddings)
             out.uniformity_loss = uniformity.detach()
-            total = total + config.uniformity_loss_weight * uniformity
+            total = total + config.uniformity_loss_weight * uniformity / world
 
         out.loss = total
         return_dict = return_dict if return_dict is not None else config.return_dict
