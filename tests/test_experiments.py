@@ -295,6 +295,7 @@ def test_report_tables_and_plots_from_results(tmp_path):
     # Means: scratch AUC at 100% = 0.6 + 0.01 * seed + 0.002 * split over seeds {1, 2} x splits {0, 1}.
     assert "| none | 0.6160" in text
     assert "userbert experiment x.yaml" in text and "CPU cores" in text
+    assert "Code (git commit of the runs): " in text and "not recorded" not in text
     assert (tmp_path / "docs" / "results" / "fake" / "gain.png").stat().st_size > 1000
     # A second experiment adds its section to the same page.
     other = _grid(name="other")

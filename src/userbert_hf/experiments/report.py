@@ -263,6 +263,8 @@ def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Pa
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine_description()}  ",
+        "Code (git commit of the runs): " + ", ".join(sorted({str(r.get("code", "not recorded")) for r in records}))
+        + "  ",
         f"Generated: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {len(finished & {c.cell_id for c in spec.cells()})}"
         f"/{total} cells finished, {seconds / 60:.1f} minutes of compute.",
         "",

@@ -36,6 +36,21 @@ def _argv(settings: dict) -> list[str]:
     return out
 
 
+def code_version() -> str:
+    """The git commit of the package's source (``+modified`` when the source differs from it), or ``unknown``."""
+    import subprocess
+
+    source = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+modified" if dirty else "")
+
+
 class ResultsStore:
     """The grid's results: one JSON line per finished cell, appended (and flushed) as each cell ends.
 
@@ -98,6 +113,7 @@ class ExperimentRunner:
         self.pretrain_fn, self.finetune_fn = pretrain_fn, finetune_fn
         self.keep_models = keep_models
         self.store = ResultsStore(self.output_dir / "results.jsonl")
+        self.code_version = code_version()
         self._splits_cache: dict = {}
 
     # ------------------------------------------------------------------ paths
@@ -169,7 +185,8 @@ class ExperimentRunner:
             print(f"[{self.spec.name}] {number}/{len(todo)} {cell.cell_id}", flush=True)
             record = getattr(self, f"_run_{cell.kind}")(cell)
             record.update(cell=cell.cell_id, kind=cell.kind, method=cell.method, split_seed=cell.split_seed,
-                          seed=cell.seed, fraction=cell.fraction, seconds=round(time.time() - started, 1))
+                          seed=cell.seed, fraction=cell.fraction, seconds=round(time.time() - started, 1),
+                          code=self.code_version)
             self.store.add(record)
         return self.store.records
 
