@@ -211,7 +211,11 @@ def timing_table(script, sides, job_args, args, label, side_args, repetitions) -
     text = f"**{label}**\n\n" + "\n".join(rows) + f"\n\nfp32 matmul peak: {peak:.0f} GFLOP/s (2048^3 `torch.mm`, best of 5, measured twice in this run)."
     if "baseline" in summary:
         ratio = summary["baseline"]["step_s"] / summary["new"]["step_s"]
-        text += f"\n\n**Speed-up: {ratio:.2f}x** (baseline step / new step)."
+        paired = [b["step_s"] / n["step_s"] for n, b in zip(runs["new"], runs["baseline"])]  # same repetition
+        text += (
+            f"\n\n**Speed-up: {ratio:.2f}x** (baseline step / new step); per repetition (the two sides run back to "
+            f"back): {', '.join(f'{r:.2f}x' for r in paired)}, median {median(paired):.2f}x."
+        )
         summary["ratio"] = ratio
     summary["peak"] = peak
     return text, summary
