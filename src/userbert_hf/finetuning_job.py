@@ -38,7 +38,7 @@ from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import split_statistics
-from .model_card import build_model_card, save_run_results
+from .model_card import build_model_card, example_histories, save_run_results, usage_snippet
 from .output_dir import OutputDirError, claim_output_dir, prepare_output_dir, push_output_dir
 from .pretraining.trainer import validate_training_length
 from .tasks import (  # noqa: F401  (the metric factories stay importable from here)
@@ -465,11 +465,11 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             task_name=task_name,
             usage=(
                 f"from userbert_hf import {head.__name__}  # pip install userbert_hf\n"
-                f"model = {head.__name__}.from_pretrained('{training_args.output_dir}')\n"
+                f"model = {head.__name__}.from_pretrained('{training_args.hub_model_id or training_args.output_dir}')\n"
                 "# the user model alone, without the package:\n"
-                "from transformers import AutoModel\n"
-                f"user_model = AutoModel.from_pretrained('{training_args.output_dir}', trust_remote_code=True)"
+                + usage_snippet(training_args.hub_model_id or training_args.output_dir, example_histories(vocabulary))
             ),
+            data=str(data_args.data),
             tags=[task.replace("_", "-")],
             base_model=None if from_scratch or os.path.isdir(source) else source,
         )

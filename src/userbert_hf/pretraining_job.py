@@ -21,7 +21,7 @@ from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import EventLogColumnArguments, column_options, load_behavior_data
 from .sharded_data import load_user_shards
-from .model_card import build_model_card, save_run_results
+from .model_card import build_model_card, example_histories, save_run_results
 from .modeling_userbert import UserBertForPreTraining
 from .output_dir import OutputDirError, claim_output_dir, push_output_dir
 from .tokenization_userbert import build_word_tokenizer
@@ -293,11 +293,9 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
             metrics={k: v for k, v in metrics.items() if k != "train_runtime_seconds"},
             task_type="feature-extraction",
             task_name="User model pre-training",
-            usage=(
-                "from transformers import AutoModel\n"
-                f"model = AutoModel.from_pretrained('{training_args.hub_model_id or training_args.output_dir}', trust_remote_code=True)\n"
-                "# or, with userbert_hf installed: from userbert_hf import UserBertModel"
-            ),
+            model_id=training_args.hub_model_id or training_args.output_dir,
+            data=str(data_args.data),
+            example_behaviors=example_histories(vocabulary),
         )
         card.save(os.path.join(training_args.output_dir, "README.md"))
         print(f"Saved the pre-trained user model to {training_args.output_dir}: {json.dumps(metrics)}")
