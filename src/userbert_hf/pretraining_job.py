@@ -143,7 +143,7 @@ def build_parser():
     return JobArgumentParser(
         (PretrainingDataArguments, PretrainingModelArguments, PretrainingArguments), "pretrain",
         "Pre-train a user model on behaviour logs with UserBERT (masked behaviour prediction + behaviour sequence "
-        "matching with medium-hard negatives), PTUM or CP, and write a Hub-ready folder. A non-empty --output_dir "
+        "matching; random or the paper's medium-hard negatives), PTUM or CP, and write a Hub-ready folder. A non-empty --output_dir "
         "is refused unless an earlier run of this job wrote it (then its last complete checkpoint is resumed) or "
         "--overwrite_output_dir is passed.",
         EXAMPLES,
