@@ -89,3 +89,18 @@ def test_baseline_objectives_two_processes_match_one(tmp_path, objective):
     # ranks of 16 see the 62 in-batch negatives one process of 32 sees.
     one, rank0, rank1 = _single_and_two_ranks(tmp_path, "movielens", objective)
     _assert_same_parameters(one, rank0, rank1)
+
+
+@pytest.mark.slow
+def test_gather_with_gradients_takes_unequal_rows_per_rank(tmp_path):
+    # CP views and the uniformity term are gathered across ranks; a rank may hold fewer users (a short last batch).
+    script = Path(__file__).parent / "scripts" / "gather_unequal.py"
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+          str(script), str(tmp_path)], tmp_path)
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    expected = [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [10.0, 10.0]]  # rank 0's 3 rows, then rank 1's one
+    assert rank0["gathered"] == expected and rank1["gathered"] == expected
+    assert (rank0["offset"], rank1["offset"]) == (0, 3)
+    # Row i of the gathered tensor has weight i + 1 in each of the two ranks' losses: gradient 2 (i + 1) per entry.
+    assert rank0["grad"] == [[2.0, 2.0], [4.0, 4.0], [6.0, 6.0]]
+    assert rank1["grad"] == [[8.0, 8.0]]

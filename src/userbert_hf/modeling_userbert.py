@@ -713,13 +713,19 @@ def uniformity_loss(embeddings: torch.Tensor, t: float = 2.0) -> torch.Tensor:
 
 def _gather_with_gradients(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All ranks' rows of ``tensor`` (N, H), with gradients flowing back to each rank's own rows, and the offset
-    of this rank's rows. Rows per rank must be equal (padded by the caller otherwise)."""
+    of this rank's rows. Ranks may hold different numbers of rows (padded for the gather, then cut)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return tensor, 0
     from torch.distributed.nn.functional import all_gather
 
-    rank = torch.distributed.get_rank()
-    return torch.cat(all_gather(tensor), 0), rank * tensor.shape[0]
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    torch.distributed.all_gather(counts, count)
+    counts = [int(c) for c in counts]
+    padded = F.pad(tensor, (0, 0, 0, max(counts) - tensor.shape[0]))  # (max N, H)
+    parts = [part[:n] for part, n in zip(all_gather(padded), counts)]
+    return torch.cat(parts, 0), sum(counts[:rank])
 
 
 def in_batch_contrastive_loss(
@@ -727,7 +733,7 @@ def in_batch_contrastive_loss(
     gather_across_ranks: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """NT-Xent over two views (N, H) each (CL4SRec / CP): each view is matched to its partner against the other
-    2N - 2 views of the batch. With ``gather_across_ranks`` (under torch.distributed, equal N per rank) the
+    2N - 2 views of the batch. With ``gather_across_ranks`` (under torch.distributed) the
     candidates are the views of every rank (gathered with gradients) and the anchors this rank's own, so the sum
     over ranks is the loss of one large batch. Returns ``(loss, mean_loss, accuracy)`` like
     :func:`contrastive_loss_from_scores`, over this rank's 2N anchors."""

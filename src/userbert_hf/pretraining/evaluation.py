@@ -163,7 +163,6 @@ class PretrainingEvaluator:
             for start in range(0, len(rows), self.chunk_size):
                 prepared = objective.prepare(collate(rows[start : start + self.chunk_size]), step=draw)
                 self.task_inputs.append(objective.model_inputs(prepared, None, draw, _ALL_TASKS))
-        self.excluded = dict(objective.stats)
         # Health: whole held-out sequences. Probe: earlier 80% vs later 20%.
         cut = (lambda s: list(s)[-self.max_behaviors :])
         self.sequences = [cut(r["behavior_ids"]) for r in rows]

@@ -88,6 +88,19 @@ class PretrainingObjective:
         """Model inputs (negatives chosen, one behaviour table) and the rows each task's loss sums over."""
         raise NotImplementedError
 
+    def _mbp_candidates(self, batch: PretrainingBatch, user_model, step: int) -> torch.Tensor:
+        """(M, 1 + K) candidate ids of each masked behaviour, the positive first, negatives from the sampler."""
+        negatives = self.sampler.behavior_negatives(user_model, batch.masked_ids, batch.masked_users, step)  # (M, K)
+        return torch.cat([batch.masked_ids[:, None], negatives], 1)
+
+    def _with_table(self, inputs: dict, sequence_ids: torch.Tensor, candidates: dict[str, torch.Tensor]) -> dict:
+        """Put the sequences' and every candidate tensor's behaviours in one table: ``behavior_index`` for the
+        sequences and, for each ``candidates`` entry, the input of that name indexing the table."""
+        table, indices = build_behavior_table(self.catalog, sequence_ids, *candidates.values())
+        inputs.update(table, behavior_index=indices[0])
+        inputs.update(zip(candidates, indices[1:]))
+        return inputs
+
     def _count(self, batch: PretrainingBatch) -> None:
         self.stats["users"] += batch.num_users
         for name, value in batch.excluded_users.items():
@@ -153,10 +166,9 @@ class UserBertObjective(PretrainingObjective):
         seq_ids = batch.sequence_ids
         inputs = {"attention_mask": batch.attention_mask, "masked_positions": batch.masked_positions}
         counts = {"mbp": 0, "bsm": 0}
-        id_tensors = [seq_ids]
+        candidates = {}
         if config.mbp_loss_weight > 0:
-            negatives = sampler.behavior_negatives(user_model, batch.masked_ids, batch.masked_users, step)  # (M, K)
-            id_tensors.append(torch.cat([batch.masked_ids[:, None], negatives], 1))  # (M, 1 + K), positive first
+            candidates["mbp_candidate_index"] = self._mbp_candidates(batch, user_model, step)  # (M, 1 + K)
             counts["mbp"] = len(batch.masked_ids)
         if config.bsm_loss_weight > 0:
             valid = batch.bsm_valid.clone()
@@ -176,16 +188,10 @@ class UserBertObjective(PretrainingObjective):
             self.stats["bsm_targets_without_negatives"] = self.stats.get("bsm_targets_without_negatives", 0) + without
             width = max(len(s) for seqs in candidate_seqs for s in seqs)
             bsm_ids = torch.stack([pad_sequences(seqs, length=width) for seqs in candidate_seqs])  # (B, 1 + P, Lb)
-            id_tensors.append(bsm_ids)
+            candidates["bsm_candidate_index"] = bsm_ids
             inputs.update(bsm_candidate_mask=bsm_ids != 0, bsm_valid=valid)
             counts["bsm"] = int(valid.sum())
-        table, indices = build_behavior_table(self.catalog, *id_tensors)
-        inputs.update(table, behavior_index=indices.pop(0))
-        if config.mbp_loss_weight > 0:
-            inputs["mbp_candidate_index"] = indices.pop(0)
-        if config.bsm_loss_weight > 0:
-            inputs["bsm_candidate_index"] = indices.pop(0)
-        return inputs, counts
+        return self._with_table(inputs, seq_ids, candidates), counts
 
 
 class PtumObjective(PretrainingObjective):
@@ -228,26 +234,19 @@ class PtumObjective(PretrainingObjective):
         kept_ids = pad_sequences([row[k].tolist() for row, k in zip(batch.sequence_ids, keep)])  # (B, L')
         inputs = {"attention_mask": kept_ids != 0}
         counts = {"mbp": 0, "nbp": 0}
-        id_tensors = [kept_ids]
+        candidates = {}
         if config.mbp_loss_weight > 0:
-            negatives = self.sampler.behavior_negatives(user_model, batch.masked_ids, batch.masked_users, step)
-            id_tensors.append(torch.cat([batch.masked_ids[:, None], negatives], 1))  # (M, 1 + K)
+            candidates["mbp_candidate_index"] = self._mbp_candidates(batch, user_model, step)  # (M, 1 + K)
             inputs["mbp_query_rows"] = batch.masked_rows  # (M,)
             counts["mbp"] = len(batch.masked_ids)
         if config.bsm_loss_weight > 0:
             flat_next = batch.next_ids.reshape(-1).clamp(min=1)
             flat_users = batch.user_index[:, None].expand_as(batch.next_ids).reshape(-1)
             negatives = self.sampler.random_behavior_negatives(flat_next, flat_users, step, RandomStream.NEXT_BEHAVIOR_NEGATIVES)
-            id_tensors.append(torch.cat([flat_next[:, None], negatives], 1).view(*batch.next_ids.shape, -1))  # (B, k, 1+K)
+            candidates["nbp_candidate_index"] = torch.cat([flat_next[:, None], negatives], 1).view(*batch.next_ids.shape, -1)  # (B, k, 1+K)
             inputs["nbp_valid"] = batch.next_valid
             counts["nbp"] = int(batch.next_valid.sum())
-        table, indices = build_behavior_table(self.catalog, *id_tensors)
-        inputs.update(table, behavior_index=indices.pop(0))
-        if config.mbp_loss_weight > 0:
-            inputs["mbp_candidate_index"] = indices.pop(0)
-        if config.bsm_loss_weight > 0:
-            inputs["nbp_candidate_index"] = indices.pop(0)
-        return inputs, counts
+        return self._with_table(inputs, kept_ids, candidates), counts
 
 
 class CpObjective(PretrainingObjective):
@@ -285,13 +284,11 @@ class CpObjective(PretrainingObjective):
         return out
 
     def model_inputs(self, batch, user_model, step, config):
-        table, (index, view_index) = build_behavior_table(self.catalog, batch.sequence_ids, batch.view_ids)
         inputs = {
-            **table, "behavior_index": index, "attention_mask": batch.attention_mask,
-            "masked_positions": batch.masked_positions, "view_index": view_index,
+            "attention_mask": batch.attention_mask, "masked_positions": batch.masked_positions,
             "view_attention_mask": batch.view_attention_mask, "view_masked_positions": batch.view_masked_positions,
         }
-        return inputs, {"cp": 2 * batch.num_users}
+        return self._with_table(inputs, batch.sequence_ids, {"view_index": batch.view_ids}), {"cp": 2 * batch.num_users}
 
 
 OBJECTIVES: dict[str, type[PretrainingObjective]] = {

@@ -168,11 +168,6 @@ class UserBertTrainer(Trainer):
         self._task_sums: dict[str, float] = {}
         self._task_counts: dict[str, int] = {}
 
-    @property
-    def batch_builder(self):
-        """The objective (kept under its former name for code that inspected ``trainer.batch_builder.stats``)."""
-        return self.objective
-
     # ------------------------------------------------------------------ batches
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         """Fetch the micro-batches of one optimizer step, prepare their model inputs (masking, periods, negatives)
