@@ -65,8 +65,8 @@ def test_knn_probe_by_hand():
     assert knn_future_recall(query, [[1]], [[2]], base, base_items, k=2, cutoff=1) == 1.0
     assert knn_future_recall(query, [[1]], [[3]], base, base_items, k=2, cutoff=1) == 0.0
     assert knn_future_recall(query, [[1]], [[3]], base, base_items, k=2, cutoff=2) == 1.0
-    # k=1 ignores u1 entirely: item 3 can only come from a tie-break among zero scores, never from a vote.
-    assert knn_future_recall(query, [[1]], [[3, 2]], base, base_items, k=1, cutoff=1) == 1.0  # hit 2 of {3, 2} / min(2, 1)
+    # Recall divides by min(|future|, cutoff): with future {3, 2} and cutoff 1, the single pick (item 2) is a full hit.
+    assert knn_future_recall(query, [[1]], [[3, 2]], base, base_items, k=1, cutoff=1) == 1.0
     # Popularity ranking (no embeddings): all items appear once; history excluded.
     assert knn_future_recall(None, [[1, 2, 3]], [[4]], None, base_items, cutoff=1) == 1.0
 
