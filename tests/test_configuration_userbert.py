@@ -23,6 +23,8 @@ EXPECTED_PRESETS = {
     "nativectr": dict(behavior_type="text", text_encoder="cnn", context_encoder="none", aggregator="attention"),
     "bert4rec": dict(behavior_type="id", context_encoder="transformer", aggregator="mean",
                      use_position_embeddings=True, num_hidden_layers=2, num_attention_heads=4),
+    "sasrec": dict(behavior_type="id", context_encoder="transformer", causal_attention=True, aggregator="last",
+                   use_position_embeddings=True, num_hidden_layers=2, num_attention_heads=2),
 }
 
 
@@ -89,9 +91,9 @@ def test_preset_name_is_case_insensitive():
 
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ValueError) as info:
-        UserBertConfig.from_preset("sasrec")
+        UserBertConfig.from_preset("caser")
     message = str(info.value)
-    assert "sasrec" in message
+    assert "caser" in message
     for name in PRESETS:
         assert name in message
 

@@ -59,6 +59,13 @@ PRESETS: dict[str, dict] = {
         behavior_type="id", context_encoder="transformer", aggregator="mean", num_hidden_layers=2,
         num_attention_heads=4,
     ),
+    # SASRec (Kang & McAuley 2018): ID + position embeddings; causal (left-to-right) Transformer; the user
+    # embedding is the state at the last behaviour. Causal with a "last" aggregator, its state at each position
+    # is the user embedding of that prefix, so next-item training covers every prefix in one pass.
+    "sasrec": dict(
+        behavior_type="id", context_encoder="transformer", causal_attention=True, aggregator="last",
+        num_hidden_layers=2, num_attention_heads=2,
+    ),
 }
 
 
@@ -115,6 +122,9 @@ class UserBertConfig(PreTrainedConfig):
     use_position_embeddings: bool = True
     context_encoder: str = "self_attention"
     aggregator: str = "attention"
+    # Self-attention / Transformer context encoders: each behaviour attends only to itself and earlier ones
+    # (SASRec); position embeddings then count forward from the oldest behaviour of the window.
+    causal_attention: bool = False
     num_hidden_layers: int = 1  # layers of the transformer / gru context encoder
     num_attention_heads: int = 16
     intermediate_size: int = 512  # feed-forward size of "transformer" layers
@@ -186,6 +196,11 @@ class UserBertConfig(PreTrainedConfig):
                     f"UserBertConfig.hidden_size={self.hidden_size} must be divisible by "
                     f"num_attention_heads={self.num_attention_heads}"
                 )
+        if self.causal_attention and self.context_encoder not in ("self_attention", "transformer"):
+            raise ValueError(
+                f"UserBertConfig.causal_attention=True needs an attention context encoder (self_attention, "
+                f"transformer), not {self.context_encoder!r}"
+            )
         if self.mbp_loss_weight < 0 or self.bsm_loss_weight < 0:
             raise ValueError("UserBertConfig loss weights must be >= 0")
         if self.mbp_loss_weight == 0 and self.bsm_loss_weight == 0:
@@ -198,6 +213,14 @@ class UserBertConfig(PreTrainedConfig):
             raise ValueError(f"UserBertConfig.uniformity_loss_weight={self.uniformity_loss_weight} must be >= 0")
         if not self.matching_temperature > 0:
             raise ValueError(f"UserBertConfig.matching_temperature={self.matching_temperature} must be > 0")
+
+    @property
+    def is_causal(self) -> bool:
+        """Whether the contextual state at each position is the user embedding of the prefix ending there: a
+        left-to-right context encoder (none, GRU, causal attention) with the "last" aggregator. Such a model
+        can be trained on every prefix of a sequence in one forward pass (per-position labels)."""
+        left_to_right = self.context_encoder in ("none", "gru") or self.causal_attention
+        return self.aggregator == "last" and left_to_right
 
     @property
     def uses_next_behavior_prediction(self) -> bool:
@@ -226,7 +249,7 @@ class UserBertConfig(PreTrainedConfig):
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "UserBertConfig":
         """Config for one of the paper's user models (``nrms``, ``naml``, ``lstur``, ``gru4rec``,
-        ``nativectr``, ``bert4rec``); keyword arguments override any field."""
+        ``nativectr``, ``bert4rec``) or ``sasrec``; keyword arguments override any field."""
         key = name.lower()
         if key not in PRESETS:
             raise ValueError(f"Unknown UserBERT preset {name!r}; choose one of {sorted(PRESETS)}")

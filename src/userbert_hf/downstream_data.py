@@ -57,6 +57,8 @@ CTR_FEATURES = datasets.Features(
 NEXT_ITEM_FEATURES = datasets.Features(
     {"user_id": datasets.Value("string"), "history": _IDS, "target": datasets.Value("int32"), "exclude": _IDS}
 )
+# Training rows of causal models: one per user, with the behaviour after each history position.
+NEXT_ITEM_SEQUENCE_FEATURES = datasets.Features({**NEXT_ITEM_FEATURES, "next_behaviors": _IDS})
 NEWS_FEATURES = datasets.Features(
     {"impression_id": datasets.Value("string"), "user_id": datasets.Value("string"), "history": _IDS,
      "candidates": _IDS, "labels": _ListFeature(datasets.Value("float32"))}
@@ -328,6 +330,7 @@ def build_next_item_dataset(
     max_train_targets_per_user: int | None = 1,
     max_behaviors: int | None = 100,
     exclude_history: bool = True,
+    sequence_rows: bool = False,
 ) -> datasets.DatasetDict:
     """Leave-one-out next-item rows (the SASRec / S3-Rec protocol on Amazon Beauty).
 
@@ -338,10 +341,27 @@ def build_next_item_dataset(
     Rows: ``user_id``, ``history`` (most recent ``max_behaviors``), ``target`` and ``exclude`` (every behaviour of
     the full prefix when ``exclude_history``, else empty): behaviours the user already has are not ranked at
     evaluation, as in S3-Rec's evaluation code (the target itself is always ranked).
+
+    ``sequence_rows`` (for causal user models, with ``max_train_targets_per_user=None``): one training row per
+    user instead of one per prefix, the row of the last training target plus ``next_behaviors``, the behaviour
+    after each history position (its last entry is ``target``). ``NextBehaviorCollator`` turns it into
+    per-position labels, so one pass of a causal model trains on every prefix that fits in ``max_behaviors``.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> data = SimpleNamespace(users=[{"user_id": "u", "behavior_ids": [5, 6, 7, 8, 9]}])
+        >>> rows = build_next_item_dataset(data, max_train_targets_per_user=None, sequence_rows=True)["train"]
+        >>> rows[0]["history"], rows[0]["next_behaviors"], rows[0]["target"]
+        ([5, 6], [6, 7], 7)
     """
     if max_train_targets_per_user is not None and max_train_targets_per_user < 1:
         raise ValueError(f"max_train_targets_per_user must be >= 1 or None, got {max_train_targets_per_user}")
-    columns = {split: {name: [] for name in NEXT_ITEM_FEATURES} for split in SPLITS}
+    if sequence_rows and max_train_targets_per_user is not None:
+        raise ValueError("sequence_rows trains on every prefix: pass max_train_targets_per_user=None")
+    features = {split: NEXT_ITEM_FEATURES for split in SPLITS}
+    if sequence_rows:
+        features["train"] = NEXT_ITEM_SEQUENCE_FEATURES
+    columns = {split: {name: [] for name in features[split]} for split in SPLITS}
 
     def add(split: str, user: str, prefix: list[int], target: int, exclude: bool) -> None:
         out = columns[split]
@@ -358,11 +378,16 @@ def build_next_item_dataset(
         if n >= 3:
             add("validation", user, sequence[:-2], sequence[-2], exclude_history)
         last = n - 3  # last training target position
+        if sequence_rows:
+            if last >= 1:
+                add("train", user, sequence[:last], sequence[last], False)
+                columns["train"]["next_behaviors"].append(_recent(sequence[1 : last + 1], max_behaviors))
+            continue
         first = 1 if max_train_targets_per_user is None else max(1, last - max_train_targets_per_user + 1)
         for t in range(first, last + 1):
             add("train", user, sequence[:t], sequence[t], False)
     return datasets.DatasetDict(
-        {split: datasets.Dataset.from_dict(columns[split], features=NEXT_ITEM_FEATURES) for split in SPLITS}
+        {split: datasets.Dataset.from_dict(columns[split], features=features[split]) for split in SPLITS}
     )
 
 
@@ -628,14 +653,20 @@ class NewsRecommendationCollator:
 @dataclass
 class NextBehaviorCollator:
     """Rows ``history``, ``target`` (and ``exclude``) -> inputs of ``UserBertForNextBehaviorPrediction``:
-    ``labels`` are vocabulary ids (the head ranks the whole vocabulary), ``exclude_index`` is padded with 0."""
+    ``labels`` are vocabulary ids (the head ranks the whole vocabulary), ``exclude_index`` is padded with 0.
+    Sequence rows (``next_behaviors``, see :func:`build_next_item_dataset`) give per-position ``labels`` (B, L),
+    -100 on padding."""
 
     catalog: BehaviorCatalog
     max_behaviors: int | None = None
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch, _ = _collate(self, features)
-        if "target" in features[0]:
+        if "next_behaviors" in features[0]:  # sequence rows: the behaviour after each position, (B, L)
+            width = batch["attention_mask"].shape[1]
+            nexts = [_recent(f["next_behaviors"], self.max_behaviors) for f in features]
+            batch["labels"] = pad_sequences(nexts, pad_value=-100, length=width)  # (B, L)
+        elif "target" in features[0]:
             batch["labels"] = torch.as_tensor([int(f["target"]) for f in features], dtype=torch.long)
         if any(len(f.get("exclude") or ()) for f in features):
             batch["exclude_index"] = pad_sequences([f["exclude"] for f in features])  # (B, K)

@@ -101,6 +101,12 @@ class FinetuningDataArguments(EventLogColumnArguments):
         default=1, metadata={"help": "next_item with --train_every_prefix False: training targets per user (the "
                                      "last ones before validation)."}
     )
+    prefixes_in_one_pass: bool | None = field(
+        default=None,
+        metadata={"help": "next_item with --train_every_prefix: one training row per user whose every position is "
+                          "a target, for causal user models (gru4rec, sasrec: the state at a position is that "
+                          "prefix's user embedding). Default: on for causal models; False: one row per prefix."},
+    )
     negatives_per_positive: int = field(
         default=1, metadata={"help": "implicit_ctr: never-rated popular items per rated candidate (label 0)."}
     )
@@ -160,18 +166,26 @@ class FinetuningModelArguments:
         default=None, metadata={"help": "From scratch: heads of self-attention encoders."}
     )
     dropout: float | None = field(default=None, metadata={"help": "From scratch: dropout (paper: 0.2)."})
+    matching_similarity: str | None = field(
+        default=None, metadata={"help": "From scratch: how heads score users against behaviours, 'cosine' or 'dot'."}
+    )
+    matching_temperature: float | None = field(
+        default=None, metadata={"help": "From scratch: head scores are divided by this (default: as pre-training)."}
+    )
 
     def __post_init__(self):
         from .pretraining_job import PretrainingModelArguments
 
         pretraining = PretrainingModelArguments()
-        for name in ("hidden_size", "attention_query_size", "num_attention_heads", "dropout"):
+        for name in ("hidden_size", "attention_query_size", "num_attention_heads", "dropout", "matching_similarity",
+                     "matching_temperature"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(pretraining, name))
         if is_preset(self.model_name_or_path):  # from scratch: every invalid size is reported now, by option
             PretrainingModelArguments(
                 preset=self.model_name_or_path.lower(), hidden_size=self.hidden_size, dropout=self.dropout,
                 attention_query_size=self.attention_query_size, num_attention_heads=self.num_attention_heads,
+                matching_similarity=self.matching_similarity, matching_temperature=self.matching_temperature,
             )
 
 
@@ -353,6 +367,11 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         )
 
     # 2. Load the labelled data and build the train / validation / test splits (by user).
+    causal = (config if config is not None else UserBertConfig.from_preset(source, behavior_vocab_size=2)).is_causal
+    if data_args.prefixes_in_one_pass is None:
+        data_args.prefixes_in_one_pass = causal and task == "next_item" and data_args.train_every_prefix
+    elif data_args.prefixes_in_one_pass and not causal:
+        raise ValueError(f"--prefixes_in_one_pass needs a causal user model (gru4rec, sasrec); {source} is not")
     splits, vocabulary, behavior_data, label_names = load_task_data(data_args, vocabulary)
     splits = task_spec.prepare_training_splits(splits, data_args.train_fraction, training_args.seed,
                                                data_args.candidates_per_row)
@@ -386,7 +405,9 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             word_vocab_size=len(tokenizer) if tokenizer is not None else 2, max_behaviors=data_args.max_behaviors,
             hidden_size=model_args.hidden_size, word_embedding_size=model_args.hidden_size,
             attention_query_size=model_args.attention_query_size, num_attention_heads=model_args.num_attention_heads,
-            intermediate_size=4 * model_args.hidden_size, dropout=model_args.dropout, **overrides,
+            intermediate_size=4 * model_args.hidden_size, dropout=model_args.dropout,
+            matching_similarity=model_args.matching_similarity, matching_temperature=model_args.matching_temperature,
+            **overrides,
         )
         model = head(config)
     else:

@@ -59,10 +59,13 @@ class UserBertAdditiveAttention(nn.Module):
 
 
 class UserBertSelfAttention(nn.Module):
-    """Multi-head self-attention with a key padding mask (the NRMS building block)."""
+    """Multi-head self-attention with a key padding mask (the NRMS building block), optionally causal."""
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float, output_projection: bool = False):
+    def __init__(
+        self, hidden_size: int, num_heads: int, dropout: float, output_projection: bool = False, causal: bool = False
+    ):
         super().__init__()
+        self.causal = causal  # each position attends only to itself and earlier positions (SASRec)
         self.num_heads = num_heads
         self.head_size = hidden_size // num_heads
         self.query = nn.Linear(hidden_size, hidden_size)
@@ -82,10 +85,18 @@ class UserBertSelfAttention(nn.Module):
         # Fused attention (the CPU flash kernel without dropout; PyTorch picks the math path with dropout on CPU
         # and fused kernels on GPUs). A row whose keys are all padding gives zeros, which callers mask anyway.
         context = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask[:, None, None, :], dropout_p=self.dropout.p if self.training else 0.0
+            q, k, v, attn_mask=self.attention_mask(mask), dropout_p=self.dropout.p if self.training else 0.0
         )  # (N, heads, S, head_size)
         context = context.transpose(1, 2).reshape(n, s, h)  # (N, S, H)
         return self.output(context)
+
+    def attention_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """Boolean (N, 1, 1, S) key mask from the (N, S) padding mask, or (N, 1, S, S) when causal."""
+        allowed = mask[:, None, None, :]  # (N, 1, 1, S)
+        if self.causal:
+            s = mask.shape[-1]
+            allowed = allowed & torch.ones(s, s, dtype=torch.bool, device=mask.device).tril()  # (N, 1, S, S)
+        return allowed
 
 
 class UserBertTransformerLayer(nn.Module):
@@ -94,7 +105,9 @@ class UserBertTransformerLayer(nn.Module):
     def __init__(self, config: UserBertConfig):
         super().__init__()
         h = config.hidden_size
-        self.attention = UserBertSelfAttention(h, config.num_attention_heads, config.dropout, output_projection=True)
+        self.attention = UserBertSelfAttention(
+            h, config.num_attention_heads, config.dropout, output_projection=True, causal=config.causal_attention
+        )
         self.attention_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.feed_forward = nn.Sequential(
             nn.Linear(h, config.intermediate_size), nn.GELU(), nn.Linear(config.intermediate_size, h)
@@ -200,7 +213,9 @@ class UserBertContextEncoder(nn.Module):
         self.kind = config.context_encoder
         h = config.hidden_size
         if self.kind == "self_attention":
-            self.self_attention = UserBertSelfAttention(h, config.num_attention_heads, config.dropout)
+            self.self_attention = UserBertSelfAttention(
+                h, config.num_attention_heads, config.dropout, causal=config.causal_attention
+            )
         elif self.kind == "transformer":
             self.layers = nn.ModuleList(UserBertTransformerLayer(config) for _ in range(config.num_hidden_layers))
         elif self.kind == "gru":
@@ -306,7 +321,8 @@ def _attention_weights(attention: "UserBertSelfAttention", hidden: torch.Tensor,
     q = attention.query(hidden).view(n, s, attention.num_heads, attention.head_size).transpose(1, 2)
     k = attention.key(hidden).view(n, s, attention.num_heads, attention.head_size).transpose(1, 2)
     scores = q @ k.transpose(-1, -2) / attention.head_size**0.5  # (N, heads, S, S)
-    return torch.softmax(_masked_fill_min(scores, mask[:, None, None, :]), dim=-1) * mask[:, None, None, :]
+    allowed = attention.attention_mask(mask)  # (N, 1, 1 or S, S)
+    return torch.softmax(_masked_fill_min(scores, allowed), dim=-1) * allowed
 
 
 def _context_encode_with_states(encoder: "UserBertContextEncoder", hidden: torch.Tensor, mask: torch.Tensor):
@@ -474,9 +490,14 @@ class UserBertModel(UserBertPreTrainedModel):
             mask_vector = self.mask_embedding.weight[0].to(hidden.dtype)  # (H,)
             hidden = torch.where(masked_positions.bool().unsqueeze(-1), mask_vector, hidden)
         if self.position_embeddings is not None:
-            # Positions count back from the most recent behaviour, so appending padding changes nothing.
-            lengths = mask.sum(-1, keepdim=True)  # (B, 1)
-            positions = (lengths - 1 - torch.arange(length, device=mask.device)).clamp(min=0)  # (B, L)
+            # Positions count back from the most recent behaviour, so appending padding changes nothing. Causal
+            # models count forward from the oldest one, so a prefix keeps the positions it has in the sequence.
+            steps = torch.arange(length, device=mask.device)  # (L,)
+            if self.config.causal_attention:
+                positions = steps.expand(batch, length)  # (B, L)
+            else:
+                lengths = mask.sum(-1, keepdim=True)  # (B, 1)
+                positions = (lengths - 1 - steps).clamp(min=0)  # (B, L)
             hidden = hidden + self.position_embeddings(positions)
         hidden = self.embedding_dropout(hidden) * mask.unsqueeze(-1)  # (B, L, H), padding zeroed
         if output_hidden_states or output_attentions:
@@ -958,19 +979,20 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
 
 
 def _encode_users_and_candidates(
-    userbert: UserBertModel, behavior_ids, behavior_token_ids, behavior_index, attention_mask
+    userbert: UserBertModel, behavior_ids, behavior_token_ids, behavior_index, attention_mask, with_states=False
 ):
     """``(candidate_vectors, users (B, H))``: ``candidate_vectors(candidate_index, candidate_token_ids=None)``
-    gives (..., H) vectors of candidates in the layout of the inputs (table indices or behaviour ids)."""
+    gives (..., H) vectors of candidates in the layout of the inputs (table indices or behaviour ids). With
+    ``with_states`` the contextual states (B, L, H) come third."""
     if behavior_index is not None:
         if attention_mask is None:
             raise ValueError("attention_mask (B, L) is required with behavior_index (the batch-table layout)")
         table = userbert.encode_behaviors(behavior_ids, behavior_token_ids)  # (U, H)
-        users = userbert.encode_sequences(table[behavior_index], attention_mask).user_embedding  # (B, H)
-        return (lambda index, token_ids=None: table[index]), users
-    users = userbert(
-        behavior_ids=behavior_ids, behavior_token_ids=behavior_token_ids, attention_mask=attention_mask
-    ).user_embedding  # (B, H)
+        encoded = userbert.encode_sequences(table[behavior_index], attention_mask)
+        candidates = lambda index, token_ids=None: table[index]  # noqa: E731
+        return (candidates, encoded.user_embedding, encoded.last_hidden_state)[: 3 if with_states else 2]
+    encoded = userbert(behavior_ids=behavior_ids, behavior_token_ids=behavior_token_ids, attention_mask=attention_mask)
+    users = encoded.user_embedding  # (B, H)
 
     def candidate_vectors(index, token_ids=None):
         if token_ids is not None:
@@ -982,7 +1004,7 @@ def _encode_users_and_candidates(
             )
         return userbert.encode_behaviors(behavior_ids=index)  # (..., H)
 
-    return candidate_vectors, users
+    return (candidate_vectors, users, encoded.last_hidden_state)[: 3 if with_states else 2]
 
 
 def candidate_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, candidate_mask: torch.Tensor) -> torch.Tensor:
@@ -1216,6 +1238,11 @@ class UserBertForNextBehaviorPrediction(UserBertPreTrainedModel):
     ``exclude_index`` (B, K) behaviour ids never to recommend (e.g. the history; 0 is padding). The target is
     never excluded.
 
+    Causal user models (``config.is_causal``: GRU4Rec, SASRec) also take per-position ``labels`` (B, L): the
+    behaviour after each position (-100 where there is none). The loss is then the mean cross-entropy of every
+    prefix's next behaviour, scored from the contextual state at the prefix's last position, which for these
+    models is the prefix's user embedding: one pass trains on every prefix (the SASRec recipe).
+
     Example:
 
     ```python
@@ -1236,6 +1263,12 @@ class UserBertForNextBehaviorPrediction(UserBertPreTrainedModel):
         self.userbert = UserBertModel(config)
         self.post_init()
 
+
+    def _score_all(self, users: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """(N, V) scores of users (N, H) against every behaviour vector (V, H), with the pre-training matcher."""
+        if self.config.matching_similarity == "cosine":
+            users, vectors = F.normalize(users, dim=-1), F.normalize(vectors, dim=-1)
+        return users @ vectors.T / self.config.matching_temperature
 
     def all_behavior_vectors(self, all_behavior_token_ids: torch.LongTensor | None = None) -> torch.Tensor:
         """(V, H) vectors of every behaviour of the vocabulary (row 0 is padding)."""
@@ -1259,22 +1292,34 @@ class UserBertForNextBehaviorPrediction(UserBertPreTrainedModel):
         all_behavior_token_ids: torch.LongTensor | None = None,
         return_dict: bool | None = None,
     ) -> UserBertForNextBehaviorPredictionOutput | tuple:
-        _, users = _encode_users_and_candidates(
-            self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask
+        per_position = labels is not None and labels.dim() == 2
+        if per_position and not self.config.is_causal:
+            raise ValueError(
+                "per-position labels (B, L) train every prefix in one pass, which needs a causal user model "
+                f"(config.is_causal: aggregator 'last' over a none/gru/causal-attention encoder); this one has "
+                f"context_encoder={self.config.context_encoder!r}, aggregator={self.config.aggregator!r}: pass one "
+                "label per row"
+            )
+        _, users, states = _encode_users_and_candidates(
+            self.userbert, behavior_ids, behavior_token_ids, behavior_index, attention_mask, with_states=True
         )
         vectors = self.all_behavior_vectors(all_behavior_token_ids)  # (V, H)
-        if self.config.matching_similarity == "cosine":  # the pre-training matcher, over every behaviour
-            users, vectors = F.normalize(users, dim=-1), F.normalize(vectors, dim=-1)
-        logits = users @ vectors.T / self.config.matching_temperature  # (B, V)
+        logits = self._score_all(users, vectors)  # (B, V)
         blocked = torch.zeros_like(logits, dtype=torch.bool)  # (B, V)
         if exclude_index is not None:
             blocked.scatter_(1, exclude_index.long().clamp(min=0), True)
-            if labels is not None:
+            if labels is not None and not per_position:
                 blocked.scatter_(1, labels.long().clamp(min=0)[:, None], False)  # never hide the target
         blocked[:, self.config.pad_token_id] = True  # padding is never a recommendation
         logits = logits.masked_fill(blocked, float("-inf"))
         loss = target_rank = None
-        if labels is not None:
+        if per_position:
+            labels = labels.long()
+            scored = labels != -100  # (B, L)
+            prefix_logits = self._score_all(states[scored], vectors)  # (N, V): one row per scored prefix
+            prefix_logits[:, self.config.pad_token_id] = float("-inf")
+            loss = F.cross_entropy(prefix_logits.float(), labels[scored]) if scored.any() else prefix_logits.sum() * 0
+        elif labels is not None:
             labels = labels.long()
             loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
             target_scores = logits.gather(1, labels.clamp(min=0)[:, None])  # (B, 1)

@@ -127,8 +127,9 @@ def _build_implicit_ctr(args, vocabulary) -> TaskData:
 def _build_next_item(args, vocabulary) -> TaskData:
     data = _load_sequences(args, vocabulary)
     targets = None if args.train_every_prefix else args.max_train_targets_per_user
+    one_pass = bool(getattr(args, "prefixes_in_one_pass", False)) and args.train_every_prefix
     splits = build_next_item_dataset(data, max_train_targets_per_user=targets, max_behaviors=args.max_behaviors,
-                                     exclude_history=args.exclude_history)
+                                     exclude_history=args.exclude_history, sequence_rows=one_pass)
     return TaskData(splits, data.vocabulary, data)
 
 
@@ -233,7 +234,7 @@ class Task:
     def settings_of(self, data_args) -> dict:
         """The task-defining data arguments of a run (for ``training_results.json`` and the card); unset ones
         (``None``) are left out."""
-        values = {name: getattr(data_args, name) for name in self.settings}
+        values = {name: getattr(data_args, name, None) for name in self.settings}
         return {name: value for name, value in values.items() if value is not None}
 
 
@@ -269,7 +270,7 @@ TASK_REGISTRY: dict[str, Task] = {
             hub_task_type="next-item-prediction", hub_task_name="Next-item prediction (leave-one-out, full ranking)",
             pretraining_view="before_last_two", eval_ignore_keys=("logits", "user_embedding"),
             id_behaviours_only=True,
-            settings=("train_every_prefix", "max_train_targets_per_user", "exclude_history"),
+            settings=("train_every_prefix", "max_train_targets_per_user", "prefixes_in_one_pass", "exclude_history"),
         ),
         Task(
             name="user_classification", head=UserBertForUserClassification, collator=UserClassificationCollator,
