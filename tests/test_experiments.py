@@ -161,6 +161,13 @@ def test_spec_from_yaml_and_errors(tmp_path):
         ExperimentSpec(name="x", task="ctr", label_fractions=[1.0], fraction_args={0.1: {}})
     with pytest.raises(ValueError, match="objective"):
         ExperimentSpec(name="x", task="ctr", methods={"bert": {"objective": "mlm"}})
+    # fraction_seeds: fewer seeds at a costly fraction, only among the grid's seeds and fractions.
+    cheap = ExperimentSpec(name="x", task="next_item", split_seeds=[0], seeds=[1, 2, 3], label_fractions=[0.1, 1.0],
+                           methods={"none": {}}, baselines=[], fraction_seeds={1.0: [2]})
+    assert [(c.seed, c.fraction) for c in cheap.cells()] == [(1, 0.1), (2, 0.1), (3, 0.1), (2, 1.0)]
+    for bad in ({1.0: [4]}, {0.25: [1]}, {1.0: []}):
+        with pytest.raises(ValueError, match="fraction_seeds"):
+            ExperimentSpec(name="x", task="ctr", seeds=[1, 2, 3], label_fractions=[0.1, 1.0], fraction_seeds=bad)
     with pytest.raises(ValueError, match="item_mean"):
         ExperimentSpec(name="x", task="next_item", baselines=["item_mean"])
 

@@ -90,7 +90,7 @@ def means_table(spec: ExperimentSpec, values: dict, metric: str) -> str:
             sample = [v for k, v in values.items() if k[0] == method and k[3] == fraction]
             if method in spec.label_free_baselines:  # one value per split, repeated over seeds
                 sample = [v for k, v in values.items() if k[0] == method and k[3] == fraction and
-                          k[2] == spec.seeds[0]]
+                          k[2] == spec.seeds_for(fraction)[0]]
             mean, low, high = mean_confidence_interval(sample)
             row.append(f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}] (n={len(sample)})" if sample else "n/a")
         rows.append(row)

@@ -19,6 +19,7 @@ task_args: {max_behaviors: 50} # data arguments of the task (fine-tuning and the
 pretraining_args: {max_steps: 200}
 finetuning_args: {num_train_epochs: 3}
 fraction_args: {0.1: {num_train_epochs: 10}}   # per label fraction, over finetuning_args
+fraction_seeds: {1.0: [1]}     # per label fraction, a subset of seeds (default: all; cheaper all-label runs)
 mf_args: {factors: 32, epochs: 20}
 ```
 
@@ -100,6 +101,7 @@ class ExperimentSpec:
     pretraining_args: dict = field(default_factory=dict)
     finetuning_args: dict = field(default_factory=dict)
     fraction_args: dict = field(default_factory=dict)
+    fraction_seeds: dict = field(default_factory=dict)
     pretrain_per_split: bool = True
     mf_args: dict = field(default_factory=dict)
     description: str = ""
@@ -126,6 +128,11 @@ class ExperimentSpec:
         if set(self.fraction_args) - set(self.label_fractions):
             raise ValueError(f"{where}: fraction_args names fractions {sorted(self.fraction_args)} that are not in "
                              f"label_fractions {self.label_fractions}")
+        self.fraction_seeds = {float(k): list(v or []) for k, v in (self.fraction_seeds or {}).items()}
+        for fraction, seeds in self.fraction_seeds.items():
+            if fraction not in self.label_fractions or not seeds or set(seeds) - set(self.seeds):
+                raise ValueError(f"{where}: fraction_seeds[{fraction:g}] = {seeds} must name a fraction of "
+                                 f"label_fractions {self.label_fractions} and a non-empty subset of seeds {self.seeds}")
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise ValueError(f"{where}: unknown baselines {sorted(unknown)}; choose from {BASELINES}")
@@ -172,12 +179,17 @@ class ExperimentSpec:
         splits = self.split_seeds if self.pretrain_per_split else [None]
         cells += [Cell("pretrain", m, s) for s in splits for m in self.pretrained_methods]
         cells += [Cell("finetune", m, s, seed, f) for f in self.label_fractions for s in self.split_seeds
-                  for seed in self.seeds for m in self.methods]
+                  for seed in self.seeds_for(f) for m in self.methods]
         for s in self.split_seeds:  # split-major: the runner builds each split's rows once
             cells += [Cell("baseline", b, s) for b in self.label_free_baselines]
             if "item_mean" in self.baselines:
-                cells += [Cell("baseline", "item_mean", s, seed, f) for f in self.label_fractions for seed in self.seeds]
+                cells += [Cell("baseline", "item_mean", s, seed, f) for f in self.label_fractions
+                          for seed in self.seeds_for(f)]
         return cells
+
+    def seeds_for(self, fraction: float) -> list[int]:
+        """The fine-tuning seeds run at a label fraction (``fraction_seeds``, else every seed)."""
+        return self.fraction_seeds.get(float(fraction), self.seeds)
 
 
 __all__ = ["Cell", "ExperimentSpec", "OBJECTIVES", "NO_PRETRAINING"]
