@@ -109,9 +109,11 @@ def test_sequence_rows_cover_exactly_the_prefix_rows():
     prefix_all = build_next_item_dataset(data, max_train_targets_per_user=None, max_behaviors=None)
     for split in ("validation", "test"):
         assert sequence_rows[split].to_dict() == prefix_all[split].to_dict()
-    # Truncation keeps history and labels aligned on the most recent positions.
+    # Longer than max_behaviors: windows of aligned history and labels, together every training target.
     short = build_next_item_dataset(data, max_train_targets_per_user=None, max_behaviors=2, sequence_rows=True)
-    assert short["train"][0]["history"] == [3, 4] and short["train"][0]["next_behaviors"] == [4, 5]
+    assert [(r["user_id"], r["history"], r["next_behaviors"]) for r in short["train"]] == [
+        ("a", [3, 4], [4, 5]), ("a", [1, 2], [2, 3]), ("b", [8], [9])]
+    assert sorted(t for r in short["train"] for t in r["next_behaviors"]) == sorted(prefix_rows["target"])
     with pytest.raises(ValueError, match="every prefix"):
         build_next_item_dataset(data, max_train_targets_per_user=1, sequence_rows=True)
 

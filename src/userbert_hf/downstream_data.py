@@ -345,7 +345,9 @@ def build_next_item_dataset(
     ``sequence_rows`` (for causal user models, with ``max_train_targets_per_user=None``): one training row per
     user instead of one per prefix, the row of the last training target plus ``next_behaviors``, the behaviour
     after each history position (its last entry is ``target``). ``NextBehaviorCollator`` turns it into
-    per-position labels, so one pass of a causal model trains on every prefix that fits in ``max_behaviors``.
+    per-position labels, so one pass of a causal model trains on every prefix. A user with more training targets
+    than ``max_behaviors`` gets one row per window of ``max_behaviors`` targets (an early target then sees only
+    the earlier behaviours of its window, not a full ``max_behaviors`` of context).
 
     Example:
         >>> from types import SimpleNamespace
@@ -378,10 +380,12 @@ def build_next_item_dataset(
         if n >= 3:
             add("validation", user, sequence[:-2], sequence[-2], exclude_history)
         last = n - 3  # last training target position
-        if sequence_rows:
-            if last >= 1:
-                add("train", user, sequence[:last], sequence[last], False)
-                columns["train"]["next_behaviors"].append(_recent(sequence[1 : last + 1], max_behaviors))
+        if sequence_rows:  # windows of max_behaviors targets, the most recent first, together every target
+            end = last
+            while end >= 1:
+                add("train", user, sequence[:end], sequence[end], False)
+                columns["train"]["next_behaviors"].append(_recent(sequence[1 : end + 1], max_behaviors))
+                end = end - max_behaviors if max_behaviors else 0
             continue
         first = 1 if max_train_targets_per_user is None else max(1, last - max_train_targets_per_user + 1)
         for t in range(first, last + 1):
