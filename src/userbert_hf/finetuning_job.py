@@ -9,7 +9,7 @@
     userbert finetune --task news --data MINDsmall_train --test_data MINDsmall_dev --model_name_or_path nrms
     userbert finetune --task user_classification --data events.csv --user_labels labels.csv --model_name_or_path gru4rec
 
-``--model_name_or_path`` is a preset name (``nrms``, ``naml``, ``lstur``, ``gru4rec``, ``nativectr``, ``bert4rec``:
+``--model_name_or_path`` is a preset name (``nrms``, ``naml``, ``lstur``, ``gru4rec``, ``nativectr``, ``bert4rec``, ``sasrec``:
 train from scratch, vocabulary and tokenizer built from the data) or a folder / Hub name written by
 ``userbert pretrain`` (config, weights, vocabulary and tokenizer loaded; the data is read with that frozen
 vocabulary, unknown behaviours are counted and skipped; text-behaviour models instead add unseen behaviours,
@@ -363,7 +363,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     if task_spec.id_behaviours_only and behavior_type == "text":
         raise ValueError(
             f"--task {task} ranks every behaviour of the vocabulary and is implemented for ID-behaviour models "
-            "(gru4rec, bert4rec); this model encodes behaviour texts"
+            "(gru4rec, bert4rec, sasrec); this model encodes behaviour texts"
         )
 
     # 2. Load the labelled data and build the train / validation / test splits (by user).
@@ -386,7 +386,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     if from_scratch and behavior_type == "text":
         if not vocabulary.has_text:
             raise ValueError(f"preset {source!r} encodes behaviour texts but {data_args.data} has none; use an ID "
-                             "preset (gru4rec, bert4rec)")
+                             "preset (gru4rec, bert4rec, sasrec)")
         tokenizer = build_word_tokenizer(
             vocabulary.texts, min_frequency=data_args.min_word_frequency, max_words=UserBertConfig().max_words
         )
