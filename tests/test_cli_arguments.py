@@ -36,7 +36,7 @@ def no_data_loading(monkeypatch):
     (["--mask_ratio", "0"], "--mask_ratio"),
     (["--mask_ratio", "1.5"], "--mask_ratio"),
     (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size"),
-    (["--preset", "sasrec"], "--preset"),
+    (["--preset", "caser"], "--preset"),
     (["--objective", "bert"], "--objective"),
     (["--negative_sampling", "hard"], "--negative_sampling"),
     (["--hidden_size", "30", "--num_attention_heads", "4"], "--hidden_size"),
@@ -97,7 +97,7 @@ def test_help_is_grouped_described_and_quick():
     out = done.stdout
     assert out.startswith("usage: userbert pretrain [--option value ...]\n")
     assert "Pre-train a user model on behaviour logs" in out and "examples:\n  userbert pretrain" in out
-    assert "--preset {bert4rec,gru4rec,lstur,naml,nativectr,nrms}" in out
+    assert "--preset {bert4rec,gru4rec,lstur,naml,nativectr,nrms,sasrec}" in out
     # Our options come first, the many TrainingArguments after them.
     positions = [out.index(f"\n  {option}") for option in
                  ("--data ", "--preset ", "--num_behavior_negatives ", "--overwrite_output_dir", "--learning_rate ",

@@ -32,7 +32,10 @@ def reference_self_attention(module: UserBertSelfAttention, hidden: torch.Tensor
 
     q, k, v = heads(module.query(hidden)), heads(module.key(hidden)), heads(module.value(hidden))
     scores = q @ k.transpose(-1, -2) / module.head_size**0.5  # (N, heads, S, S)
-    scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
+    allowed = mask[:, None, None, :]  # (N, 1, 1, S)
+    if getattr(module, "causal", False):  # SASRec: no position attends to a later one
+        allowed = allowed & torch.ones(s, s, dtype=torch.bool).tril()
+    scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
     context = torch.softmax(scores, dim=-1) @ v  # (N, heads, S, head_size)
     return module.output(context.transpose(1, 2).reshape(n, s, -1))
 
