@@ -170,3 +170,4 @@ def test_sasrec_pretrained_with_userbert_then_fine_tuned_in_one_pass(tmp_path):
                     "--eval_strategy", "no", "--disable_tqdm", "true"])
     assert 0 <= metrics["test_ndcg@10"] <= 1
     assert '"prefixes_in_one_pass": true' in (tmp_path / "fine" / "training_results.json").read_text()
+

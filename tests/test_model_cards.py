@@ -160,3 +160,17 @@ def test_build_model_card_splits_held_out_and_training_metrics():
     assert "| `mbp_loss` | 1.2000 |" in card.text and "| `eval_runtime` | 4.0000 |" in card.text
     assert "histories = [['a', 'b']]" in card.text and "from_pretrained('org/m'" in card.text
     assert card.data.license_name == "training-data-terms" and card.data.datasets is None
+
+
+def test_pretraining_card_names_the_source_of_an_exported_folder(tmp_path):
+    import types
+
+    from userbert_hf.pretraining_job import source_dataset_name
+
+    export = tmp_path / "pretraining_data"
+    export.mkdir()
+    (export / "load_summary.json").write_text("{}")
+    summary = types.SimpleNamespace(path="../shared/data/amazon-beauty/Beauty.txt")
+    assert source_dataset_name(str(export), summary) == "Beauty.txt"
+    assert source_dataset_name(str(export), types.SimpleNamespace(path="/x/ml-latest-small/ratings.csv")) == "ml-latest-small"
+    assert source_dataset_name("movielens", types.SimpleNamespace(path="/x/ml-latest-small/ratings.csv")) == "movielens"

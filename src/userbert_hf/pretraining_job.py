@@ -57,6 +57,18 @@ class PretrainingDataArguments(EventLogColumnArguments):
         if getattr(self, "eval_fraction", None) is not None and not 0 <= self.eval_fraction < 1:
             raise ValueError(f"--eval_fraction must be in [0, 1), got {self.eval_fraction}")
 
+def source_dataset_name(data: str, summary) -> str:
+    """The name a card gives the pre-training data: ``--data``'s own name, except for a saved folder of
+    behaviour data (``--export_pretraining_data``), which is named after the file it was read from
+    (``Beauty.txt``, ``ml-latest-small``) instead of the export folder."""
+    exported = os.path.isfile(os.path.join(str(data), "load_summary.json"))
+    path = os.path.normpath(str(getattr(summary, "path", None) or data) if exported else str(data))
+    name = os.path.basename(path)
+    if name in ("ratings.csv", "behaviors.tsv"):  # MovieLens / MIND: the folder names the data set
+        name = os.path.basename(os.path.dirname(path)) or name
+    return name or str(data)
+
+
 @dataclass
 class PretrainingModelArguments:
     """Which user model to pre-train."""
@@ -280,14 +292,15 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
             "learning_rate": training_args.learning_rate, "seed": training_args.seed,
         }
         save_run_results(training_args.output_dir, {"metrics": metrics, "settings": settings, "data_summary": data.summary.to_dict()})
+        dataset_name = source_dataset_name(data_args.data, data.summary)
         card = build_model_card(
-            title=f"UserBERT {model_args.preset} user model pre-trained on {os.path.basename(str(data_args.data))}",
+            title=f"UserBERT {model_args.preset} user model pre-trained on {dataset_name}",
             summary=(
                 f"A {model_args.preset} user model pre-trained with the `{model_args.objective}` objective on "
                 f"{len(data.users):,} users and {len(vocabulary) - 1:,} distinct behaviours."
             ),
             config=model.config,
-            dataset_name=os.path.basename(str(data_args.data)),
+            dataset_name=dataset_name,
             data_description=f"`{data_args.data}`, loaded with `userbert_hf.data`:\n\n```\n{data.summary}\n```",
             settings=settings,
             metrics={k: v for k, v in metrics.items() if k != "train_runtime_seconds"},
