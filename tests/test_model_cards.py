@@ -163,14 +163,12 @@ def test_build_model_card_splits_held_out_and_training_metrics():
 
 
 def test_pretraining_card_names_the_source_of_an_exported_folder(tmp_path):
-    import types
-
-    from userbert_hf.pretraining_job import source_dataset_name
+    from userbert_hf.model_card import source_dataset_name
 
     export = tmp_path / "pretraining_data"
     export.mkdir()
     (export / "load_summary.json").write_text("{}")
-    summary = types.SimpleNamespace(path="../shared/data/amazon-beauty/Beauty.txt")
-    assert source_dataset_name(str(export), summary) == "Beauty.txt"
-    assert source_dataset_name(str(export), types.SimpleNamespace(path="/x/ml-latest-small/ratings.csv")) == "ml-latest-small"
-    assert source_dataset_name("movielens", types.SimpleNamespace(path="/x/ml-latest-small/ratings.csv")) == "movielens"
+    assert source_dataset_name(str(export), "../shared/data/amazon-beauty/Beauty.txt") == "Beauty.txt"
+    assert source_dataset_name(str(export), "/x/ml-latest-small/ratings.csv") == "ml-latest-small"
+    assert source_dataset_name(str(export)) == "pretraining_data"  # no recorded source
+    assert source_dataset_name("movielens", "/x/ml-latest-small/ratings.csv") == "movielens"

@@ -77,6 +77,26 @@ _DATA_LICENSES = (
 )
 
 
+def source_dataset_name(data: str, source_path: str | None = None) -> str:
+    """The name a card gives a run's data: ``--data``'s own name, except for a saved folder of behaviour data
+    (``--export_pretraining_data``, marked by its ``load_summary.json``), which is named after ``source_path``, the
+    file it was read from (``Beauty.txt``; ``ml-latest-small`` for a MovieLens ``ratings.csv``).
+
+    Example:
+
+    ```python
+    >>> source_dataset_name("movielens"), source_dataset_name("../data/Beauty.txt")
+    ('movielens', 'Beauty.txt')
+    ```
+    """
+    exported = source_path and os.path.isfile(os.path.join(str(data), "load_summary.json"))
+    path = os.path.normpath(str(source_path) if exported else str(data))
+    name = os.path.basename(path)
+    if exported and name in ("ratings.csv", "behaviors.tsv"):  # MovieLens / MIND: the folder names the data set
+        name = os.path.basename(os.path.dirname(path)) or name
+    return name or str(data)
+
+
 def data_license(data: str) -> tuple[dict, str]:
     """``(license fields for ModelCardData, licence note)`` for a run's ``--data``: the terms of the known public
     data sets, else a note that the weights follow the terms of the training data.
@@ -325,7 +345,7 @@ def model_card_from_results(
     """
     settings = dict(results.get("settings") or {})
     data = str(settings.get("data", "unknown"))
-    dataset_name = os.path.basename(os.path.normpath(data)) or data
+    dataset_name = source_dataset_name(data, (results.get("data_summary") or {}).get("path"))
     task = settings.get("task")
     if task:
         if task in TASK_REGISTRY:

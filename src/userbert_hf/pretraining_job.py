@@ -21,7 +21,7 @@ from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import EventLogColumnArguments, column_options, load_behavior_data
 from .sharded_data import load_user_shards
-from .model_card import build_model_card, example_histories, save_run_results
+from .model_card import build_model_card, example_histories, save_run_results, source_dataset_name
 from .modeling_userbert import UserBertForPreTraining
 from .output_dir import OutputDirError, claim_output_dir, push_output_dir
 from .tokenization_userbert import build_word_tokenizer
@@ -56,18 +56,6 @@ class PretrainingDataArguments(EventLogColumnArguments):
             raise ValueError(f"--min_word_frequency must be >= 1, got {self.min_word_frequency}")
         if getattr(self, "eval_fraction", None) is not None and not 0 <= self.eval_fraction < 1:
             raise ValueError(f"--eval_fraction must be in [0, 1), got {self.eval_fraction}")
-
-def source_dataset_name(data: str, summary) -> str:
-    """The name a card gives the pre-training data: ``--data``'s own name, except for a saved folder of
-    behaviour data (``--export_pretraining_data``), which is named after the file it was read from
-    (``Beauty.txt``, ``ml-latest-small``) instead of the export folder."""
-    exported = os.path.isfile(os.path.join(str(data), "load_summary.json"))
-    path = os.path.normpath(str(getattr(summary, "path", None) or data) if exported else str(data))
-    name = os.path.basename(path)
-    if name in ("ratings.csv", "behaviors.tsv"):  # MovieLens / MIND: the folder names the data set
-        name = os.path.basename(os.path.dirname(path)) or name
-    return name or str(data)
-
 
 @dataclass
 class PretrainingModelArguments:
@@ -292,7 +280,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
             "learning_rate": training_args.learning_rate, "seed": training_args.seed,
         }
         save_run_results(training_args.output_dir, {"metrics": metrics, "settings": settings, "data_summary": data.summary.to_dict()})
-        dataset_name = source_dataset_name(data_args.data, data.summary)
+        dataset_name = source_dataset_name(data_args.data, getattr(data.summary, "path", None))
         card = build_model_card(
             title=f"UserBERT {model_args.preset} user model pre-trained on {dataset_name}",
             summary=(
