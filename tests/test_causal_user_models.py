@@ -140,9 +140,16 @@ def test_sasrec_pretrains_and_trains_every_prefix_in_one_pass(tmp_path):
     assert 0 <= metrics["test_ndcg@10"] <= 1
     results = json.loads((tmp_path / "sas" / "training_results.json").read_text())
     assert json.dumps(results).count('"prefixes_in_one_pass": true') >= 1
-    bert = main(["--task", "next_item", "--data", data, "--model_name_or_path", "bert4rec",
-                 "--output_dir", str(tmp_path / "bert"), *quick])
+    bert = main(["--task", "next_item", "--data", data, "--model_name_or_path", "bert4rec", "--matching_similarity",
+                 "dot", "--matching_temperature", "0.5", "--output_dir", str(tmp_path / "bert"), *quick])
     assert 0 <= bert["test_ndcg@10"] <= 1
+    config = json.loads((tmp_path / "bert" / "config.json").read_text())  # from-scratch matcher options reach the head
+    assert (config["matching_similarity"], config["matching_temperature"]) == ("dot", 0.5)
+    sas_config = json.loads((tmp_path / "sas" / "config.json").read_text())  # default: the pre-training matcher
+    assert (sas_config["matching_similarity"], sas_config["matching_temperature"]) == ("cosine", 0.1)
+    with pytest.raises((ValueError, SystemExit)):
+        main(["--task", "next_item", "--data", data, "--model_name_or_path", "bert4rec", "--matching_similarity",
+              "euclid", "--output_dir", str(tmp_path / "bad-matcher"), *quick])
     results = json.loads((tmp_path / "bert" / "training_results.json").read_text())
     assert '"prefixes_in_one_pass": false' in json.dumps(results)
     with pytest.raises(ValueError, match="causal"):
