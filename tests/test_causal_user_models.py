@@ -178,3 +178,58 @@ def test_sasrec_pretrained_with_userbert_then_fine_tuned_in_one_pass(tmp_path):
     assert 0 <= metrics["test_ndcg@10"] <= 1
     assert '"prefixes_in_one_pass": true' in (tmp_path / "fine" / "training_results.json").read_text()
 
+
+
+def test_mbp_query_previous_is_only_for_left_to_right_models():
+    assert _tiny("sasrec", mbp_query="previous").mbp_query == "previous"
+    assert _tiny("gru4rec", mbp_query="previous").is_left_to_right
+    with pytest.raises(Exception, match="left-to-right"):
+        _tiny("bert4rec", mbp_query="previous")  # bidirectional: the previous state has seen the masked one
+
+
+def test_masked_positions_from_first_never_mask_the_first_behaviour():
+    import numpy as np
+
+    from userbert_hf.pretraining.masking import choose_masked_positions, num_masked
+
+    rng = np.random.default_rng(0)
+    for length in range(2, 40):
+        positions = choose_masked_positions(length, 0.1, rng, first=1)
+        assert len(positions) == num_masked(length, 0.1) and positions.min() >= 1  # 10%, at least one, never 0
+        assert len(set(positions.tolist())) == len(positions) and positions.max() < length
+    assert len(choose_masked_positions(1, 0.1, rng, first=1)) == 0
+    # The default draw is unchanged (seeded runs of the paper's MBP reproduce).
+    a = choose_masked_positions(30, 0.1, np.random.default_rng(5))
+    b = np.sort(np.random.default_rng(5).choice(30, size=3, replace=False))
+    assert a.tolist() == b.tolist()
+
+
+@pytest.mark.parametrize("preset", ["sasrec", "gru4rec"])
+def test_mbp_query_previous_predicts_from_the_prefix_state(preset):
+    """With mbp_query='previous' a masked behaviour is scored from the user embedding of the behaviours before it
+    (the state the next-item head reads), not from the mask token's state."""
+    from userbert_hf.modeling_userbert import matching_scores
+
+    torch.manual_seed(0)
+    config = _tiny(preset, mbp_query="previous", bsm_loss_weight=0.0, uniformity_loss_weight=0.0, dropout=0.0)
+    model = UserBertForPreTraining(config).eval()
+    seq = torch.tensor([[3, 5, 7, 9, 11]])
+    masked = torch.tensor([[False, False, False, True, False]])  # behaviour 9 at position 3
+    candidates = torch.tensor([[9, 20, 21, 22, 23]])  # positive first
+    ids = torch.arange(40)  # a behaviour table of every id: index == id
+    out = model(behavior_ids=ids, behavior_index=seq, attention_mask=torch.ones(1, 5), masked_positions=masked,
+                mbp_candidate_index=candidates)
+    prefix = model.userbert(behavior_ids=torch.tensor([[3, 5, 7]]), attention_mask=torch.ones(1, 3)).user_embedding
+    table = model.userbert.encode_behaviors(ids)
+    scores = matching_scores(prefix, table[candidates], config.matching_similarity, config.matching_temperature)
+    expected = torch.nn.functional.cross_entropy(scores, torch.zeros(1, dtype=torch.long))
+    torch.testing.assert_close(out.mbp_loss, expected)
+    # The paper's query (the mask token's own state) gives a different loss on the same inputs.
+    model.config.mbp_query = "masked"
+    other = model(behavior_ids=ids, behavior_index=seq, attention_mask=torch.ones(1, 5), masked_positions=masked,
+                  mbp_candidate_index=candidates)
+    assert not torch.allclose(other.mbp_loss, expected)
+    model.config.mbp_query = "previous"
+    with pytest.raises(ValueError, match="first behaviour"):
+        model(behavior_ids=ids, behavior_index=seq, attention_mask=torch.ones(1, 5),
+              masked_positions=torch.tensor([[True, False, False, False, False]]), mbp_candidate_index=candidates)

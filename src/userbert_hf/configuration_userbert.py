@@ -18,6 +18,7 @@ CONTEXT_ENCODERS = ("none", "self_attention", "transformer", "gru", "cnn")
 AGGREGATORS = ("attention", "mean", "max", "last")
 OBJECTIVES = ("userbert", "ptum", "cp")
 SIMILARITIES = ("dot", "cosine")
+MBP_QUERIES = ("masked", "previous")
 
 # Upper bounds that reject absurd (or hostile) configs before any memory is allocated.
 MAX_VOCAB_SIZE = 50_000_000
@@ -137,6 +138,10 @@ class UserBertConfig(PreTrainedConfig):
     pretraining_objective: str = "userbert"
     mbp_loss_weight: float = 1.0
     bsm_loss_weight: float = 1.0
+    # Which contextual state predicts a masked behaviour: "masked" (the state at the masked position, the paper)
+    # or "previous" (left-to-right encoders only: the state at the position before it, i.e. the user embedding of
+    # the prefix, read the way next-behaviour heads read the model; the first behaviour is then never masked).
+    mbp_query: str = "masked"
     ptum_next_k: int = 2
     cp_temperature: float = 1.0
     # How every matcher (pre-training tasks and downstream heads) scores a query against candidates: "cosine"
@@ -161,6 +166,7 @@ class UserBertConfig(PreTrainedConfig):
             ("aggregator", AGGREGATORS),
             ("pretraining_objective", OBJECTIVES),
             ("matching_similarity", SIMILARITIES),
+            ("mbp_query", MBP_QUERIES),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -201,6 +207,12 @@ class UserBertConfig(PreTrainedConfig):
                 f"UserBertConfig.causal_attention=True needs an attention context encoder (self_attention, "
                 f"transformer), not {self.context_encoder!r}"
             )
+        if self.mbp_query == "previous" and not self.is_left_to_right:
+            raise ValueError(
+                "UserBertConfig.mbp_query='previous' needs a left-to-right context encoder (gru, or self_attention/"
+                f"transformer with causal_attention=True), not context_encoder={self.context_encoder!r} with "
+                f"causal_attention={self.causal_attention}"
+            )
         if self.mbp_loss_weight < 0 or self.bsm_loss_weight < 0:
             raise ValueError("UserBertConfig loss weights must be >= 0")
         if self.mbp_loss_weight == 0 and self.bsm_loss_weight == 0:
@@ -219,8 +231,13 @@ class UserBertConfig(PreTrainedConfig):
         """Whether the contextual state at each position is the user embedding of the prefix ending there: a
         left-to-right context encoder (none, GRU, causal attention) with the "last" aggregator. Such a model
         can be trained on every prefix of a sequence in one forward pass (per-position labels)."""
-        left_to_right = self.context_encoder in ("none", "gru") or self.causal_attention
-        return self.aggregator == "last" and left_to_right
+        return self.aggregator == "last" and (self.context_encoder == "none" or self.is_left_to_right)
+
+    @property
+    def is_left_to_right(self) -> bool:
+        """Whether the contextual state at each position sees only that behaviour and earlier ones (GRU, causal
+        attention)."""
+        return self.context_encoder == "gru" or self.causal_attention
 
     @property
     def uses_next_behavior_prediction(self) -> bool:

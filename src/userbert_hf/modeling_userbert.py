@@ -913,6 +913,10 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
                 queries = encoded.user_embedding[mbp_query_rows]  # (M, H)
             elif config.context_encoder != "none":  # UserBERT: the contextual state at the masked position
                 rows, cols = masked_positions.bool().nonzero(as_tuple=True)  # (M,), (M,)
+                if config.mbp_query == "previous":  # left-to-right: the prefix's state just before it
+                    if bool((cols == 0).any()):
+                        raise ValueError("mbp_query='previous' cannot predict a masked first behaviour")
+                    cols = cols - 1
                 queries = encoded.last_hidden_state[rows, cols]  # (M, H)
             else:
                 # Without a context encoder (NAML, NativeCTR) the masked position sees no other behaviour:

@@ -73,6 +73,12 @@ class PretrainingModelArguments:
     attention_query_size: int | None = field(default=32, metadata={"help": "Additive attention query size (paper: 200)."})
     num_attention_heads: int | None = field(default=4, metadata={"help": "Heads of self-attention encoders."})
     mbp_loss_weight: float = field(default=1.0, metadata={"help": "Weight of masked behaviour prediction (0 = off)."})
+    mbp_query: str = field(
+        default="masked",
+        metadata={"help": "Which state predicts a masked behaviour: 'masked' (its own position, the paper) or "
+                  "'previous' (left-to-right models such as sasrec and gru4rec: the prefix before it, read as "
+                  "next-behaviour heads read the model).", "choices": ["masked", "previous"]},
+    )
     bsm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of behaviour sequence matching (0 = off)."})
     dropout: float = field(default=0.2, metadata={"help": "Dropout (paper: 0.2)."})
     initializer_range: float = field(default=0.02, metadata={"help": "Std of embedding initialisation."})
@@ -179,6 +185,7 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         max_behaviors=data_args.max_behaviors,
         pretraining_objective=model_args.objective,
         mbp_loss_weight=model_args.mbp_loss_weight,
+        mbp_query=model_args.mbp_query,
         bsm_loss_weight=model_args.bsm_loss_weight,
         dropout=model_args.dropout,
         initializer_range=model_args.initializer_range,

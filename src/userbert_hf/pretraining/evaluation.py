@@ -153,7 +153,7 @@ class PretrainingEvaluator:
         )
         settings = ObjectiveSettings(
             mask_ratio=args.mask_ratio, bsm_min_behaviors=args.bsm_min_behaviors, bsm_gap=args.bsm_gap,
-            bsm_positive=args.bsm_positive, seed=seed,
+            bsm_positive=args.bsm_positive, seed=seed, first_maskable=int(config.mbp_query == "previous"),
         )
         objective = UserBertObjective(settings, catalog, sampler)
         collate = UserBertPretrainingCollator(config.max_behaviors)

@@ -49,9 +49,15 @@ def num_masked(length: int, ratio: float) -> int:
     return 0 if length <= 0 else max(1, int(length * ratio))
 
 
-def choose_masked_positions(length: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
-    """Sorted positions (of ``length`` valid ones) to mask; never padding."""
-    return np.sort(rng.choice(length, size=num_masked(length, ratio), replace=False)) if length else np.zeros(0, int)
+def choose_masked_positions(length: int, ratio: float, rng: np.random.Generator, first: int = 0) -> np.ndarray:
+    """Sorted positions (of ``length`` valid ones) to mask; never padding. ``num_masked(length, ratio)`` of them,
+    drawn from positions ``first`` .. ``length - 1`` (at most all of those)."""
+    if length <= first:
+        return np.zeros(0, int)
+    if first == 0:
+        return np.sort(rng.choice(length, size=num_masked(length, ratio), replace=False))
+    size = min(num_masked(length, ratio), length - first)
+    return first + np.sort(rng.choice(length - first, size=size, replace=False))
 
 
 def choose_period_split(

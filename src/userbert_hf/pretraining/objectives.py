@@ -41,6 +41,7 @@ class ObjectiveSettings:
     cp_crop_ratio: float = 0.6
     cp_mask_ratio: float = 0.3
     cp_reorder_ratio: float = 0.6
+    first_maskable: int = 0  # 1 when MBP reads the state before a masked behaviour (config.mbp_query "previous")
 
 
 def _rows(batch: dict):
@@ -65,7 +66,9 @@ def _mask_for_mbp(seq: list, settings: ObjectiveSettings, seed_step_user: tuple)
     see nothing but [MASK]: it sits out MBP and is counted)."""
     if len(seq) < 2:
         return np.zeros(0, dtype=int)
-    return choose_masked_positions(len(seq), settings.mask_ratio, user_rng(*seed_step_user, RandomStream.MASK))
+    return choose_masked_positions(
+        len(seq), settings.mask_ratio, user_rng(*seed_step_user, RandomStream.MASK), first=settings.first_maskable
+    )
 
 
 class PretrainingObjective:
@@ -304,6 +307,7 @@ def build_objective(name: str, args, config, catalog: BehaviorCatalog, users) ->
     settings = ObjectiveSettings(
         mask_ratio=args.mask_ratio, bsm_min_behaviors=args.bsm_min_behaviors, bsm_gap=args.bsm_gap,
         bsm_positive=args.bsm_positive, seed=args.seed, ptum_next_k=config.ptum_next_k,
+        first_maskable=int(name == "userbert" and config.mbp_query == "previous"),
     )
     sampler = None
     if name != "cp":
