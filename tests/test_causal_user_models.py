@@ -233,3 +233,22 @@ def test_mbp_query_previous_predicts_from_the_prefix_state(preset):
     with pytest.raises(ValueError, match="first behaviour"):
         model(behavior_ids=ids, behavior_index=seq, attention_mask=torch.ones(1, 5),
               masked_positions=torch.tensor([[True, False, False, False, False]]), mbp_candidate_index=candidates)
+
+
+def test_pretraining_job_with_mbp_query_previous(tmp_path, capsys):
+    """--mbp_query previous reaches the saved config, MBP trains, and a bidirectional preset is refused up front."""
+    from userbert_hf.pretraining_job import main as pretrain
+
+    from job_helpers import tiny_pretrain_args
+
+    args = tiny_pretrain_args(tmp_path / "pre", "--num_attention_heads", "2", "--max_steps", "3", "--mbp_query",
+                              "previous")
+    args[args.index("gru4rec")] = "sasrec"
+    metrics = pretrain(args)
+    assert json.loads((tmp_path / "pre" / "config.json").read_text())["mbp_query"] == "previous"
+    assert 0 < metrics["mbp_loss"] < 20
+    args = tiny_pretrain_args(tmp_path / "bad", "--mbp_query", "previous")
+    args[args.index("gru4rec")] = "bert4rec"
+    with pytest.raises(SystemExit):  # a usage error naming the option, before any data is read
+        pretrain(args)
+    assert "--mbp_query='previous' needs a left-to-right context encoder" in capsys.readouterr().err
