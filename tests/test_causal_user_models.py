@@ -224,6 +224,9 @@ def test_mbp_query_previous_predicts_from_the_prefix_state(preset):
     scores = matching_scores(prefix, table[candidates], config.matching_similarity, config.matching_temperature)
     expected = torch.nn.functional.cross_entropy(scores, torch.zeros(1, dtype=torch.long))
     torch.testing.assert_close(out.mbp_loss, expected)
+    # The target is not replaced by [MASK]: the user embedding is that of the whole, unmasked sequence.
+    whole = model.userbert(behavior_ids=seq, attention_mask=torch.ones(1, 5)).user_embedding
+    torch.testing.assert_close(out.user_embedding, whole)
     # The paper's query (the mask token's own state) gives a different loss on the same inputs.
     model.config.mbp_query = "masked"
     other = model(behavior_ids=ids, behavior_index=seq, attention_mask=torch.ones(1, 5), masked_positions=masked,

@@ -140,7 +140,8 @@ class UserBertConfig(PreTrainedConfig):
     bsm_loss_weight: float = 1.0
     # Which contextual state predicts a masked behaviour: "masked" (the state at the masked position, the paper)
     # or "previous" (left-to-right encoders only: the state at the position before it, i.e. the user embedding of
-    # the prefix, read the way next-behaviour heads read the model; the first behaviour is then never masked).
+    # the prefix, read the way next-behaviour heads read the model; causal attention hides the target from that
+    # state, so the target is not replaced by [MASK] in the input, and the first behaviour is never a target).
     mbp_query: str = "masked"
     ptum_next_k: int = 2
     cp_temperature: float = 1.0

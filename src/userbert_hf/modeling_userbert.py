@@ -904,7 +904,10 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
         config = self.config
         table = self.userbert.encode_behaviors(behavior_ids, behavior_token_ids)  # (U, H)
         sequence_mask = attention_mask.bool()
-        encoded = self.userbert.encode_sequences(table[behavior_index], sequence_mask, masked_positions)
+        # With mbp_query "previous" (left-to-right models) the prefix state before a target cannot see it, so the
+        # target stays in the input: no [MASK] token that the model would never meet downstream.
+        input_masked = masked_positions if config.mbp_query == "masked" else None
+        encoded = self.userbert.encode_sequences(table[behavior_index], sequence_mask, input_masked)
         out = UserBertForPreTrainingOutput(user_embedding=encoded.user_embedding)
         total = table.sum() * 0.0  # keeps every parameter of the table in the graph
 
