@@ -77,7 +77,8 @@ class PretrainingModelArguments:
         default="masked",
         metadata={"help": "Which state predicts a masked behaviour: 'masked' (its own position, the paper) or "
                   "'previous' (left-to-right models such as sasrec and gru4rec: the prefix before it, read as "
-                  "next-behaviour heads read the model).", "choices": ["masked", "previous"]},
+                  "next-behaviour heads read the model; causal attention hides the target, so it is not replaced by [MASK]).",
+                  "choices": ["masked", "previous"]},
     )
     bsm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of behaviour sequence matching (0 = off)."})
     dropout: float = field(default=0.2, metadata={"help": "Dropout (paper: 0.2)."})
