@@ -255,3 +255,16 @@ def test_pretraining_job_with_mbp_query_previous(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a usage error naming the option, before any data is read
         pretrain(args)
     assert "--mbp_query='previous' needs a left-to-right context encoder" in capsys.readouterr().err
+
+
+def test_mbp_query_auto_picks_previous_for_left_to_right_userbert_models():
+    from userbert_hf.pretraining_job import PretrainingDataArguments, PretrainingModelArguments, build_config
+
+    def query(**kwargs):
+        return build_config(PretrainingModelArguments(**kwargs), PretrainingDataArguments(), None, None).mbp_query
+
+    assert query(preset="sasrec", num_attention_heads=2) == "previous"
+    assert query(preset="gru4rec") == "previous"
+    assert query(preset="nrms") == "masked" and query(preset="bert4rec", num_attention_heads=2) == "masked"
+    assert query(preset="sasrec", num_attention_heads=2, objective="ptum") == "masked"  # PTUM removes, not masks
+    assert query(preset="sasrec", num_attention_heads=2, mbp_query="masked") == "masked"  # the paper's, on request

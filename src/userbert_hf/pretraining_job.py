@@ -74,11 +74,12 @@ class PretrainingModelArguments:
     num_attention_heads: int | None = field(default=4, metadata={"help": "Heads of self-attention encoders."})
     mbp_loss_weight: float = field(default=1.0, metadata={"help": "Weight of masked behaviour prediction (0 = off)."})
     mbp_query: str = field(
-        default="masked",
-        metadata={"help": "Which state predicts a masked behaviour: 'masked' (its own position, the paper) or "
-                  "'previous' (left-to-right models such as sasrec and gru4rec: the prefix before it, read as "
-                  "next-behaviour heads read the model; causal attention hides the target, so it is not replaced by [MASK]).",
-                  "choices": ["masked", "previous"]},
+        default="auto",
+        metadata={"help": "Which state predicts a masked behaviour: 'masked' (its own position, the paper), "
+                  "'previous' (left-to-right models: the prefix state before it, read as next-behaviour heads read "
+                  "the model; causal attention hides the target, so it is not replaced by [MASK]) or 'auto' "
+                  "(previous for left-to-right presets such as sasrec and gru4rec, masked otherwise; see "
+                  "docs/pretraining.md).", "choices": ["auto", "masked", "previous"]},
     )
     bsm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of behaviour sequence matching (0 = off)."})
     dropout: float = field(default=0.2, metadata={"help": "Dropout (paper: 0.2)."})
@@ -174,6 +175,9 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         if v is not None
     }
     preset = UserBertConfig.from_preset(model_args.preset)
+    mbp_query = model_args.mbp_query
+    if mbp_query == "auto":
+        mbp_query = "previous" if preset.is_left_to_right and model_args.objective == "userbert" else "masked"
     if vocabulary is not None and preset.behavior_type == "text" and not vocabulary.has_text:
         raise ValueError(
             f"preset {model_args.preset!r} encodes behaviour texts but {data_args.data} has none; "
@@ -186,7 +190,7 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         max_behaviors=data_args.max_behaviors,
         pretraining_objective=model_args.objective,
         mbp_loss_weight=model_args.mbp_loss_weight,
-        mbp_query=model_args.mbp_query,
+        mbp_query=mbp_query,
         bsm_loss_weight=model_args.bsm_loss_weight,
         dropout=model_args.dropout,
         initializer_range=model_args.initializer_range,
