@@ -283,6 +283,25 @@ def test_stop_after_runs_that_many_cells(tmp_path):
     assert [c[0] for c in jobs.calls] == ["export", "pretrain"]
 
 
+def test_shards_split_the_fine_tunings_and_together_finish_the_grid(tmp_path):
+    grid = _grid()
+    early = FakeJobs()
+    with pytest.raises(ValueError, match="shard 1/2 needs the export and pre-training"):
+        ExperimentRunner(grid, tmp_path, pretrain_fn=early.pretrain, finetune_fn=early.finetune).run(shard=(1, 2))
+    assert early.calls == []  # nothing started before the shared cells exist
+    zero, one = FakeJobs(), FakeJobs()
+    ExperimentRunner(grid, tmp_path, pretrain_fn=zero.pretrain, finetune_fn=zero.finetune).run(shard=(0, 2))
+    records = ExperimentRunner(grid, tmp_path, pretrain_fn=one.pretrain, finetune_fn=one.finetune).run(shard=(1, 2))
+    assert [c[0] for c in zero.calls[:3]] == ["export", "pretrain", "pretrain"]  # shard 0 owns the shared cells
+    assert all(c[0] == "finetune" for c in one.calls)
+    tuned_zero = {c[1] for c in zero.calls if c[0] == "finetune"}
+    tuned_one = {c[1] for c in one.calls}
+    assert len(tuned_zero) == len(tuned_one) == 8 and not tuned_zero & tuned_one  # disjoint halves of 16
+    assert sorted(r["cell"] for r in records) == sorted(c.cell_id for c in grid.cells())  # the whole grid
+    with pytest.raises(ValueError, match="0 <= K < N"):
+        ExperimentRunner(grid, tmp_path).run(shard=(2, 2))
+
+
 # ----------------------------------------------------------------------------------------------
 # the report
 # ----------------------------------------------------------------------------------------------

@@ -174,9 +174,27 @@ class ExperimentRunner:
         return self.task_argv(cell.split_seed) + _argv(settings)
 
     # ------------------------------------------------------------------ cells
-    def run(self, stop_after: int | None = None) -> list[dict]:
-        """Run every unfinished cell (at most ``stop_after`` of them); returns all records."""
+    def run(self, stop_after: int | None = None, shard: tuple[int, int] = (0, 1)) -> list[dict]:
+        """Run every unfinished cell (at most ``stop_after`` of them); returns all records.
+
+        ``shard=(k, n)`` runs only the k-th of n interleaved shares of the fine-tuning and baseline cells, so n
+        processes (or machines sharing the output folder) can work on one grid at once. The export and the
+        pre-training runs belong to shard 0; another shard refuses to start before they are finished.
+        """
+        k, n = shard
+        if not 0 <= k < n:
+            raise ValueError(f"shard {k}/{n}: need 0 <= K < N")
         cells = self.spec.cells()
+        if n > 1:
+            shared = [c for c in cells if c.kind in ("export", "pretrain")]
+            if k > 0 and any(not self.store.done(c.cell_id) for c in shared):
+                missing = [c.cell_id for c in shared if not self.store.done(c.cell_id)]
+                raise ValueError(
+                    f"shard {k}/{n} needs the export and pre-training cells finished first ({', '.join(missing)} "
+                    f"not in {self.store.path}): run shard 0/{n}, or the grid without --shard, until they are"
+                )
+            rest = [c for c in cells if c.kind not in ("export", "pretrain")]
+            cells = (shared if k == 0 else []) + [c for i, c in enumerate(rest) if i % n == k]
         todo = [c for c in cells if not self.store.done(c.cell_id)]
         logger.info("experiment %s: %d cells, %d finished, %d to run", self.spec.name, len(cells),
                     len(cells) - len(todo), len(todo))
@@ -274,6 +292,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--restart", action="store_true", help="Ignore (and delete) earlier results of this grid.")
     parser.add_argument("--report_only", action="store_true", help="Only rewrite the report from results.jsonl.")
     parser.add_argument("--keep_models", action="store_true", help="Keep every fine-tuned model's weights.")
+    parser.add_argument(
+        "--shard", default="0/1", metavar="K/N",
+        help="Run the K-th of N interleaved shares of the fine-tuning and baseline cells (several processes on one "
+             "grid; shard 0 also runs the export and pre-training, which the others wait for). The report covers "
+             "every finished cell of the results file.",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING)
     spec = ExperimentSpec.from_file(args.config)
@@ -284,10 +308,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # The command that runs (or resumes) the grid; --report_only only rebuilds its report.
     given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report_only"]
     command = "userbert experiment " + " ".join(shlex.quote(a) for a in given)
+    try:
+        shard = tuple(int(part) for part in args.shard.split("/"))
+        if len(shard) != 2:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--shard {args.shard!r}: expected K/N, e.g. 0/2")
     if not args.report_only:
-        runner.run()
+        try:
+            runner.run(shard=shard)
+        except ValueError as err:
+            if "shard" not in str(err):
+                raise
+            parser.error(str(err))
     from .report import write_model_cards, write_report
 
+    if shard[1] > 1:  # other shards may have added cells since this one started
+        runner.store = ResultsStore(runner.store.path)
+        command = command.replace(f" --shard {args.shard}", "").replace(f" --shard={args.shard}", "")
     write_report(spec, runner.store.records, args.report, command=command)
     write_model_cards(runner, args.model_cards_dir)
     return runner.store.records
