@@ -268,3 +268,39 @@ def test_mbp_query_auto_picks_previous_for_left_to_right_userbert_models():
     assert query(preset="nrms") == "masked" and query(preset="bert4rec", num_attention_heads=2) == "masked"
     assert query(preset="sasrec", num_attention_heads=2, objective="ptum") == "masked"  # PTUM removes, not masks
     assert query(preset="sasrec", num_attention_heads=2, mbp_query="masked") == "masked"  # the paper's, on request
+
+
+@pytest.mark.parametrize("query", ["masked", "previous"])
+def test_sequence_sampler_sees_targets_as_the_model_encodes_them(query):
+    """The BSM sampler (medium-hard: the target's embedding picks its negatives) gets A's [MASK] positions under
+    the paper's query and the whole A under mbp_query 'previous', which keeps targets in the input."""
+    from userbert_hf.pretraining.objectives import ObjectiveSettings, UserBertObjective
+    from userbert_hf.pretraining.samplers import SequenceNegatives
+
+    class RecordingSampler:
+        num_sequence_negatives = 1
+
+        def __init__(self):
+            self.masks = []
+
+        def behavior_negatives(self, user_model, ids, users, step):
+            return torch.ones(len(ids), 2, dtype=torch.long)
+
+        def sequence_negatives(self, user_model, target_ids, masked_positions, users, windows, step):
+            self.masks.append(masked_positions)
+            n = len(target_ids)
+            return SequenceNegatives(ids=[[[5, 6]]] * n, users=[[1]] * n, windows=[[(0, 1)]] * n, has_negatives=[True] * n)
+
+    sampler = RecordingSampler()
+    objective = UserBertObjective(ObjectiveSettings(first_maskable=int(query == "previous"), seed=1),
+                                  BehaviorCatalog(40), sampler)
+    batch = {"sequence_ids": torch.tensor([[3, 5, 7, 9, 11, 13]]), "timestamps": torch.arange(6)[None],
+             "attention_mask": torch.ones(1, 6, dtype=torch.long), "user_index": torch.tensor([0])}
+    prepared = objective.prepare(batch, step=0)
+    assert prepared.bsm_valid.all() and prepared.masked_positions.any()
+    objective.model_inputs(prepared, None, 0, _tiny("sasrec", mbp_query=query))
+    (seen,) = sampler.masks
+    if query == "masked":
+        torch.testing.assert_close(seen, prepared.masked_positions)
+    else:
+        assert seen is None

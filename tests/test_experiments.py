@@ -302,6 +302,21 @@ def test_shards_split_the_fine_tunings_and_together_finish_the_grid(tmp_path):
         ExperimentRunner(grid, tmp_path).run(shard=(2, 2))
 
 
+def test_shard_option_errors_are_usage_errors(tmp_path, capsys):
+    from userbert_hf.experiments.runner import main
+
+    config = tmp_path / "grid.yaml"
+    config.write_text("name: g\ntask: ctr\nmethods: {none: {}, userbert: {objective: userbert}}\n")
+    base = [str(config), "--output_dir", str(tmp_path / "out"), "--report", str(tmp_path / "r.md")]
+    with pytest.raises(SystemExit):
+        main([*base, "--shard", "1/2"])  # the pre-training cells are not finished: nothing runs
+    assert "shard 1/2 needs the export and pre-training cells finished first" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--shard", "2"])
+    assert "expected K/N" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # the report
 # ----------------------------------------------------------------------------------------------

@@ -87,6 +87,10 @@ class ResultsStore:
         self._done.add(record["cell"])
 
 
+class ShardError(ValueError):
+    """A ``--shard`` that cannot run: K outside [0, N), or the shared cells it needs are not finished yet."""
+
+
 class ExperimentRunner:
     """Runs the cells of an :class:`ExperimentSpec` that are not yet in the results file.
 
@@ -183,13 +187,13 @@ class ExperimentRunner:
         """
         k, n = shard
         if not 0 <= k < n:
-            raise ValueError(f"shard {k}/{n}: need 0 <= K < N")
+            raise ShardError(f"shard {k}/{n}: need 0 <= K < N")
         cells = self.spec.cells()
         if n > 1:
             shared = [c for c in cells if c.kind in ("export", "pretrain")]
             if k > 0 and any(not self.store.done(c.cell_id) for c in shared):
                 missing = [c.cell_id for c in shared if not self.store.done(c.cell_id)]
-                raise ValueError(
+                raise ShardError(
                     f"shard {k}/{n} needs the export and pre-training cells finished first ({', '.join(missing)} "
                     f"not in {self.store.path}): run shard 0/{n}, or the grid without --shard, until they are"
                 )
@@ -317,9 +321,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not args.report_only:
         try:
             runner.run(shard=shard)
-        except ValueError as err:
-            if "shard" not in str(err):
-                raise
+        except ShardError as err:
             parser.error(str(err))
     from .report import write_model_cards, write_report
 
@@ -331,4 +333,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return runner.store.records
 
 
-__all__ = ["ExperimentRunner", "ResultsStore", "pretraining_log_history", "main"]
+__all__ = ["ExperimentRunner", "ResultsStore", "ShardError", "pretraining_log_history", "main"]

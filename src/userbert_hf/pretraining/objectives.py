@@ -176,8 +176,11 @@ class UserBertObjective(PretrainingObjective):
         if config.bsm_loss_weight > 0:
             valid = batch.bsm_valid.clone()
             rows = valid.nonzero(as_tuple=True)[0]
+            # The sampler encodes each target A as the model will: with its [MASK] tokens under the paper's MBP
+            # query, whole under mbp_query "previous" (whose targets stay in the input).
+            target_masks = batch.masked_positions[rows] if getattr(config, "mbp_query", "masked") == "masked" else None
             found = sampler.sequence_negatives(  # every rank calls this every step (pool refresh gathers)
-                user_model, seq_ids[rows], batch.masked_positions[rows], batch.user_index[rows], batch.target_window[rows], step
+                user_model, seq_ids[rows], target_masks, batch.user_index[rows], batch.target_window[rows], step
             )
             candidate_seqs = [[[0]] * (1 + sampler.num_sequence_negatives) for _ in range(len(seq_ids))]
             without = 0
