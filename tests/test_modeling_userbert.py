@@ -836,8 +836,12 @@ def test_dropped_masked_behaviours_equal_compacted_sequence(tiny_config, preset,
         torch.testing.assert_close(out.user_embedding, users, atol=ATOL, rtol=0)
 
 
-def test_cp_objective(tiny_config):
-    config = tiny_config("bert4rec", pretraining_objective="cp", cp_temperature=0.5)
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_cp_objective(tiny_config, similarity):
+    # CP scores with its own matcher (cp_matching_*), whatever the other matchers use.
+    other = "cosine" if similarity == "dot" else "dot"
+    config = tiny_config("bert4rec", pretraining_objective="cp", cp_matching_similarity=similarity,
+                         cp_matching_temperature=0.5, matching_similarity=other)
     model = _model(config, UserBertForPreTraining)
     view_a = pad_sequences([[3, 8, 12, 5], [4, 17, 6], [11, 2, 25, 14], [7, 7]])
     view_b = pad_sequences([[8, 12, 5], [17, 4, 6], [11, 2, 25], [7, 9, 7]])
@@ -851,7 +855,7 @@ def test_cp_objective(tiny_config):
     with torch.no_grad():
         emb_a = model.userbert(behavior_ids=view_a, masked_positions=masked_a).user_embedding
         emb_b = model.userbert(behavior_ids=view_b).user_embedding
-        expected, _, accuracy = in_batch_contrastive_loss(emb_a, emb_b, 0.5)
+        expected, _, accuracy = in_batch_contrastive_loss(emb_a, emb_b, 0.5, similarity=similarity)
     torch.testing.assert_close(out.user_embedding, emb_a, atol=ATOL, rtol=0)
     torch.testing.assert_close(out.cp_loss, expected, atol=ATOL, rtol=1e-5)
     torch.testing.assert_close(out.cp_accuracy, accuracy)

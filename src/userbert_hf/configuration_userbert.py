@@ -19,6 +19,8 @@ AGGREGATORS = ("attention", "mean", "max", "last")
 OBJECTIVES = ("userbert", "ptum", "cp")
 SIMILARITIES = ("dot", "cosine")
 MBP_QUERIES = ("masked", "previous")
+# Published pre-training recipes (``userbert pretrain --recipe``; settings in userbert_hf/pretraining/recipes.py).
+RECIPE_NAMES = ("paper", "ptum_paper", "cp_paper")
 
 # Upper bounds that reject absurd (or hostile) configs before any memory is allocated.
 MAX_VOCAB_SIZE = 50_000_000
@@ -145,6 +147,9 @@ class UserBertConfig(PreTrainedConfig):
     mbp_query: str = "masked"
     ptum_next_k: int = 2
     cp_temperature: float = 1.0
+    # CP's own matcher (its NT-Xent over two views): "cosine" at temperature 1.0 by default; CL4SRec publishes "dot".
+    cp_matching_similarity: str = "cosine"
+    cp_matching_temperature: float = 1.0
     # How every matcher (pre-training tasks and downstream heads) scores a query against candidates: "cosine"
     # (default) or "dot" (the paper); scores are divided by matching_temperature. With the dot product, user
     # embeddings collapse to one direction in pre-training (it adds the same amount to every candidate's score, so
@@ -156,6 +161,9 @@ class UserBertConfig(PreTrainedConfig):
     # Weight of the uniformity loss (Wang & Isola 2020) on the batch's user embeddings in pre-training: keeps them
     # spread over the sphere instead of collapsing to one direction. 0 turns it off (the paper has none).
     uniformity_loss_weight: float = 1.0
+    # The published recipe this model was pre-trained with ("paper", "ptum_paper", "cp_paper"), or None: this
+    # project's own settings (a record; the settings themselves are the fields above and the training arguments).
+    recipe: str | None = None
     tie_word_embeddings: bool = False
 
     # ----- validation (run at construction by @strict) -----
@@ -168,10 +176,13 @@ class UserBertConfig(PreTrainedConfig):
             ("pretraining_objective", OBJECTIVES),
             ("matching_similarity", SIMILARITIES),
             ("mbp_query", MBP_QUERIES),
+            ("cp_matching_similarity", SIMILARITIES),
         ):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"UserBertConfig.{name}={value!r} is not one of {allowed}")
+        if self.recipe is not None and self.recipe not in RECIPE_NAMES:
+            raise ValueError(f"UserBertConfig.recipe={self.recipe!r} is not one of {RECIPE_NAMES} (or None)")
 
     def validate_sizes(self):
         bounds = {
@@ -224,6 +235,8 @@ class UserBertConfig(PreTrainedConfig):
             raise ValueError(f"UserBertConfig.cp_temperature={self.cp_temperature} must be > 0")
         if self.uniformity_loss_weight < 0:
             raise ValueError(f"UserBertConfig.uniformity_loss_weight={self.uniformity_loss_weight} must be >= 0")
+        if not self.cp_matching_temperature > 0:
+            raise ValueError(f"UserBertConfig.cp_matching_temperature={self.cp_matching_temperature} must be > 0")
         if not self.matching_temperature > 0:
             raise ValueError(f"UserBertConfig.matching_temperature={self.matching_temperature} must be > 0")
 

@@ -26,6 +26,7 @@ from .modeling_userbert import UserBertForPreTraining
 from .output_dir import OutputDirError, claim_output_dir, push_output_dir
 from .tokenization_userbert import build_word_tokenizer
 from .pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
+from .pretraining.recipes import recipe_settings
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,15 @@ class PretrainingModelArguments:
     projection_head: bool = field(default=False, metadata={"help": "MLP between the user embedding and BSM/CP."})
     uniformity_loss_weight: float = field(
         default=1.0, metadata={"help": "Weight of the uniformity loss on the batch's user embeddings (0 = off)."}
+    )
+    cp_matching_similarity: str = field(default="cosine", metadata={"help": "CP's matcher: 'cosine' or 'dot'."})
+    cp_matching_temperature: float = field(default=1.0, metadata={"help": "CP's matcher scores are divided by this."})
+    recipe: str | None = field(
+        default=None,
+        metadata={"help": "A published recipe: 'paper' (UserBERT as published: dot matchers, no uniformity loss, "
+                  "medium-hard negatives, masked MBP query, Adam, ...), 'ptum_paper' or 'cp_paper'. Options given "
+                  "explicitly override it (recorded); see userbert_hf/pretraining/recipes.py and docs/pretraining.md.",
+                  "choices": ["paper", "ptum_paper", "cp_paper"]},
     )
 
     def __post_init__(self):
@@ -158,8 +168,12 @@ def build_parser():
     )
 
 
-def parse_args(argv: list[str] | None = None):
-    return build_parser().parse(argv)
+def parse_args(argv: list[str] | None = None, parser=None):
+    """The job's three argument dataclasses; with ``--recipe`` its options are applied first (see
+    :func:`userbert_hf.pretraining.recipes.parse_with_recipe`)."""
+    from .pretraining.recipes import parse_with_recipe
+
+    return parse_with_recipe(parser or build_parser(), list(sys.argv[1:] if argv is None else argv))
 
 
 def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, tokenizer) -> UserBertConfig:
@@ -198,6 +212,9 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         matching_temperature=model_args.matching_temperature,
         projection_head=model_args.projection_head,
         uniformity_loss_weight=model_args.uniformity_loss_weight,
+        cp_matching_similarity=model_args.cp_matching_similarity,
+        cp_matching_temperature=model_args.cp_matching_temperature,
+        recipe=model_args.recipe,
         **overrides,
     )
 
@@ -291,6 +308,8 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
             "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
             "learning_rate": training_args.learning_rate, "seed": training_args.seed,
         }
+        # every recipe option and the recipe's name first; the values above (read from the model) win
+        settings = {**recipe_settings(model_args, training_args), **settings}
         save_run_results(training_args.output_dir, {"metrics": metrics, "settings": settings, "data_summary": data.summary.to_dict()})
         dataset_name = source_dataset_name(data_args.data, getattr(data.summary, "path", None))
         card = build_model_card(
@@ -353,7 +372,7 @@ def final_task_metrics(log_history: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
-    data_args, model_args, training_args = parser.parse(argv if argv is not None else sys.argv[1:])
+    data_args, model_args, training_args = parse_args(argv, parser)
     try:
         return run_pretraining(data_args, model_args, training_args)
     except OutputDirError as err:

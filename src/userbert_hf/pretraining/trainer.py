@@ -41,7 +41,31 @@ def validate_training_length(args: TrainingArguments) -> None:
 
 @dataclass
 class UserBertTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` plus the pre-training task and negative-sampler settings (paper defaults)."""
+    """``TrainingArguments`` plus the pre-training task and negative-sampler settings.
+
+    Which defaults are the paper's (UserBERT, Section 4.1 and Table 4):
+
+    - the paper's: ``negative_sampling`` medium_hard, ``behavior_pool_size`` m = 1000, ``sequence_pool_size``
+      u = 100, ``sequence_pool_interval`` T = 50, ``num_behavior_negatives`` K = 4, ``num_sequence_negatives``
+      P = 4, ``mask_ratio`` 0.1 (at least one), ``bsm_positive`` period (the whole later period B).
+    - this project's (the paper does not say): ``bsm_min_behaviors`` 2, ``bsm_gap`` 0, ``behavior_table_interval``
+      50 (``hardest`` sampling, Section 4.4), the held-out evaluation settings.
+    - inherited from ``transformers`` and *not* the paper's: ``learning_rate`` 5e-5 (paper: 1e-5 on 63M
+      behaviours), ``per_device_train_batch_size`` 8 (paper: 32), ``lr_scheduler_type`` linear with decay to 0
+      (paper: constant), ``optim`` AdamW with ``weight_decay`` 0 (paper: Adam, the same update), ``adam_epsilon``
+      1e-8 (paper, Keras: 1e-7), ``max_grad_norm`` 1.0 (paper: no clipping).
+
+    ``userbert pretrain --recipe paper`` sets all of them as published (the learning rate scaled to the run's
+    length); see ``userbert_hf.pretraining.recipes``.
+
+    Example:
+
+    ```python
+    >>> args = UserBertTrainingArguments(output_dir="out", negative_sampling="random", max_steps=100)
+    >>> args.behavior_pool_size, args.num_behavior_negatives, args.mask_ratio
+    (1000, 4, 0.1)
+    ```
+    """
 
     negative_sampling: str = field(
         default="medium_hard", metadata={"help": "Negative sampling strategy.", "choices": list(STRATEGIES)}
