@@ -205,7 +205,7 @@ class FakeJobs:
     """Stand-ins for the jobs: record calls, return metrics that depend on the argv, fail on request."""
 
     def __init__(self, fail_at: int | None = None):
-        self.calls, self.fail_at = [], fail_at
+        self.calls, self.fail_at, self.evaluated = [], fail_at, []
 
     def pretrain(self, argv):
         self.calls.append(("pretrain", _value(argv, "--output_dir")))
@@ -221,8 +221,11 @@ class FakeJobs:
         seed, split = int(_value(argv, "--seed")), int(_value(argv, "--split_seed"))
         pretrained = not _value(argv, "--model_name_or_path").startswith("nrms")
         fraction = float(_value(argv, "--train_fraction"))
-        return {"test_auc": 0.6 + 0.01 * seed + 0.002 * split + (0.03 * (1 - fraction) if pretrained else 0.0),
-                "test_ap": 0.5, "test_logloss": 0.68}
+        # as the job: a development run (--evaluate_test false) returns validation metrics only
+        prefix = "eval_" if "--evaluate_test" in argv and _value(argv, "--evaluate_test") == "false" else "test_"
+        self.evaluated.append(prefix)
+        return {prefix + "auc": 0.6 + 0.01 * seed + 0.002 * split + (0.03 * (1 - fraction) if pretrained else 0.0),
+                prefix + "ap": 0.5, prefix + "logloss": 0.68}
 
 
 def _grid(**overrides):
@@ -323,14 +326,17 @@ def test_shard_option_errors_are_usage_errors(tmp_path, capsys):
 def test_report_tables_and_plots_from_results(tmp_path):
     grid = _grid()
     jobs = FakeJobs()
-    records = ExperimentRunner(grid, tmp_path / "out", pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune).run()
+    records = ExperimentRunner(grid, tmp_path / "out", pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune,
+                               confirm=True).run()
+    assert set(jobs.evaluated) == {"test_"}
     page = report.write_report(grid, records, tmp_path / "docs" / "results.md", command="userbert experiment x.yaml")
     text = page.read_text()
-    # At 10% labels every pre-trained run is 0.027 above its scratch pair (4 pairs): a constant difference.
+    # At 10% labels every pre-trained run is 0.027 above its scratch pair (4 pairs in 2 splits, each split with
+    # its own pre-trained model: 2 clusters): a constant difference.
     values = report.metric_values(records, "auc")
     c = report.paired(values, "userbert", "none", 0.1)
-    assert c.n == 4 and c.mean_difference == pytest.approx(0.027) and c.wins == 4
-    assert "| userbert vs none | 10% | 4 |" in text and "+0.0270" in text
+    assert (c.n, c.pairs) == (2, 4) and c.mean_difference == pytest.approx(0.027) and c.wins == 2
+    assert "| userbert vs none | 10% | 2 (1 x 2) | 4 |" in text and "+0.0270" in text
     assert "**better than**" not in text  # 4 pairs: Wilcoxon p = 0.125 > 0.05
     assert "- 10% labels, userbert vs none (test auc): no significant difference (mean difference +0.0270" in text
     # Means: scratch AUC at 100% = 0.6 + 0.01 * seed + 0.002 * split over seeds {1, 2} x splits {0, 1}.

@@ -73,6 +73,11 @@ class FinetuningDataArguments(EventLogColumnArguments):
     test_data: str | None = field(
         default=None, metadata={"help": "news: a second MIND folder used as the test split (e.g. MINDsmall_dev)."}
     )
+    evaluate_test: bool = field(
+        default=True,
+        metadata={"help": "Evaluate on the test split at the end. False (development runs): the test split is never "
+                          "evaluated; the job returns and records the final validation metrics (eval_*) only."},
+    )
     user_labels: str | None = field(
         default=None,
         metadata={"help": "user_classification: CSV with columns user_id,label. Without it, MovieLens gets a DEMO "
@@ -435,7 +440,10 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     started = time.time()
     trainer.train(resume_from_checkpoint=resume_from, ignore_keys_for_eval=ignore_keys)
     train_seconds = time.time() - started
-    test_metrics = trainer.evaluate(splits["test"], ignore_keys=ignore_keys, metric_key_prefix="test")
+    if data_args.evaluate_test:
+        test_metrics = trainer.evaluate(splits["test"], ignore_keys=ignore_keys, metric_key_prefix="test")
+    else:  # a development run: validation only (the returned metrics are eval_*)
+        test_metrics = trainer.evaluate(ignore_keys=ignore_keys) if splits["validation"] else {}
     validation = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
 
     # 6. Save a Hub-ready folder: weights + config + code, vocabulary, tokenizer, results and a model card. The
@@ -456,7 +464,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         }
         settings.update(task_spec.settings_of(data_args))
         results = {
-            "test": test_metrics, "validation": validation, "train_runtime_seconds": round(train_seconds, 1),
+            "test": test_metrics if data_args.evaluate_test else {}, "validation": validation, "train_runtime_seconds": round(train_seconds, 1),
             "settings": settings, "splits": stats,
         }
         if behavior_data is not None:

@@ -151,8 +151,9 @@ def _user_histories(splits) -> tuple[dict[str, int], list[list[int]]]:
 
 
 def evaluate_baseline(name: str, splits, num_items: int, *, train_rows=None, mf_args: dict | None = None,
-                      seed: int = 0) -> dict[str, float]:
-    """Test metrics of baseline ``name`` on a task's ``splits`` (``DatasetDict`` of CTR or next-item rows).
+                      seed: int = 0, split: str = "test") -> dict[str, float]:
+    """Metrics of baseline ``name`` on the ``split`` ("test", or "validation" in development runs) of a task's
+    ``splits`` (``DatasetDict`` of CTR or next-item rows).
 
     ``train_rows`` are the labelled training rows ``item_mean`` learns from (the label-fraction subsample;
     default: the whole training split). Label-free baselines see the histories of every split (inputs the
@@ -160,7 +161,7 @@ def evaluate_baseline(name: str, splits, num_items: int, *, train_rows=None, mf_
     """
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose one of {BASELINES}")
-    test = splits["test"]
+    test = splits[split]
     next_item = "target" in test.column_names
     if next_item and name == "item_mean":
         raise ValueError("item_mean scores labelled candidates; the next-item task ranks every item")

@@ -24,7 +24,7 @@ import yaml  # noqa: E402
 
 from ..tasks import get_task  # noqa: E402
 from .spec import NO_PRETRAINING, ExperimentSpec  # noqa: E402
-from .statistics import mean_confidence_interval, paired_comparison  # noqa: E402
+from .statistics import clustered_comparison, mean_confidence_interval  # noqa: E402
 
 ALPHA = 0.05
 # Held-out pre-training metrics (``pretraining.evaluation``); each may come with ``eval_init_<name>``, the same
@@ -37,7 +37,8 @@ HEALTH_KEYS = ("eval_embedding_participation_ratio", "eval_embedding_mean_cosine
 # Collecting values
 # ----------------------------------------------------------------------------------------------
 def metric_values(records: list[dict], metric: str) -> dict[tuple, float]:
-    """``{(method, split_seed, seed, fraction): value}`` of fine-tuning and baseline cells.
+    """``{(method, split_seed, seed, fraction, pretrain_seed): value}`` of fine-tuning and baseline cells
+    (``pretrain_seed`` is ``None`` for scratch runs, baselines and grids without ``pretrain_seeds``).
 
     Label-free baselines (one cell per split) are repeated over every seed and fraction so that they pair with
     the fine-tuned runs of the same split.
@@ -50,18 +51,29 @@ def metric_values(records: list[dict], metric: str) -> dict[tuple, float]:
         if record["kind"] == "baseline" and record.get("fraction") is None:
             label_free.append((record["method"], record["split_seed"], float(value)))
         else:
-            values[(record["method"], record["split_seed"], record["seed"], record["fraction"])] = float(value)
-    keys = {(s, seed, f) for (_, s, seed, f) in values}
+            values[(record["method"], record["split_seed"], record["seed"], record["fraction"],
+                    record.get("pretrain_seed"))] = float(value)
+    keys = {(s, seed, f) for (_, s, seed, f, _) in values}
     for method, split_seed, value in label_free:
         for s, seed, f in keys:
             if s == split_seed:
-                values[(method, s, seed, f)] = value
+                values[(method, s, seed, f, None)] = value
     return values
 
 
 def paired(values: dict[tuple, float], a: str, b: str, fraction: float):
-    keys = sorted(k[1:] for k in values if k[0] == a and k[3] == fraction and (b, *k[1:]) in values)
-    return paired_comparison([values[(a, *k)] for k in keys], [values[(b, *k)] for k in keys])
+    """``a`` against ``b`` at ``fraction``: runs pair on (split, fine-tuning seed) and, when both were pre-trained,
+    the pre-training seed (a scratch run pairs with every pre-training seed's run); the test is over
+    (pre-training seed, split) clusters, each averaged over its fine-tuning seeds
+    (:func:`~userbert_hf.experiments.statistics.clustered_comparison`)."""
+    pairs = []
+    for (method, split, seed, f, pseed), value in sorted(values.items(), key=lambda kv: str(kv[0])):
+        if method != a or f != fraction:
+            continue
+        other = values.get((b, split, seed, f, pseed), values.get((b, split, seed, f, None)))
+        if other is not None:
+            pairs.append((pseed, split, value, other))
+    return clustered_comparison(pairs)
 
 
 def _fmt(x: float, digits: int = 4) -> str:
@@ -108,24 +120,30 @@ def comparison_rows(spec: ExperimentSpec, values: dict, pairs: list[tuple[str, s
 
 
 def comparison_table(rows: list[dict]) -> str:
-    header = ["comparison", "labels", "n pairs", "mean A", "mean B", "A - B", "95% CI", "t-test p", "Wilcoxon p",
-              "A wins"]
-    body = [[f"{r['a']} vs {r['b']}", f"{r['fraction']:.0%}", str(r["n"]), _fmt(r["mean_a"]), _fmt(r["mean_b"]),
-             f"{r['mean_difference']:+.4f}", f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", _p(r["t_pvalue"]),
-             _p(r["wilcoxon_pvalue"]), f"{r['wins']}/{r['n']}"] for r in rows]
+    """One row per comparison; ``n`` counts (pre-training seed x split) clusters, ``pairs`` the runs behind them;
+    the two spreads are the standard deviations of the gain over pre-training seeds and over fine-tuning seeds."""
+    header = ["comparison", "labels", "n clusters (pre-training seeds x splits)", "pairs", "mean A", "mean B",
+              "A - B", "95% CI", "t-test p", "Wilcoxon p", "A wins", "sd over pre-training seeds",
+              "sd over fine-tuning seeds"]
+    body = [[f"{r['a']} vs {r['b']}", f"{r['fraction']:.0%}",
+             f"{r['n']} ({r.get('pretrain_seeds', '?')} x {r.get('splits', '?')})", str(r.get("pairs", r["n"])),
+             _fmt(r["mean_a"]), _fmt(r["mean_b"]), f"{r['mean_difference']:+.4f}",
+             f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]", _p(r["t_pvalue"]), _p(r["wilcoxon_pvalue"]),
+             f"{r['wins']}/{r['n']}", _fmt(r.get("pretrain_seed_sd", math.nan)),
+             _fmt(r.get("finetune_seed_sd", math.nan))] for r in rows]
     return _table(header, body)
 
 
-def verdict(row: dict, metric: str) -> str:
+def verdict(row: dict, metric: str, split: str = "test") -> str:
     """One honest sentence per comparison: significant only when both tests say p < 0.05."""
     both = row["t_pvalue"] < ALPHA and row["wilcoxon_pvalue"] < ALPHA
     direction = "better than" if row["mean_difference"] > 0 else "worse than"
     if metric == "logloss":
         direction = "worse than" if row["mean_difference"] > 0 else "better than"
     stats_text = (f"mean difference {row['mean_difference']:+.4f}, 95% CI [{_fmt(row['ci_low'])}, "
-                  f"{_fmt(row['ci_high'])}], n = {row['n']}, t-test p = {_p(row['t_pvalue'])}, Wilcoxon p = "
+                  f"{_fmt(row['ci_high'])}], n = {row['n']} clusters of {row.get('pairs', row['n'])} pairs, t-test p = {_p(row['t_pvalue'])}, Wilcoxon p = "
                   f"{_p(row['wilcoxon_pvalue'])}")
-    head = f"- {row['fraction']:.0%} labels, {row['a']} vs {row['b']} (test {metric}):"
+    head = f"- {row['fraction']:.0%} labels, {row['a']} vs {row['b']} ({split} {metric}):"
     if both:
         return f"{head} {row['a']} is **{direction}** {row['b']} ({stats_text})."
     return f"{head} no significant difference ({stats_text})."
@@ -197,7 +215,7 @@ def plot_health(records: list[dict], path: Path) -> bool:
     return True
 
 
-def plot_gain(spec: ExperimentSpec, values: dict, metric: str, path: Path) -> bool:
+def plot_gain(spec: ExperimentSpec, values: dict, metric: str, path: Path, split: str = "test") -> bool:
     methods = spec.pretrained_methods
     if NO_PRETRAINING not in spec.methods or not methods:
         return False
@@ -219,7 +237,7 @@ def plot_gain(spec: ExperimentSpec, values: dict, metric: str, path: Path) -> bo
     ax.set_xscale("log")
     ax.set_xticks(sorted(spec.label_fractions), [f"{f:.0%}" for f in sorted(spec.label_fractions)])
     ax.set_xlabel("share of labelled training users")
-    ax.set_ylabel(f"test {metric}: pre-trained - scratch")
+    ax.set_ylabel(f"{split} {metric}: pre-trained - scratch")
     ax.set_title("Gain of pre-training (mean, 95% CI)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -239,9 +257,37 @@ def machine_description() -> str:
             f"{torch.__version__}, transformers {transformers.__version__}")
 
 
-def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Path, command: str) -> str:
-    """The Markdown section of one experiment; plots go to ``report_dir/results/<name>/``."""
+def evaluated_split(records: list[dict]) -> str:
+    """``"validation"`` when the grid's runs evaluated validation only (a development run), else ``"test"``
+    (confirmations, and runs made before the protocol, which always computed test metrics)."""
+    tuned = [r for r in records if r.get("kind") in ("finetune", "baseline")]
+    return "validation" if tuned and all(r.get("evaluated_on") == "validation" for r in tuned) else "test"
+
+
+def protocol_line(records: list[dict], protocol: dict | None) -> str:
+    """The protocol sentence of a section: development or confirmation, the grid's hash, and whether test numbers
+    of that grid were seen before it was frozen."""
+    if protocol is None or evaluated_split(records) == "test" and protocol.get("mode") != "confirmation":
+        return ("Protocol: none (runs made before the frozen protocol: test metrics were computed during "
+                "development, so settings may have been chosen with them in view).")
+    where = f"grid `{protocol['hash']}` (config file + code `{protocol.get('code', 'unknown')}`)"
+    if protocol["mode"] == "development":
+        return (f"Protocol: development run of {where}: validation metrics only; the test split was not evaluated.")
+    confirmations = protocol.get("confirmations") or []
+    text = f"Protocol: confirmation of the frozen {where}; test metrics computed once. "
+    if len(confirmations) <= 1:
+        return text + "No test number of this grid was seen before it was frozen (first confirmation of this hash)."
+    started = ", ".join(c.get("started", "?") for c in confirmations)
+    return text + (f"Test numbers of this grid WERE seen before: {len(confirmations)} confirmations of this hash "
+                   f"(started {started}); only the first is a first look.")
+
+
+def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Path, command: str,
+                       protocol: dict | None = None) -> str:
+    """The Markdown section of one experiment; plots go to ``report_dir/results/<name>/``. ``protocol`` (from
+    the runner: mode, hash, confirmations) gives the protocol line; development runs show validation only."""
     task = get_task(spec.task)
+    split = evaluated_split(records)
     metric = task.primary_metric
     figures = report_dir / "results" / spec.name
     figures.mkdir(parents=True, exist_ok=True)
@@ -268,27 +314,32 @@ def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Pa
         f"Generated: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {len(finished & {c.cell_id for c in spec.cells()})}"
         f"/{total} cells finished, {seconds / 60:.1f} minutes of compute.",
         "",
-        f"Primary metric: test **{metric}** (higher is better). Paired runs share the user split, the fine-tuning "
-        "seed and the label fraction (the same labelled users); label-free baselines pair with every run of their "
-        "split. Intervals are Student-t 95% intervals over the pairs; p-values are two-sided (paired t-test, "
-        "Wilcoxon signed-rank). A difference is called significant only when both tests give p < 0.05.",
+        protocol_line(records, protocol),
         "",
-        f"### Test {metric}: mean [95% CI] per method and label fraction",
+        f"Primary metric: {split} **{metric}** (higher is better). Paired runs share the user split, the "
+        "fine-tuning seed and the label fraction (the same labelled users) and, between two pre-trained methods, "
+        "the pre-training seed; a scratch run pairs with the run of every pre-training seed; label-free baselines "
+        "pair with every run of their split. Pairs that share a pre-trained model are averaged over fine-tuning "
+        "seeds within each (pre-training seed, split) cluster, and the tests run over those clusters. Intervals are "
+        "Student-t 95% intervals over the clusters; p-values are two-sided (paired t-test, Wilcoxon signed-rank). A "
+        "difference is called significant only when both tests give p < 0.05.",
+        "",
+        f"### {split.capitalize()} {metric}: mean [95% CI] per method and label fraction",
         "",
         means_table(spec, values, metric),
         "",
     ]
     if vs_scratch:
         lines += ["### Pre-trained vs from scratch (paired)", "", comparison_table(vs_scratch), "",
-                  *[verdict(r, metric) for r in vs_scratch], ""]
+                  *[verdict(r, metric, split) for r in vs_scratch], ""]
     if among:
         lines += ["### UserBERT vs PTUM and CP (same budget, paired)", "", comparison_table(among), "",
-                  *[verdict(r, metric) for r in among], ""]
+                  *[verdict(r, metric, split) for r in among], ""]
     if vs_baselines:
         lines += ["### Baselines vs from scratch (paired)", "", comparison_table(vs_baselines), ""]
     other = [m for m in task.card_metrics if m != metric]
     if other:
-        lines += ["### Other test metrics (mean over runs)", ""]
+        lines += [f"### Other {split} metrics (mean over runs)", ""]
         header = ["method", "labels"] + list(other)
         rows = []
         for method in list(spec.methods) + list(spec.baselines):
@@ -302,7 +353,7 @@ def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Pa
         lines += [_table(header, rows), ""]
     lines += ["### Pre-training runs", "", pretraining_table(records), ""]
     plots = (
-        ("gain.png", "Gain of pre-training against label fraction", plot_gain(spec, values, metric, figures / "gain.png")),
+        ("gain.png", "Gain of pre-training against label fraction", plot_gain(spec, values, metric, figures / "gain.png", split)),
         ("pretraining_curves.png", "Pre-training losses",
          plot_pretraining_curves(records, figures / "pretraining_curves.png")),
         ("heldout_health.png", "Held-out health over pre-training steps (dashed: at initialisation)",
@@ -317,11 +368,13 @@ def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Pa
     return "\n".join(lines)
 
 
-def write_report(spec: ExperimentSpec, records: list[dict], report_path: str | Path, command: str) -> Path:
-    """Write this experiment's section and rebuild the whole page from every section."""
+def write_report(spec: ExperimentSpec, records: list[dict], report_path: str | Path, command: str,
+                 protocol: dict | None = None) -> Path:
+    """Write this experiment's section and rebuild the whole page from every section (sections of earlier grids
+    are kept as they were written)."""
     report_path = Path(report_path)
     report_dir = report_path.parent
-    section = experiment_section(spec, records, report_dir, command)
+    section = experiment_section(spec, records, report_dir, command, protocol)
     (report_dir / "results" / spec.name / "section.md").write_text(section)
     sections = sorted((report_dir / "results").glob("*/section.md"))
     header = (
@@ -339,7 +392,8 @@ def write_model_cards(runner, cards_dir: str | Path) -> list[Path]:
     labels with the first seed), written with ``model_cards/generate_cards.py`` when it is there."""
     cards_dir = Path(cards_dir)
     spec = runner.spec
-    folders = [runner.pretrained_dir(m, spec.split_seeds[0]) for m in spec.pretrained_methods]  # or the shared one
+    folders = [runner.pretrained_dir(m, spec.split_seeds[0], spec.effective_pretrain_seeds[0])
+               for m in spec.pretrained_methods]  # or the shared one
     folders += [runner.run_dir(c) for c in spec.cells() if c.kind == "finetune" and runner.is_reference(c)]
     folders = [f for f in folders if (f / "config.json").exists() and (f / "training_results.json").exists()]
     script = cards_dir / "generate_cards.py"

@@ -4,8 +4,15 @@
 :func:`main`. The jobs are called through their Python entry points (``pretraining_job.main`` and
 ``finetuning_job.main`` with argument lists), so every cell is exactly a command a user could type. Each
 finished cell is appended to ``<output_dir>/results.jsonl``; a rerun skips the cells found there, so an
-interrupted grid resumes where it stopped. At the end the report (tables, paired tests, plots) is written to
-``docs/results.md`` and the reference models' cards to ``model_cards/``.
+interrupted grid resumes where it stopped. At the end the report (tables, paired tests, plots) is written.
+
+The protocol: a development run (the default) never evaluates the test split: fine-tunings and baselines report
+validation metrics, and so does its report (``<output_dir>/development.md`` by default). Once the settings are
+chosen, ``userbert experiment CONFIG --confirm`` runs the frozen grid into ``<output_dir>/confirmation-<hash>``
+and computes the test metrics once; its report goes to ``docs/results.md`` and the reference models' cards to
+``model_cards/``. The grid's hash covers the config file's content and the code version; every confirmation is
+appended to ``<output_dir>/confirmations.jsonl``, and the report says whether test numbers of that hash had been
+seen before (an earlier confirmation, even an interrupted one).
 """
 
 from __future__ import annotations
@@ -34,6 +41,48 @@ def _argv(settings: dict) -> list[str]:
             continue
         out += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     return out
+
+
+def grid_hash(config_text: str, code: str) -> str:
+    """The frozen grid's identity: sha256 of the config file's content and the code version (first 12 digits).
+
+    Example:
+        >>> len(grid_hash("name: g", "abc1234")), grid_hash("name: g", "abc1234") == grid_hash("name: h", "abc1234")
+        (12, False)
+    """
+    import hashlib
+
+    return hashlib.sha256(f"{config_text}\0{code}".encode()).hexdigest()[:12]
+
+
+class ConfirmationLog:
+    """``confirmations.jsonl``: one line per ``--confirm`` started (hash, time, code, command).
+
+    Example:
+        >>> log = ConfirmationLog(tmp_path / "confirmations.jsonl")
+        >>> log.record("3f2a", code="abc", command="userbert experiment g.yaml --confirm")["earlier"]
+        0
+        >>> log.record("3f2a", code="abc", command="userbert experiment g.yaml --confirm")["earlier"]
+        1
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def entries(self, hash_: str | None = None) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return [r for r in rows if hash_ is None or r.get("hash") == hash_]
+
+    def record(self, hash_: str, code: str, command: str) -> dict:
+        """Append a confirmation of ``hash_``; ``earlier`` counts the confirmations of that hash before it."""
+        entry = {"hash": hash_, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "code": code,
+                 "command": command, "earlier": len(self.entries(hash_))}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+        return entry
 
 
 def code_version() -> str:
@@ -99,6 +148,7 @@ class ExperimentRunner:
         output_dir: where runs, pre-trained models and ``results.jsonl`` go.
         pretrain_fn / finetune_fn: the jobs' entry points (``main(argv) -> metrics``); tests pass fakes.
         keep_models: keep every fine-tuned model's weights (default: only the reference runs', for model cards).
+        confirm: a confirmation run (test metrics computed); default: development (validation only).
 
     Example:
         >>> runner = ExperimentRunner(ExperimentSpec.from_file("experiments/movielens_ctr.yaml"), "outputs/exp")
@@ -106,8 +156,10 @@ class ExperimentRunner:
     """
 
     def __init__(self, spec: ExperimentSpec, output_dir: str | Path, *, pretrain_fn: Callable | None = None,
-                 finetune_fn: Callable | None = None, keep_models: bool = False):
+                 finetune_fn: Callable | None = None, keep_models: bool = False, confirm: bool = False):
         self.spec = spec
+        self.confirm = confirm
+        self.evaluated_on = "test" if confirm else "validation"
         self.output_dir = Path(output_dir)
         if pretrain_fn is None or finetune_fn is None:
             from .. import finetuning_job, pretraining_job
@@ -125,21 +177,25 @@ class ExperimentRunner:
     def export_dir(self) -> Path:
         return self.output_dir / "pretraining_data"
 
-    def pretrained_dir(self, method: str, split_seed: int | None) -> Path:
-        """The pre-trained model of ``method`` that fine-tunings on ``split_seed`` start from."""
+    def pretrained_dir(self, method: str, split_seed: int | None, pretrain_seed: int | None = None) -> Path:
+        """The pre-trained model of ``method`` (pre-training seed ``pretrain_seed``) that fine-tunings on
+        ``split_seed`` start from."""
         split_seed = self.spec.pretraining_split(split_seed) if split_seed is not None else None
         suffix = f"-split{split_seed}" if split_seed is not None else ""
+        suffix += f"-pseed{pretrain_seed}" if pretrain_seed is not None else ""
         return self.output_dir / "pretrained" / f"{self.spec.name}-{method}{suffix}"
 
     def run_dir(self, cell: Cell) -> Path:
+        pseed = f"-pseed{cell.pretrain_seed}" if cell.pretrain_seed is not None else ""
         return self.output_dir / "runs" / (
-            f"{self.spec.name}-{cell.method}-split{cell.split_seed}-seed{cell.seed}-frac{cell.fraction:g}"
+            f"{self.spec.name}-{cell.method}{pseed}-split{cell.split_seed}-seed{cell.seed}-frac{cell.fraction:g}"
         )
 
     def is_reference(self, cell: Cell) -> bool:
         """The run whose model card goes into ``model_cards/``: first split, first seed, all labels."""
         return (cell.split_seed == self.spec.split_seeds[0] and cell.seed == self.spec.seeds[0]
-                and cell.fraction == max(self.spec.label_fractions))
+                and cell.fraction == max(self.spec.label_fractions)
+                and cell.pretrain_seed in (None, self.spec.effective_pretrain_seeds[0]))
 
     # ------------------------------------------------------------------ argv of the jobs
     def task_argv(self, split_seed: int | None = None) -> list[str]:
@@ -151,7 +207,7 @@ class ExperimentRunner:
     def export_argv(self) -> list[str]:
         return self.task_argv() + ["--export_pretraining_data", str(self.export_dir)]
 
-    def pretrain_argv(self, method: str, split_seed: int | None) -> list[str]:
+    def pretrain_argv(self, method: str, split_seed: int | None, pretrain_seed: int | None = None) -> list[str]:
         settings = {"data": str(self.export_dir), "preset": self.spec.preset, **self.spec.model_args}
         settings.update({k: self.spec.task_args[k] for k in SHARED_DATA_ARGS if k in self.spec.task_args})
         max_steps = int(self.spec.pretraining_args.get("max_steps", 200))
@@ -163,18 +219,22 @@ class ExperimentRunner:
         method_settings.setdefault("objective", method)
         settings.update(method_settings)
         seed = split_seed if split_seed is not None else self.spec.split_seeds[0]
-        settings.update({"seed": seed, "output_dir": str(self.pretrained_dir(method, split_seed))})
+        if pretrain_seed is not None:
+            seed = pretrain_seed
+        settings.update({"seed": seed, "output_dir": str(self.pretrained_dir(method, split_seed, pretrain_seed))})
         return _argv(settings)
 
     def finetune_argv(self, cell: Cell) -> list[str]:
         if cell.method == NO_PRETRAINING:
             settings = {"model_name_or_path": self.spec.preset, **self.spec.model_args}
         else:
-            settings = {"model_name_or_path": str(self.pretrained_dir(cell.method, cell.split_seed))}
+            settings = {"model_name_or_path": str(self.pretrained_dir(cell.method, cell.split_seed, cell.pretrain_seed))}
         settings.update({"report_to": "none", "disable_tqdm": True, "save_strategy": "no"})
         settings.update(self.spec.finetuning_args)
         settings.update(self.spec.fraction_args.get(cell.fraction, {}))
         settings.update({"train_fraction": cell.fraction, "seed": cell.seed, "output_dir": str(self.run_dir(cell))})
+        if not self.confirm:
+            settings["evaluate_test"] = False  # development: the test split is never evaluated
         return self.task_argv(cell.split_seed) + _argv(settings)
 
     # ------------------------------------------------------------------ cells
@@ -207,8 +267,10 @@ class ExperimentRunner:
             print(f"[{self.spec.name}] {number}/{len(todo)} {cell.cell_id}", flush=True)
             record = getattr(self, f"_run_{cell.kind}")(cell)
             record.update(cell=cell.cell_id, kind=cell.kind, method=cell.method, split_seed=cell.split_seed,
-                          seed=cell.seed, fraction=cell.fraction, seconds=round(time.time() - started, 1),
-                          code=self.code_version)
+                          seed=cell.seed, fraction=cell.fraction, pretrain_seed=cell.pretrain_seed,
+                          seconds=round(time.time() - started, 1), code=self.code_version)
+            if cell.kind in ("finetune", "baseline"):
+                record["evaluated_on"] = self.evaluated_on
             self.store.add(record)
         return self.store.records
 
@@ -219,8 +281,8 @@ class ExperimentRunner:
         return {"argv": self.export_argv()}
 
     def _run_pretrain(self, cell: Cell) -> dict:
-        argv = self.pretrain_argv(cell.method, cell.split_seed)
-        out = self.pretrained_dir(cell.method, cell.split_seed)
+        argv = self.pretrain_argv(cell.method, cell.split_seed, cell.pretrain_seed)
+        out = self.pretrained_dir(cell.method, cell.split_seed, cell.pretrain_seed)
         if out.exists():
             shutil.rmtree(out)
         metrics = self.pretrain_fn(argv) or {}
@@ -233,7 +295,9 @@ class ExperimentRunner:
             shutil.rmtree(out)
         metrics = self.finetune_fn(argv) or {}
         results_path = out / "training_results.json"
-        record = {"argv": argv, "metrics": {k.removeprefix("test_"): v for k, v in _numbers(metrics).items()}}
+        prefix = "test_" if self.confirm else "eval_"
+        record = {"argv": argv, "metrics": {k.removeprefix(prefix): v for k, v in _numbers(metrics).items()
+                                            if k.startswith(prefix)}}
         if results_path.exists():
             results = json.loads(results_path.read_text())
             record["validation"] = results.get("validation", [])[-1:]
@@ -255,7 +319,7 @@ class ExperimentRunner:
             group = get_task(self.spec.task).group_column
             train_rows = subsample_training(splits["train"], cell.fraction, cell.seed, group)
         metrics = evaluate_baseline(cell.method, splits, num_items, train_rows=train_rows,
-                                    mf_args=self.spec.mf_args, seed=cell.split_seed)
+                                    mf_args=self.spec.mf_args, seed=cell.split_seed, split=self.evaluated_on)
         return {"metrics": metrics}
 
     def task_splits(self, split_seed: int):
@@ -291,7 +355,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="userbert experiment", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="The grid, a YAML or JSON file (see experiments/*.yaml).")
     parser.add_argument("--output_dir", default=None, help="Runs and results.jsonl (default: outputs/experiments/NAME).")
-    parser.add_argument("--report", default="docs/results.md", help="The generated report (plots go next to it).")
+    parser.add_argument("--report", default=None,
+                        help="The generated report, plots next to it (default: docs/results.md with --confirm, "
+                             "else OUTPUT_DIR/development.md).")
+    parser.add_argument("--confirm", action="store_true",
+                        help="Run the frozen grid as a confirmation: compute the test metrics, once (into "
+                             "OUTPUT_DIR/confirmation-HASH; recorded in OUTPUT_DIR/confirmations.jsonl). Without it "
+                             "a development run evaluates validation only.")
     parser.add_argument("--model_cards_dir", default="model_cards", help="Where the reference models' cards go.")
     parser.add_argument("--restart", action="store_true", help="Ignore (and delete) earlier results of this grid.")
     parser.add_argument("--report_only", action="store_true", help="Only rewrite the report from results.jsonl.")
@@ -305,19 +375,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING)
     spec = ExperimentSpec.from_file(args.config)
-    output_dir = Path(args.output_dir or Path("outputs/experiments") / spec.name)
+    root = Path(args.output_dir or Path("outputs/experiments") / spec.name)
+    version = code_version()
+    frozen = grid_hash(Path(args.config).read_text(), version)
+    output_dir = root / f"confirmation-{frozen}" if args.confirm else root
     if args.restart and output_dir.exists():
         shutil.rmtree(output_dir)
-    runner = ExperimentRunner(spec, output_dir, keep_models=args.keep_models)
+    runner = ExperimentRunner(spec, output_dir, keep_models=args.keep_models, confirm=args.confirm)
     # The command that runs (or resumes) the grid; --report_only only rebuilds its report.
     given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report_only"]
     command = "userbert experiment " + " ".join(shlex.quote(a) for a in given)
+    log = ConfirmationLog(root / "confirmations.jsonl")
+    report_path = args.report or ("docs/results.md" if args.confirm else str(root / "development.md"))
     try:
         shard = tuple(int(part) for part in args.shard.split("/"))
         if len(shard) != 2:
             raise ValueError
     except ValueError:
         parser.error(f"--shard {args.shard!r}: expected K/N, e.g. 0/2")
+    if args.confirm and not args.report_only and shard[0] == 0:
+        log.record(frozen, code=version, command=command)  # from here on, test numbers of this hash can be seen
     if not args.report_only:
         try:
             runner.run(shard=shard)
@@ -328,9 +405,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if shard[1] > 1:  # other shards may have added cells since this one started
         runner.store = ResultsStore(runner.store.path)
         command = command.replace(f" --shard {args.shard}", "").replace(f" --shard={args.shard}", "")
-    write_report(spec, runner.store.records, args.report, command=command)
-    write_model_cards(runner, args.model_cards_dir)
+    confirmations = log.entries(frozen)
+    protocol = {"mode": "confirmation" if args.confirm else "development", "hash": frozen, "code": version,
+                "confirmations": confirmations}
+    write_report(spec, runner.store.records, report_path, command=command, protocol=protocol)
+    if args.confirm:  # the reference cards carry test metrics: only a confirmation writes them
+        write_model_cards(runner, args.model_cards_dir)
     return runner.store.records
 
 
-__all__ = ["ExperimentRunner", "ResultsStore", "ShardError", "pretraining_log_history", "main"]
+__all__ = ["ExperimentRunner", "ResultsStore", "ShardError", "ConfirmationLog", "grid_hash", "pretraining_log_history",
+           "main"]

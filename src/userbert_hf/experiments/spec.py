@@ -20,15 +20,20 @@ pretraining_args: {max_steps: 200}
 finetuning_args: {num_train_epochs: 3}
 fraction_args: {0.1: {num_train_epochs: 10}}   # per label fraction, over finetuning_args
 fraction_seeds: {1.0: [1]}     # per label fraction, a subset of seeds (default: all; cheaper all-label runs)
+pretrain_seeds: [0, 1, 2]      # each method pre-trained once per seed, shared over splits (default: see below)
 mf_args: {factors: 32, epochs: 20}
 ```
 
 A method's own keys (``objective`` and any other pre-training argument) override ``pretraining_args``. The
-pre-training data (what the task lets pre-training see) does not depend on the user split. With
-``pretrain_per_split: true`` (default) each method is pre-trained once per split, with the split seed as its
-seed, so the splits also sample pre-training randomness; with ``false`` each method is pre-trained once (seed =
-the first split seed) and that one model is fine-tuned everywhere (cheaper; conclusions are then about that
-pre-trained model). Fine-tunings run fraction by fraction in the order of ``label_fractions``, so a grid stopped
+pre-training data (what the task lets pre-training see) does not depend on the user split.
+
+``pretrain_seeds`` lists the pre-training seeds: each pre-trained method is pre-trained once per seed (with that
+``--seed``) and every one of those models is fine-tuned on every split, fine-tuning seed and label fraction, so a
+pair is (pre-training seed, fine-tuning seed, split, fraction); scratch runs do not depend on it. The report
+averages over fine-tuning seeds within each (pre-training seed, split) and tests over those clusters. Without
+the key (older specs: one pre-training seed, ``[0]``) the earlier layout holds: with ``pretrain_per_split: true``
+(default) each method is pre-trained once per split, with the split seed as its seed; with ``false`` once (seed
+= the first split seed), that one model fine-tuned everywhere. Fine-tunings run fraction by fraction in the order of ``label_fractions``, so a grid stopped
 early has every pair of the first fractions.
 """
 
@@ -58,10 +63,13 @@ class Cell:
     split_seed: int | None = None
     seed: int | None = None
     fraction: float | None = None
+    pretrain_seed: int | None = None  # with ``pretrain_seeds``: the pre-trained model's seed (None: scratch, legacy)
 
     @property
     def cell_id(self) -> str:
         parts = [self.kind, self.method]
+        if self.pretrain_seed is not None:
+            parts.append(f"pseed{self.pretrain_seed}")
         if self.split_seed is not None:
             parts.append(f"split{self.split_seed}")
         if self.seed is not None:
@@ -102,7 +110,8 @@ class ExperimentSpec:
     finetuning_args: dict = field(default_factory=dict)
     fraction_args: dict = field(default_factory=dict)
     fraction_seeds: dict = field(default_factory=dict)
-    pretrain_per_split: bool = True
+    pretrain_per_split: bool | None = None  # legacy layout only (no pretrain_seeds): default true
+    pretrain_seeds: list[int] | None = None
     mf_args: dict = field(default_factory=dict)
     description: str = ""
 
@@ -133,6 +142,15 @@ class ExperimentSpec:
             if fraction not in self.label_fractions or not seeds or set(seeds) - set(self.seeds):
                 raise ValueError(f"{where}: fraction_seeds[{fraction:g}] = {seeds} must name a fraction of "
                                  f"label_fractions {self.label_fractions} and a non-empty subset of seeds {self.seeds}")
+        if self.pretrain_seeds is not None:
+            seeds = self.pretrain_seeds
+            if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(x, int) for x in seeds):
+                raise ValueError(f"{where}: pretrain_seeds must list distinct integers, got {seeds}")
+            if self.pretrain_per_split:
+                raise ValueError(f"{where}: pretrain_seeds pre-trains each method once per seed, shared over the "
+                                 "splits; remove pretrain_per_split")
+        elif self.pretrain_per_split is None:
+            self.pretrain_per_split = True
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise ValueError(f"{where}: unknown baselines {sorted(unknown)}; choose from {BASELINES}")
@@ -172,14 +190,25 @@ class ExperimentSpec:
         """The split whose pre-trained model a fine-tuning on ``split_seed`` starts from (``None``: shared)."""
         return split_seed if self.pretrain_per_split else None
 
+    @property
+    def effective_pretrain_seeds(self) -> list[int | None]:
+        """The pre-training seeds of the cells: ``pretrain_seeds``, or ``[None]`` for the legacy layout."""
+        return list(self.pretrain_seeds) if self.pretrain_seeds is not None else [None]
+
     def cells(self) -> list[Cell]:
         """Every cell in run order: the export, the pre-training runs, fine-tunings fraction by fraction (in the
         order of ``label_fractions``), then the baselines."""
         cells = [Cell("export")] if self.pretrained_methods else []
+        pseeds = self.effective_pretrain_seeds
         splits = self.split_seeds if self.pretrain_per_split else [None]
-        cells += [Cell("pretrain", m, s) for s in splits for m in self.pretrained_methods]
-        cells += [Cell("finetune", m, s, seed, f) for f in self.label_fractions for s in self.split_seeds
-                  for seed in self.seeds_for(f) for m in self.methods]
+        cells += [Cell("pretrain", m, s, pretrain_seed=p) for p in pseeds for s in splits
+                  for m in self.pretrained_methods]
+        for f in self.label_fractions:
+            for s in self.split_seeds:
+                for seed in self.seeds_for(f):
+                    for m in self.methods:
+                        cells += [Cell("finetune", m, s, seed, f, pretrain_seed=None if m == NO_PRETRAINING else p)
+                                  for p in (pseeds if m != NO_PRETRAINING else [None])]
         for s in self.split_seeds:  # split-major: the runner builds each split's rows once
             cells += [Cell("baseline", b, s) for b in self.label_free_baselines]
             if "item_mean" in self.baselines:
