@@ -178,3 +178,21 @@ def test_finetuning_job_with_evaluate_test_false_never_touches_the_test_split(tm
     assert prefixes == ["eval"] and metrics and all(k.startswith("eval_") for k in metrics if k != "epoch")
     assert "eval_ndcg@10" in metrics
     assert json.loads((out / "training_results.json").read_text())["test"] == {}
+
+
+def test_a_development_run_refuses_a_results_file_with_test_numbers(tmp_path):
+    jobs = FakeJobs()
+    ExperimentRunner(_grid(), tmp_path, pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune, confirm=True).run(
+        stop_after=5)
+    with pytest.raises(ValueError, match="evaluated on \\['test'\\]"):
+        ExperimentRunner(_grid(), tmp_path, pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune).run()
+
+
+def test_a_method_may_name_a_recipe():
+    grid = _grid(methods={"none": {}, "paper": {"recipe": "paper"}, "cp_published": {"recipe": "cp_paper"}})
+    run = ExperimentRunner(grid, "out", pretrain_fn=lambda a: {}, finetune_fn=lambda a: {})
+    argv = run.pretrain_argv("paper", 0)
+    assert _value(argv, "--recipe") == "paper" and _value(argv, "--objective") == "userbert"
+    assert _value(run.pretrain_argv("cp_published", 0), "--objective") == "cp"
+    with pytest.raises(ValueError, match="objective"):
+        _grid(methods={"none": {}, "mine": {"recipe": "unknown"}})

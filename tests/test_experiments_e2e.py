@@ -42,7 +42,7 @@ def test_tiny_grid_end_to_end(tmp_path):
     cards.mkdir()
     shutil.copy(Path(__file__).resolve().parents[1] / "model_cards" / "generate_cards.py", cards)
     argv = [str(config), "--output_dir", str(tmp_path / "out"), "--report", str(tmp_path / "docs" / "results.md"),
-            "--model_cards_dir", str(cards)]
+            "--model_cards_dir", str(cards), "--confirm"]  # a confirmation: test metrics and cards
     records = main(argv)
     spec = ExperimentSpec.from_file(config)
     assert sorted(r["cell"] for r in records) == sorted(c.cell_id for c in spec.cells())
@@ -58,7 +58,8 @@ def test_tiny_grid_end_to_end(tmp_path):
         assert mf["train_loss_last"] < mf["train_loss_first"]
     # Pre-training saw only the histories the CTR task allows (the export), and the from-scratch model has the
     # pre-trained model's architecture.
-    pretrained = json.loads((tmp_path / "out/pretrained/tiny_ctr-userbert-split0/config.json").read_text())
+    (confirmation,) = (tmp_path / "out").glob("confirmation-*")
+    pretrained = json.loads((confirmation / "pretrained/tiny_ctr-userbert-split0/config.json").read_text())
     assert pretrained["hidden_size"] == 16 and pretrained["max_behaviors"] == 20
     # Rerunning the finished grid runs nothing and rewrites the same report.
     again = main(argv)

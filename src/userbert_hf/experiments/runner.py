@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .spec import NO_PRETRAINING, SHARED_DATA_ARGS, Cell, ExperimentSpec
+from .spec import NO_PRETRAINING, SHARED_DATA_ARGS, Cell, ExperimentSpec, method_objective
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class ExperimentRunner:
                          "report_to": "none", "disable_tqdm": True})
         settings.update(self.spec.pretraining_args)
         method_settings = dict(self.spec.methods[method] or {})
-        method_settings.setdefault("objective", method)
+        method_settings.setdefault("objective", method_objective(method, method_settings))
         settings.update(method_settings)
         seed = split_seed if split_seed is not None else self.spec.split_seeds[0]
         if pretrain_seed is not None:
@@ -259,6 +259,13 @@ class ExperimentRunner:
                 )
             rest = [c for c in cells if c.kind not in ("export", "pretrain")]
             cells = (shared if k == 0 else []) + [c for i, c in enumerate(rest) if i % n == k]
+        mixed = {r.get("evaluated_on", "test") for r in self.store.records if r.get("kind") in ("finetune", "baseline")}
+        if mixed - {self.evaluated_on}:
+            raise ShardError(
+                f"{self.store.path} holds runs evaluated on {sorted(mixed)} (runs from before the protocol computed "
+                f"test metrics); this {('confirmation' if self.confirm else 'development run')} evaluates "
+                f"{self.evaluated_on}: use another --output_dir, --restart, or --report_only to rebuild its report"
+            )
         todo = [c for c in cells if not self.store.done(c.cell_id)]
         logger.info("experiment %s: %d cells, %d finished, %d to run", self.spec.name, len(cells),
                     len(cells) - len(todo), len(todo))

@@ -49,6 +49,8 @@ from ..tasks import TASKS, get_task
 from .baselines import BASELINES
 
 OBJECTIVES = ("userbert", "ptum", "cp")
+# The objective of each published recipe (``recipe:`` in a method's settings; userbert_hf.pretraining.recipes).
+RECIPE_OBJECTIVES = {"paper": "userbert", "ptum_paper": "ptum", "cp_paper": "cp"}
 NO_PRETRAINING = "none"
 # Arguments that describe the data the user model reads: pre-training takes them from the task arguments too.
 SHARED_DATA_ARGS = ("max_behaviors",)
@@ -129,7 +131,7 @@ class ExperimentSpec:
             raise ValueError(f"{where}: label_fractions must be in (0, 1], got {self.label_fractions}")
         for method, settings in self.methods.items():
             settings = settings or {}
-            objective = settings.get("objective", method)
+            objective = method_objective(method, settings)
             if method != NO_PRETRAINING and objective not in OBJECTIVES:
                 raise ValueError(f"{where}: method {method!r} needs an objective in {OBJECTIVES} (or the name "
                                  f"{NO_PRETRAINING!r} for no pre-training), got {objective!r}")
@@ -221,4 +223,10 @@ class ExperimentSpec:
         return self.fraction_seeds.get(float(fraction), self.seeds)
 
 
-__all__ = ["Cell", "ExperimentSpec", "OBJECTIVES", "NO_PRETRAINING"]
+def method_objective(method: str, settings: dict | None) -> str:
+    """The pre-training objective of a method: its ``objective``, its ``recipe``'s, or its name."""
+    settings = settings or {}
+    return settings.get("objective", RECIPE_OBJECTIVES.get(settings.get("recipe"), method))
+
+
+__all__ = ["Cell", "ExperimentSpec", "OBJECTIVES", "NO_PRETRAINING", "RECIPE_OBJECTIVES", "method_objective"]
