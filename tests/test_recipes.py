@@ -137,3 +137,13 @@ def test_config_recipe_field_is_validated_and_saved(tmp_path):
     UserBertConfig(recipe="cp_paper", cp_matching_similarity="dot").save_pretrained(tmp_path)
     loaded = UserBertConfig.from_pretrained(tmp_path)
     assert (loaded.recipe, loaded.cp_matching_similarity, UserBertConfig().recipe) == ("cp_paper", "dot", None)
+
+
+def test_a_json_settings_file_takes_the_recipe_too(tmp_path):
+    settings = tmp_path / "args.json"
+    settings.write_text(json.dumps({"recipe": "paper", "output_dir": str(tmp_path / "o"), "max_steps": 1000,
+                                    "matching_temperature": 0.5}))
+    _, model_args, training = pretraining_job.parse_args([str(settings)])
+    recorded = recipe_settings(model_args, training)
+    assert recorded["negative_sampling"] == "medium_hard" and recorded["learning_rate"] == pytest.approx(1.5625e-4)
+    assert recorded["recipe_overrides"] == {"matching_temperature": 0.5}
