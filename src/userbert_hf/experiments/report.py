@@ -322,9 +322,10 @@ def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Pa
         "pair with every run of their split. Pairs that share a pre-trained model are averaged over fine-tuning "
         "seeds within each (pre-training seed, split) cluster, and the tests run over those clusters. Intervals are "
         "Student-t 95% intervals over the clusters; p-values are two-sided (paired t-test, Wilcoxon signed-rank). A "
-        "difference is called significant only when both tests give p < 0.05.",
+        "difference is called significant only when both tests give p < 0.05. (The means table's intervals treat "
+        "every run as independent; the comparisons do not.)",
         "",
-        f"### {split.capitalize()} {metric}: mean [95% CI] per method and label fraction",
+        f"### {split.capitalize()} {metric}: mean [95% CI over runs] per method and label fraction",
         "",
         means_table(spec, values, metric),
         "",
