@@ -83,6 +83,10 @@ class PretrainingModelArguments:
     )
     bsm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of behaviour sequence matching (0 = off)."})
     dropout: float = field(default=0.2, metadata={"help": "Dropout (paper: 0.2)."})
+    attention_probs_dropout_prob: float | None = field(
+        default=None, metadata={"help": "Dropout on attention probabilities (default: the preset's, 0 for nrms; set it "
+                                "to --dropout for the behaviour before this option existed)."}
+    )
     initializer_range: float = field(default=0.02, metadata={"help": "Std of embedding initialisation."})
     matching_similarity: str = field(
         default="cosine", metadata={"help": "Matcher scores: 'cosine' (default) or 'dot' (the paper)."}
@@ -171,6 +175,7 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
             attention_query_size=model_args.attention_query_size,
             num_attention_heads=model_args.num_attention_heads,
             intermediate_size=4 * model_args.hidden_size if model_args.hidden_size else None,
+            attention_probs_dropout_prob=model_args.attention_probs_dropout_prob,
         ).items()
         if v is not None
     }
