@@ -28,7 +28,11 @@ pre-training data (what the task lets pre-training see) does not depend on the u
 ``pretrain_per_split: true`` (default) each method is pre-trained once per split, with the split seed as its
 seed, so the splits also sample pre-training randomness; with ``false`` each method is pre-trained once (seed =
 the first split seed) and that one model is fine-tuned everywhere (cheaper; conclusions are then about that
-pre-trained model). Fine-tunings run fraction by fraction in the order of ``label_fractions``, so a grid stopped
+pre-trained model). Pre-training runs for ``max_steps`` unless ``pretraining_args`` set ``early_stopping_patience``
+(then it stops on the held-out k-NN probe); fine-tuning cells stop early with e.g. ``finetuning_args:
+{num_train_epochs: 40, eval_strategy: epoch, early_stopping_patience: 3, eval_sample_users: 2000}`` (the best
+validated checkpoint is tested; evaluations between checkpoints rank a fixed sample of validation users, the test
+every test user). Fine-tunings run fraction by fraction in the order of ``label_fractions``, so a grid stopped
 early has every pair of the first fractions.
 """
 
