@@ -121,7 +121,8 @@ class PretrainingArguments(UserBertTrainingArguments):
         default=3,
         metadata={"help": "Stop when the held-out metric (--metric_for_best_model, default knn_recall_at_20: the k-NN "
                   "probe of the held-out users' embeddings) has not improved for N evaluations, and keep the best "
-                  "checkpoint; 0 (or no held-out users, or --eval_strategy no) = train for --max_steps."},
+                  "checkpoint (checkpoints then follow the evaluations); 0 (or no held-out users, or --eval_strategy no) = "
+                  "train for --max_steps."},
     )
     negative_sampling: str = field(
         default="random",
