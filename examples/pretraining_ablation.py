@@ -56,7 +56,8 @@ def pretrain(root: str, data: str, name: str, options: list[str], steps: int) ->
     folder = os.path.join(root, "pretrained", name)
     if _results(folder) is None:
         _run([sys.executable, "-m", "userbert_hf.cli", "pretrain", "--data", data, "--output_dir", folder,
-              "--max_steps", str(steps), "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
+              "--max_steps", str(steps), "--early_stopping_patience", "0", "--save_strategy", "no",
+              "--report_to", "none", "--disable_tqdm", "true",
               "--overwrite_output_dir", "true", *options], folder + ".log")
     return _results(folder)["metrics"]
 

@@ -24,6 +24,7 @@ TINY_SIZES = dict(
     uniformity_loss_weight=0.0,
     num_attention_heads=4,
     dropout=0.0,
+    attention_probs_dropout_prob=0.0,
 )
 
 

@@ -319,3 +319,79 @@ def test_batched_impression_metrics_equal_the_per_impression_functions():
     news = make_news_compute_metrics(ks=(5, 10))((padded_scores, padded_labels))
     assert news["mrr"] == pytest.approx(metrics["mrr"]) and news["ndcg@10"] == pytest.approx(metrics["ndcg@10"])
     assert news["num_impressions"] == len(nonempty)
+
+
+# ----------------------------------------------------------------------------------------------
+# attention-probability dropout and the fused kernel
+# ----------------------------------------------------------------------------------------------
+ATTENTION_PRESETS = ["nrms", "bert4rec", "sasrec"]
+
+
+def _pretraining_loss_and_grads(model, config, flash_only: bool):
+    """One training-mode forward + backward of UserBertForPreTraining: (loss, gradients). ``flash_only`` allows
+    only PyTorch's fused flash kernel for scaled_dot_product_attention (it raises when that kernel cannot run)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    batch = _batch(config, [16, 12, 5, 9])
+    masked = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
+    masked[:, 1] = True
+    candidates = torch.randint(
+        1, batch["behavior_index"].max() + 1, (int(masked.sum()), 5), generator=torch.Generator().manual_seed(3)
+    )
+    backends = [SDPBackend.FLASH_ATTENTION] if flash_only else [SDPBackend.MATH]
+    model.zero_grad()
+    torch.manual_seed(1)
+    with sdpa_kernel(backends):
+        loss = model(**batch, masked_positions=masked, mbp_candidate_index=candidates).loss
+        loss.backward()
+    return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("preset", ATTENTION_PRESETS)
+def test_training_without_attention_dropout_runs_the_fused_kernel_with_the_unfused_results(tiny_config, preset):
+    """attention_probs_dropout_prob=0: a training step runs with only the fused flash kernel allowed and gives the
+    loss and gradients of the unfused math path; with attention dropout on, the fused kernel cannot run on CPU."""
+    config = tiny_config(preset, num_hidden_layers=2, attention_probs_dropout_prob=0.0)  # dropout 0 (tiny config)
+    torch.manual_seed(0)
+    model = _randomize(UserBertForPreTraining(config)).train()
+    fused_loss, fused_grads = _pretraining_loss_and_grads(model, config, flash_only=True)
+    math_loss, math_grads = _pretraining_loss_and_grads(model, config, flash_only=False)
+    torch.testing.assert_close(fused_loss, math_loss, atol=ATOL, rtol=1e-5)
+    assert len(fused_grads) == len(math_grads) > 0
+    for fused, math in zip(fused_grads, math_grads):
+        torch.testing.assert_close(fused, math, atol=1e-4, rtol=1e-4)
+
+    dropping = UserBertForPreTraining(tiny_config(preset, num_hidden_layers=2, attention_probs_dropout_prob=0.2))
+    dropping.load_state_dict(model.state_dict())
+    with pytest.raises(RuntimeError, match="No available kernel"):
+        _pretraining_loss_and_grads(dropping.train(), config, flash_only=True)
+
+
+@pytest.mark.parametrize("preset", ATTENTION_PRESETS)
+def test_attention_probs_dropout_acts_only_in_training(tiny_config, preset):
+    """Same weights, attention dropout 0 or 0.2: equal outputs in eval; in training (every other dropout 0) the
+    model with 0 is deterministic and equals eval, the one with 0.2 is not."""
+    batch = _batch(tiny_config(preset), [16, 3, 1, 9])
+    models = {}
+    for p in (0.0, 0.2):
+        torch.manual_seed(0)
+        models[p] = _randomize(UserBertModel(tiny_config(preset, num_hidden_layers=2, attention_probs_dropout_prob=p)))
+    models[0.2].load_state_dict(models[0.0].state_dict())
+    with torch.no_grad():
+        evaluated = {p: m.eval()(**batch).user_embedding for p, m in models.items()}
+        trained = {p: m.train()(**batch).user_embedding for p, m in models.items()}
+    torch.testing.assert_close(evaluated[0.0], evaluated[0.2], atol=ATOL, rtol=1e-5)
+    torch.testing.assert_close(trained[0.0], evaluated[0.0], atol=ATOL, rtol=1e-5)
+    assert not torch.allclose(trained[0.2], evaluated[0.2], atol=1e-3)
+
+
+def test_presets_set_attention_probs_dropout_from_their_reference_implementations():
+    """NRMS (dropout on embeddings and attention outputs only) and the models without self-attention: 0; the
+    BERT4Rec and SASRec reference implementations drop attention probabilities (0.2)."""
+    values = {name: UserBertConfig.from_preset(name).attention_probs_dropout_prob for name in PRESETS}
+    assert values == {"nrms": 0.0, "naml": 0.0, "lstur": 0.0, "gru4rec": 0.0, "nativectr": 0.0,
+                      "bert4rec": 0.2, "sasrec": 0.2}
+    assert UserBertConfig().attention_probs_dropout_prob == 0.0
+    assert UserBertConfig.from_preset("nrms", attention_probs_dropout_prob=0.2).attention_probs_dropout_prob == 0.2
+    with pytest.raises(Exception, match="attention_probs_dropout_prob"):
+        UserBertConfig(attention_probs_dropout_prob=1.0)

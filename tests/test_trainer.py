@@ -25,6 +25,7 @@ def make_trainer(movielens, output_dir, objective="userbert", preset="bert4rec",
     config = UserBertConfig.from_preset(
         preset, behavior_vocab_size=len(movielens.vocabulary), hidden_size=32, intermediate_size=64,
         num_attention_heads=2, max_behaviors=MAX_BEHAVIORS, pretraining_objective=objective, dropout=dropout,
+        attention_probs_dropout_prob=dropout,  # dropout 0: deterministic steps (bert4rec drops attention probs)
         uniformity_loss_weight=uniformity_loss_weight,
     )
     torch.manual_seed(model_seed)

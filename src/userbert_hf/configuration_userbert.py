@@ -31,6 +31,12 @@ MAX_LAYERS = 128
 
 # Presets for the user models evaluated in the paper. Each maps a published user model onto the
 # behaviour encoder / context encoder / aggregator framework of Section 3.1.
+# Attention-probability dropout (``attention_probs_dropout_prob``) follows each reference implementation: NRMS
+# applies dropout to word embeddings and attention outputs, not to attention probabilities, and NAML, LSTUR,
+# GRU4Rec and NativeCTR have no self-attention, so they keep the default 0 (which also lets training use the fused
+# scaled_dot_product_attention kernel). BERT4Rec (its BERT config: attention_probs_dropout_prob 0.2) and SASRec
+# (its multihead_attention drops the softmax weights at the model's dropout rate, 0.2 on MovieLens-1M) do apply
+# it, so their presets set 0.2, the value of their papers' settings that matches our ``dropout``.
 PRESETS: dict[str, dict] = {
     # NRMS (Wu et al. 2019c): titles -> word multi-head self-attention + additive attention;
     # behaviours -> multi-head self-attention; attentive pooling.
@@ -60,14 +66,14 @@ PRESETS: dict[str, dict] = {
     # the user embedding is the mean of contextual states.
     "bert4rec": dict(
         behavior_type="id", context_encoder="transformer", aggregator="mean", num_hidden_layers=2,
-        num_attention_heads=4,
+        num_attention_heads=4, attention_probs_dropout_prob=0.2,
     ),
     # SASRec (Kang & McAuley 2018): ID + position embeddings; causal (left-to-right) Transformer; the user
     # embedding is the state at the last behaviour. Causal with a "last" aggregator, its state at each position
     # is the user embedding of that prefix, so next-item training covers every prefix in one pass.
     "sasrec": dict(
         behavior_type="id", context_encoder="transformer", causal_attention=True, aggregator="last",
-        num_hidden_layers=2, num_attention_heads=2,
+        num_hidden_layers=2, num_attention_heads=2, attention_probs_dropout_prob=0.2,
     ),
 }
 
@@ -132,6 +138,10 @@ class UserBertConfig(PreTrainedConfig):
     num_attention_heads: int = 16
     intermediate_size: int = 512  # feed-forward size of "transformer" layers
     dropout: float = 0.2
+    # Dropout on the attention probabilities of self-attention / Transformer encoders (transformers' name). 0 (the
+    # default, as in NRMS) lets training use PyTorch's fused scaled_dot_product_attention kernel; setting it to
+    # ``dropout`` gives the behaviour of models saved before this field existed, which applied ``dropout`` there.
+    attention_probs_dropout_prob: float = 0.0
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0  # behaviour padding id (and word padding id)
@@ -207,6 +217,10 @@ class UserBertConfig(PreTrainedConfig):
             raise ValueError(f"UserBertConfig.cnn_window_size={self.cnn_window_size} must be odd")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"UserBertConfig.dropout={self.dropout} must be in [0, 1)")
+        if not 0.0 <= self.attention_probs_dropout_prob < 1.0:
+            raise ValueError(
+                f"UserBertConfig.attention_probs_dropout_prob={self.attention_probs_dropout_prob} must be in [0, 1)"
+            )
         attention_users = {self.context_encoder} | ({self.text_encoder} if self.behavior_type == "text" else set())
         if attention_users & {"self_attention", "transformer"}:
             if self.hidden_size % self.num_attention_heads:

@@ -41,6 +41,7 @@ from .downstream_data import split_statistics
 from .model_card import build_model_card, example_histories, save_run_results, usage_snippet
 from .output_dir import OutputDirError, claim_output_dir, prepare_output_dir, push_output_dir
 from .pretraining.trainer import validate_training_length
+from .early_stopping import configure_early_stopping, validate_patience
 from .tasks import (  # noqa: F401  (the metric factories stay importable from here)
     TASK_REGISTRY,
     TASKS,
@@ -232,8 +233,25 @@ class FinetuningArguments(TrainingArguments):
                           "run of `userbert finetune` did not write; refused otherwise."},
     )
 
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop when the validation metric (--metric_for_best_model, default the task's primary "
+                  "metric: auc for ctr, ndcg@10 for next_item) has not improved for N evaluations, and keep the best "
+                  "checkpoint; --num_train_epochs / --max_steps is then the upper bound."},
+    )
+    eval_sample_users: int | None = field(
+        default=None,
+        metadata={"help": "Evaluate between checkpoints on a fixed sample of N validation rows (one per user for ctr "
+                  "and next_item) instead of the whole split; the final test always uses the whole test split."},
+    )
+
     def __post_init__(self):
         validate_training_length(self)
+        validate_patience(self.early_stopping_patience)
+        if self.early_stopping_patience and self.eval_strategy == "no":
+            raise ValueError("--early_stopping_patience needs validation evaluations: pass --eval_strategy epoch or steps")
+        if self.eval_sample_users is not None and self.eval_sample_users < 1:
+            raise ValueError(f"--eval_sample_users must be >= 1, got {self.eval_sample_users}")
         super().__post_init__()
 
 
@@ -428,10 +446,19 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     logger.info("%s from %s: %s parameters (%s trainable)", head.__name__, "scratch" if from_scratch else source,
                 f"{model.num_parameters():,}", f"{model.num_parameters(only_trainable=True):,}")
 
-    # 5. Fine-tune with the standard Trainer, evaluating on validation; then evaluate on test.
+    # 5. Fine-tune with the standard Trainer, evaluating on validation (or a fixed sample of it); then evaluate on
+    #    test. With early stopping the best validated checkpoint is loaded before the test.
+    callbacks = configure_early_stopping(training_args, training_args.early_stopping_patience, task_spec.primary_metric)
+    validation_rows = splits["validation"]
+    if training_args.eval_sample_users is not None and len(validation_rows) > training_args.eval_sample_users:
+        # The same rows for every seed and checkpoint (seeded by the user split, not by the fine-tuning seed).
+        validation_rows = validation_rows.shuffle(seed=data_args.split_seed).select(
+            range(training_args.eval_sample_users)
+        )
     trainer = Trainer(
-        model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits["validation"] or None,
+        model=model, args=training_args, train_dataset=splits["train"], eval_dataset=validation_rows or None,
         data_collator=task_spec.collator(catalog, model.config.max_behaviors), compute_metrics=task_compute_metrics(task),
+        callbacks=callbacks,
     )
     if trainer.is_world_process_zero():  # processor and model code first: checkpoint pushes while training load too
         save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
@@ -458,7 +485,8 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             "train_fraction": data_args.train_fraction, "freeze_user_model": model_args.freeze_user_model,
             "split_seed": data_args.split_seed, "seed": training_args.seed,
             "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
-            "max_steps": training_args.max_steps,
+            "max_steps": training_args.max_steps, "early_stopping_patience": training_args.early_stopping_patience,
+            "eval_sample_users": training_args.eval_sample_users, "steps_trained": trainer.state.global_step,
             "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
             "max_behaviors": data_args.max_behaviors,
         }

@@ -59,7 +59,12 @@ class UserBertAdditiveAttention(nn.Module):
 
 
 class UserBertSelfAttention(nn.Module):
-    """Multi-head self-attention with a key padding mask (the NRMS building block), optionally causal."""
+    """Multi-head self-attention with a key padding mask (the NRMS building block), optionally causal.
+
+    ``dropout`` is the dropout on the attention probabilities (``config.attention_probs_dropout_prob``). At 0,
+    training runs PyTorch's fused scaled_dot_product_attention kernel (on CPU the flash kernel); above 0, CPU
+    training falls back to the math path (scores, softmax, a Bernoulli mask, two batched matmuls).
+    """
 
     def __init__(
         self, hidden_size: int, num_heads: int, dropout: float, output_projection: bool = False, causal: bool = False
@@ -82,8 +87,8 @@ class UserBertSelfAttention(nn.Module):
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3H,)
         qkv = F.linear(hidden, weight, bias).view(n, s, 3, self.num_heads, self.head_size)  # (N, S, 3, heads, hs)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (N, heads, S, head_size)
-        # Fused attention (the CPU flash kernel without dropout; PyTorch picks the math path with dropout on CPU
-        # and fused kernels on GPUs). A row whose keys are all padding gives zeros, which callers mask anyway.
+        # Fused attention (the CPU flash kernel without attention dropout; PyTorch picks the math path with
+        # attention dropout on CPU and fused kernels on GPUs). A row whose keys are all padding gives zeros, which callers mask anyway.
         context = F.scaled_dot_product_attention(
             q, k, v, attn_mask=self.attention_mask(mask), dropout_p=self.dropout.p if self.training else 0.0
         )  # (N, heads, S, head_size)
@@ -106,7 +111,8 @@ class UserBertTransformerLayer(nn.Module):
         super().__init__()
         h = config.hidden_size
         self.attention = UserBertSelfAttention(
-            h, config.num_attention_heads, config.dropout, output_projection=True, causal=config.causal_attention
+            h, config.num_attention_heads, config.attention_probs_dropout_prob, output_projection=True,
+            causal=config.causal_attention,
         )
         self.attention_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.feed_forward = nn.Sequential(
@@ -141,7 +147,9 @@ class UserBertTextEncoder(nn.Module):
                 if config.word_embedding_size != config.hidden_size
                 else nn.Identity()
             )
-            self.word_attention = UserBertSelfAttention(config.hidden_size, config.num_attention_heads, config.dropout)
+            self.word_attention = UserBertSelfAttention(
+                config.hidden_size, config.num_attention_heads, config.attention_probs_dropout_prob
+            )
         self.word_pooling = UserBertAdditiveAttention(config.hidden_size, config.attention_query_size)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -214,7 +222,7 @@ class UserBertContextEncoder(nn.Module):
         h = config.hidden_size
         if self.kind == "self_attention":
             self.self_attention = UserBertSelfAttention(
-                h, config.num_attention_heads, config.dropout, causal=config.causal_attention
+                h, config.num_attention_heads, config.attention_probs_dropout_prob, causal=config.causal_attention
             )
         elif self.kind == "transformer":
             self.layers = nn.ModuleList(UserBertTransformerLayer(config) for _ in range(config.num_hidden_layers))

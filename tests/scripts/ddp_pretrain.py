@@ -46,7 +46,8 @@ def main(out_dir: str, batch: int, data_name: str = "movielens", objective: str 
                           with_indices=True)
     config = UserBertConfig.from_preset(
         "bert4rec", behavior_vocab_size=len(data.vocabulary), hidden_size=16, intermediate_size=32,
-        num_attention_heads=2, max_behaviors=30, dropout=0.0, pretraining_objective=objective,
+        num_attention_heads=2, max_behaviors=30, dropout=0.0, attention_probs_dropout_prob=0.0,
+        pretraining_objective=objective,
     )
     torch.manual_seed(0)
     model = UserBertForPreTraining(config)

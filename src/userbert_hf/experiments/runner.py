@@ -212,8 +212,9 @@ class ExperimentRunner:
         settings.update({k: self.spec.task_args[k] for k in SHARED_DATA_ARGS if k in self.spec.task_args})
         max_steps = int(self.spec.pretraining_args.get("max_steps", 200))
         # One checkpoint at the end keeps the whole log history (trainer_state.json) for the curves.
+        # A grid's budget is its max_steps unless it asks for early stopping (pretraining_args or the method).
         settings.update({"save_strategy": "steps", "save_steps": max_steps, "save_total_limit": 1,
-                         "report_to": "none", "disable_tqdm": True})
+                         "report_to": "none", "disable_tqdm": True, "early_stopping_patience": 0})
         settings.update(self.spec.pretraining_args)
         method_settings = dict(self.spec.methods[method] or {})
         method_settings.setdefault("objective", method_objective(method, method_settings))

@@ -33,7 +33,11 @@ pair is (pre-training seed, fine-tuning seed, split, fraction); scratch runs do 
 averages over fine-tuning seeds within each (pre-training seed, split) and tests over those clusters. Without
 the key (older specs: one pre-training seed, ``[0]``) the earlier layout holds: with ``pretrain_per_split: true``
 (default) each method is pre-trained once per split, with the split seed as its seed; with ``false`` once (seed
-= the first split seed), that one model fine-tuned everywhere. Fine-tunings run fraction by fraction in the order of ``label_fractions``, so a grid stopped
+= the first split seed), that one model fine-tuned everywhere. Pre-training runs for ``max_steps`` unless
+``pretraining_args`` set ``early_stopping_patience`` (then it stops on the held-out k-NN probe); fine-tuning cells
+stop early with e.g. ``finetuning_args: {num_train_epochs: 40, eval_strategy: epoch, early_stopping_patience: 3,
+eval_sample_users: 2000}`` (the best validated checkpoint is kept; evaluations between checkpoints rank a fixed
+sample of validation users). Fine-tunings run fraction by fraction in the order of ``label_fractions``, so a grid stopped
 early has every pair of the first fractions.
 """
 
