@@ -148,3 +148,27 @@ def test_options_are_validated_by_name(tmp_path):
         UserBertTrainingArguments(output_dir=str(tmp_path), bsm_positive="halves")
     args = UserBertTrainingArguments(output_dir=str(tmp_path), bsm_positive="balanced", hard_negative_fraction=0.5)
     assert args.hard_negative_fraction == 0.5
+
+
+def test_balanced_bsm_positive_halves_each_history(movielens):
+    from userbert_hf.collation import UserBertPretrainingCollator
+    from userbert_hf.pretraining.objectives import OBJECTIVES, ObjectiveSettings
+
+    users = movielens.users.add_column("user_index", list(range(len(movielens.users))))
+    batch = UserBertPretrainingCollator(100)([users[i] for i in range(48)])
+    lengths = batch["attention_mask"].sum(1)
+    gaps = {}
+    for positive in ("period", "balanced"):
+        prepared = OBJECTIVES["userbert"](ObjectiveSettings(seed=1, bsm_positive=positive), BehaviorCatalog(20_000)).prepare(batch, step=3)
+        gaps[positive] = []
+        for row in range(len(lengths)):
+            if not prepared.bsm_valid[row]:
+                continue
+            a_len = int(prepared.attention_mask[row].sum())
+            b_len = int((prepared.positive_ids[row] != 0).sum())
+            assert a_len + b_len == int(lengths[row])
+            expected = choose_balanced_split(batch["timestamps"][row, : int(lengths[row])].numpy(), 2, 2, 0, np.random.default_rng(0))
+            if positive == "balanced" and expected is not None and abs(2 * expected - int(lengths[row])) <= 1:
+                assert a_len == expected or abs(2 * a_len - int(lengths[row])) <= 1  # the middle (a tie at random)
+            gaps[positive].append(abs(a_len - b_len))
+    assert np.mean(gaps["balanced"]) < np.mean(gaps["period"]) / 2  # far more even than a uniform split
