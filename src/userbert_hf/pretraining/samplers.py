@@ -527,15 +527,16 @@ class MediumHardNegativeSampler(NegativeSampler):
             return torch.zeros(0, k, dtype=torch.long)
         target_ids, target_users = target_ids.cpu(), target_users.cpu()
         hard = self.num_hard_behavior_negatives
-        random = self.random_behavior_negatives(target_ids, target_users, step)  # (N, K) fill-ins and random share
         if hard == 0:
-            return random
+            return self.random_behavior_negatives(target_ids, target_users, step)
         target_embeddings = self.encode_behaviors(user_model, target_ids).cpu()
         allowed = self._allowed(target_ids, pool_ids, target_users)
         picks, ok = top_k_by_cosine(target_embeddings, pool_embeddings, allowed, hard)  # (N, hard)
-        # A pool (almost) full of duplicates or own behaviours of the target: top up with random negatives.
-        hard_part = torch.where(ok, pool_ids[picks], random[:, :hard])
-        return torch.cat([hard_part, random[:, hard:]], 1)  # (N, K): hard first, then random
+        negatives = pool_ids[picks]
+        if hard < k or not ok.all():  # the random share, and top-ups where the pool held too few allowed candidates
+            random = self.random_behavior_negatives(target_ids, target_users, step)  # (N, K)
+            negatives = torch.cat([torch.where(ok, negatives, random[:, :hard]), random[:, hard:]], 1)
+        return negatives  # (N, K): hard first, then random
 
     def choose_sequences(self, targets, target_users, allowed, step):
         hard = self.num_hard_sequence_negatives
