@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import TrainingArguments, set_seed
 from transformers.dynamic_module_utils import custom_object_save
 
 from .assets import build_catalog, load_user_model_assets
@@ -38,6 +38,7 @@ from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import split_statistics
+from .finetuning_optim import FinetuningTrainer
 from .model_card import build_model_card, example_histories, save_run_results, usage_snippet
 from .output_dir import OutputDirError, claim_output_dir, prepare_output_dir, push_output_dir
 from .pretraining.trainer import validate_training_length
@@ -244,6 +245,13 @@ class FinetuningArguments(TrainingArguments):
         metadata={"help": "Evaluate between checkpoints on a fixed sample of N validation rows (one per user for ctr "
                   "and next_item) instead of the whole split; the final test always uses the whole test split."},
     )
+    user_model_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the user model's parameters (default: --learning_rate, "
+                                        "which the head keeps)."}
+    )
+    freeze_user_model_steps: int = field(
+        default=0, metadata={"help": "The user model stays fixed for the first N optimizer steps (the head warms up)."}
+    )
 
     def __post_init__(self):
         validate_training_length(self)
@@ -252,6 +260,10 @@ class FinetuningArguments(TrainingArguments):
             raise ValueError("--early_stopping_patience needs validation evaluations: pass --eval_strategy epoch or steps")
         if self.eval_sample_users is not None and self.eval_sample_users < 1:
             raise ValueError(f"--eval_sample_users must be >= 1, got {self.eval_sample_users}")
+        if self.user_model_learning_rate is not None and not self.user_model_learning_rate >= 0:
+            raise ValueError(f"--user_model_learning_rate must be >= 0, got {self.user_model_learning_rate}")
+        if self.freeze_user_model_steps < 0:
+            raise ValueError(f"--freeze_user_model_steps must be >= 0, got {self.freeze_user_model_steps}")
         super().__post_init__()
 
 
@@ -455,10 +467,12 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         validation_rows = validation_rows.shuffle(seed=data_args.split_seed).select(
             range(training_args.eval_sample_users)
         )
-    trainer = Trainer(
+    trainer = FinetuningTrainer(
         model=model, args=training_args, train_dataset=splits["train"], eval_dataset=validation_rows or None,
         data_collator=task_spec.collator(catalog, model.config.max_behaviors), compute_metrics=task_compute_metrics(task),
         callbacks=callbacks,
+        user_model_learning_rate=training_args.user_model_learning_rate,
+        freeze_user_model_steps=training_args.freeze_user_model_steps,
     )
     if trainer.is_world_process_zero():  # processor and model code first: checkpoint pushes while training load too
         save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
@@ -487,6 +501,8 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
             "max_steps": training_args.max_steps, "early_stopping_patience": training_args.early_stopping_patience,
             "eval_sample_users": training_args.eval_sample_users, "steps_trained": trainer.state.global_step,
+            "user_model_learning_rate": training_args.user_model_learning_rate,
+            "freeze_user_model_steps": training_args.freeze_user_model_steps,
             "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
             "max_behaviors": data_args.max_behaviors,
         }

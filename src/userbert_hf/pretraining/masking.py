@@ -76,6 +76,21 @@ def choose_period_split(
     return int(rng.choice(valid)) if len(valid) else None
 
 
+def choose_balanced_split(timestamps: np.ndarray, min_first: int, min_second: int, gap: int, rng: np.random.Generator) -> int | None:
+    """As :func:`choose_period_split`, but the valid split nearest the middle (A and B of about n / 2 behaviours
+    each, ties broken at random): a short history is not cut into a 2-behaviour A or B."""
+    n = len(timestamps)
+    candidates = np.arange(max(min_first, 1), n - min_second + 1)
+    if len(candidates) == 0:
+        return None
+    ts = np.asarray(timestamps, dtype=np.int64)
+    valid = candidates[(ts[candidates] - ts[candidates - 1]) > gap]
+    if not len(valid):
+        return None
+    distance = np.abs(2 * valid - n)
+    return int(rng.choice(valid[distance == distance.min()]))
+
+
 def crop_view(seq: list, ratio: float, rng: np.random.Generator) -> tuple[list, list]:
     """CL4SRec crop: a random contiguous sub-sequence of ``max(1, floor(ratio * n))`` behaviours."""
     n = len(seq)

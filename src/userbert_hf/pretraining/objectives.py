@@ -18,6 +18,7 @@ from ..collation import BehaviorCatalog, build_behavior_table, pad_sequences
 from .batch import PretrainingBatch
 from .masking import (
     RandomStream,
+    choose_balanced_split,
     choose_masked_positions,
     choose_period_split,
     crop_view,
@@ -128,7 +129,8 @@ class UserBertObjective(PretrainingObjective):
         a_seqs, b_seqs, a_times, masked, valid, windows = [], [], [], [], [], []
         excluded = {"bsm_excluded_users": 0, "mbp_excluded_users": 0}
         for user, seq, ts in _rows(batch):
-            split = choose_period_split(
+            choose = choose_balanced_split if s.bsm_positive == "balanced" else choose_period_split
+            split = choose(
                 ts, s.bsm_min_behaviors, s.bsm_min_behaviors, s.bsm_gap, user_rng(s.seed, step, user, RandomStream.PERIOD_SPLIT)
             )
             if split is None:
@@ -322,6 +324,9 @@ def build_objective(name: str, args, config, catalog: BehaviorCatalog, users) ->
             num_sequence_negatives=args.num_sequence_negatives, min_crop_behaviors=args.bsm_min_behaviors,
             max_crop_behaviors=config.max_behaviors, seed=args.seed,
             behavior_table_interval=args.behavior_table_interval,
+            behavior_pool_fraction=getattr(args, "behavior_pool_fraction", None),
+            exclude_own_behaviors=getattr(args, "exclude_own_behaviors", False),
+            hard_negative_fraction=getattr(args, "hard_negative_fraction", 1.0),
         )
     return OBJECTIVES[name](settings, catalog, sampler)
 

@@ -10,6 +10,12 @@
 * :class:`HardestNegativeSampler`: top-K over the whole behaviour set (re-encoded every
   ``behavior_table_interval`` steps) and top-P over a ten times larger sequence pool.
 
+Options for small catalogues (the paper draws m = 1,000 from millions of news; on a catalogue of 10k items the
+same m makes the top-K far harder, and many of them are true positives): ``behavior_pool_fraction`` sizes the
+behaviour pool as a share of the catalogue; ``exclude_own_behaviors`` keeps every behaviour of the target's user
+out of its MBP negatives (random and hard ones); ``hard_negative_fraction`` makes only that share of the K (and P)
+negatives hard, the rest uniformly random.
+
 Randomness: pools come from ``step_generator(seed, step, stream)`` (the same on every rank); every per-target
 draw from ``user_rng(seed, step, user, stream)``, so the negatives of a user do not depend on which micro-batch or
 rank it lands in. Every collective (the sharded pool encodings) is entered by every rank on every call, whatever
@@ -98,6 +104,12 @@ class NegativeSampler:
         max_crop_behaviors: longest cropped candidate sequence (the model's ``max_behaviors``).
         seed: base seed.
         encode_batch_size: behaviours / sequences encoded per forward when building pools.
+        behavior_pool_fraction: when set, m = round(fraction x catalogue size) (at least K), replacing
+            ``behavior_pool_size``.
+        exclude_own_behaviors: MBP negatives are never one of the target user's own behaviours (needs ``users``).
+        hard_negative_fraction: share of the K behaviour and P sequence negatives chosen hard (top by cosine);
+            the rest are uniformly random (1.0: all hard, the paper). Only the medium-hard and hardest samplers
+            choose hard negatives.
     """
 
     name = "base"
@@ -117,6 +129,9 @@ class NegativeSampler:
         max_crop_behaviors: int | None = None,
         seed: int = 42,
         encode_batch_size: int = 1024,
+        behavior_pool_fraction: float | None = None,
+        exclude_own_behaviors: bool = False,
+        hard_negative_fraction: float = 1.0,
     ):
         if num_behavior_negatives < 1 or num_sequence_negatives < 1:
             raise ValueError("num_behavior_negatives and num_sequence_negatives must be >= 1")
@@ -126,9 +141,20 @@ class NegativeSampler:
             )
         if sequence_pool_interval < 1 or behavior_pool_size < 1 or sequence_pool_size < 1:
             raise ValueError("pool sizes and sequence_pool_interval must be >= 1")
+        if behavior_pool_fraction is not None and not 0 < behavior_pool_fraction <= 1:
+            raise ValueError(f"behavior_pool_fraction must be in (0, 1], got {behavior_pool_fraction}")
+        if not 0 <= hard_negative_fraction <= 1:
+            raise ValueError(f"hard_negative_fraction must be in [0, 1], got {hard_negative_fraction}")
+        if exclude_own_behaviors and users is None:
+            raise ValueError("exclude_own_behaviors needs the users' behaviours (pass users)")
         self.catalog = catalog
         self.users = users
+        if behavior_pool_fraction is not None:
+            behavior_pool_size = max(num_behavior_negatives, round(behavior_pool_fraction * (catalog.num_behaviors - 1)))
         self.behavior_pool_size = min(behavior_pool_size, catalog.num_behaviors - 1)
+        self.behavior_pool_fraction = behavior_pool_fraction
+        self.exclude_own_behaviors = exclude_own_behaviors
+        self.hard_negative_fraction = hard_negative_fraction
         self.sequence_pool_size = sequence_pool_size
         self.sequence_pool_interval = sequence_pool_interval
         self.num_behavior_negatives = num_behavior_negatives
@@ -138,7 +164,10 @@ class NegativeSampler:
         self.seed = seed
         self.encode_batch_size = encode_batch_size
         self.sequence_pool: SequencePool | None = None
-        self.counters = {"sequence_pool_refreshes": 0, "bsm_fallback_negatives": 0, "bsm_targets_without_negatives": 0}
+        self.counters = {
+            "sequence_pool_refreshes": 0, "bsm_fallback_negatives": 0, "bsm_targets_without_negatives": 0,
+            "mbp_own_negatives_kept": 0,
+        }
 
     @property
     def strategy(self) -> str:
@@ -216,8 +245,37 @@ class NegativeSampler:
             return torch.randperm(num, generator=g)[: self.behavior_pool_size] + 1
         return torch.randint(1, num + 1, (self.behavior_pool_size,), generator=g)
 
-    def _allowed(self, target_ids: torch.Tensor, pool_ids: torch.Tensor) -> torch.Tensor:
-        return ~self.catalog.identical(target_ids[:, None].cpu(), pool_ids[None, :].cpu())
+    def own_behaviors(self, user: int) -> torch.Tensor:
+        """All behaviour ids (n,) of dataset row ``user``."""
+        return torch.as_tensor(np.asarray(self.users[int(user)]["behavior_ids"], dtype=np.int64))
+
+    def _own(self, candidates: torch.Tensor, target_users: torch.Tensor) -> torch.Tensor:
+        """(N, C) whether candidate ``candidates[n, c]`` (or candidates (C,) shared by all rows) is a behaviour of
+        the user ``target_users[n]``; all False unless ``exclude_own_behaviors``."""
+        shape = (len(target_users), candidates.shape[-1])
+        own = torch.zeros(shape, dtype=torch.bool)
+        if not self.exclude_own_behaviors:
+            return own
+        candidates = candidates.cpu().expand(shape)
+        for user in torch.unique(target_users.cpu()).tolist():
+            rows = (target_users.cpu() == user).nonzero(as_tuple=True)[0]
+            own[rows] = torch.isin(candidates[rows], self.own_behaviors(user))
+        return own
+
+    def _allowed(self, target_ids: torch.Tensor, pool_ids: torch.Tensor, target_users: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C) candidates that may be negatives: not identical to the target, not the user's own (if set)."""
+        allowed = ~self.catalog.identical(target_ids[:, None].cpu(), pool_ids[None, :].cpu())
+        if target_users is not None:
+            allowed &= ~self._own(pool_ids, target_users)
+        return allowed
+
+    @property
+    def num_hard_behavior_negatives(self) -> int:
+        return round(self.hard_negative_fraction * self.num_behavior_negatives)
+
+    @property
+    def num_hard_sequence_negatives(self) -> int:
+        return round(self.hard_negative_fraction * self.num_sequence_negatives)
 
     def random_behavior_negatives(
         self, target_ids: torch.Tensor, target_users: torch.Tensor, step: int,
@@ -232,13 +290,18 @@ class NegativeSampler:
             rows = (target_users == user).nonzero(as_tuple=True)[0]  # this user's targets, in order
             rng = user_rng(self.seed, step, user, stream)
             draws = torch.from_numpy(rng.integers(1, num + 1, size=(len(rows), k)))
+            own = self.own_behaviors(user) if self.exclude_own_behaviors else None
             for _ in range(100):
                 bad = self.catalog.identical(target_ids[rows][:, None], draws)  # (n, k)
+                if own is not None:
+                    bad |= torch.isin(draws, own)
                 if not bad.any():
                     break
                 draws[bad] = torch.from_numpy(rng.integers(1, num + 1, size=int(bad.sum())))
             else:
-                raise RuntimeError("could not draw negatives different from their targets (is every behaviour identical?)")
+                if own is None or self.catalog.identical(target_ids[rows][:, None], draws).any():
+                    raise RuntimeError("could not draw negatives different from their targets (is every behaviour identical?)")
+                self.counters["mbp_own_negatives_kept"] += int(torch.isin(draws, own).sum())  # a user of almost every behaviour
             out[rows] = draws
         return out
 
@@ -430,12 +493,12 @@ class RandomNegativeSampler(NegativeSampler):
     def behavior_negatives(self, user_model, target_ids, target_users, step):
         return self.random_behavior_negatives(target_ids, target_users, step)
 
-    def choose_sequences(self, targets, target_users, allowed, step):
+    def choose_sequences(self, targets, target_users, allowed, step, count: int | None = None):
         scores = torch.stack([
             torch.from_numpy(user_rng(self.seed, step, int(u), RandomStream.RANDOM_SEQUENCE_NEGATIVES).random(allowed.shape[1]))
             for u in target_users.tolist()
         ])  # (B, u) uniform scores per user
-        return top_k_allowed(scores, allowed, self.num_sequence_negatives)
+        return top_k_allowed(scores, allowed, self.num_sequence_negatives if count is None else count)
 
 
 class MediumHardNegativeSampler(NegativeSampler):
@@ -462,16 +525,29 @@ class MediumHardNegativeSampler(NegativeSampler):
         pool_ids, pool_embeddings = self._behavior_candidates(user_model, step)  # collective: always entered
         if len(target_ids) == 0:
             return torch.zeros(0, k, dtype=torch.long)
-        target_ids = target_ids.cpu()
+        target_ids, target_users = target_ids.cpu(), target_users.cpu()
+        hard = self.num_hard_behavior_negatives
+        if hard == 0:
+            return self.random_behavior_negatives(target_ids, target_users, step)
         target_embeddings = self.encode_behaviors(user_model, target_ids).cpu()
-        picks, ok = top_k_by_cosine(target_embeddings, pool_embeddings, self._allowed(target_ids, pool_ids), k)
+        allowed = self._allowed(target_ids, pool_ids, target_users)
+        picks, ok = top_k_by_cosine(target_embeddings, pool_embeddings, allowed, hard)  # (N, hard)
         negatives = pool_ids[picks]
-        if not ok.all():  # a pool (almost) full of duplicates of the target: top up with random negatives
-            negatives = torch.where(ok, negatives, self.random_behavior_negatives(target_ids, target_users, step))
-        return negatives
+        if hard < k or not ok.all():  # the random share, and top-ups where the pool held too few allowed candidates
+            random = self.random_behavior_negatives(target_ids, target_users, step)  # (N, K)
+            negatives = torch.cat([torch.where(ok, negatives, random[:, :hard]), random[:, hard:]], 1)
+        return negatives  # (N, K): hard first, then random
 
     def choose_sequences(self, targets, target_users, allowed, step):
-        return top_k_by_cosine(targets.cpu(), self.sequence_pool.embeddings, allowed, self.num_sequence_negatives)
+        hard = self.num_hard_sequence_negatives
+        p = self.num_sequence_negatives
+        if hard == p:
+            return top_k_by_cosine(targets.cpu(), self.sequence_pool.embeddings, allowed, p)
+        picks, ok = top_k_by_cosine(targets.cpu(), self.sequence_pool.embeddings, allowed, hard)  # (B, hard)
+        rest = allowed.clone()
+        rest.scatter_(1, picks, rest.gather(1, picks) & ~ok)  # the hard picks are not drawn again
+        random_picks, random_ok = RandomNegativeSampler.choose_sequences(self, targets, target_users, rest, step, p - hard)
+        return torch.cat([picks, random_picks], 1), torch.cat([ok, random_ok], 1)
 
 
 class HardestNegativeSampler(MediumHardNegativeSampler):

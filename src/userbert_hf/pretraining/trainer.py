@@ -20,7 +20,7 @@ from .evaluation import PretrainingEvaluator
 from .objectives import build_objective
 from .samplers import STRATEGIES
 
-BSM_POSITIVES = ("period", "crop")
+BSM_POSITIVES = ("period", "crop", "balanced")
 _LOGGED = (
     "mbp_loss", "bsm_loss", "nbp_loss", "cp_loss", "mbp_accuracy", "bsm_accuracy", "nbp_accuracy", "cp_accuracy",
     "uniformity_loss",
@@ -82,7 +82,18 @@ class UserBertTrainingArguments(TrainingArguments):
         default="period",
         metadata={"choices": list(BSM_POSITIVES),
                   "help": "The BSM positive: 'period' (all of the later period B) or 'crop' (a random-length crop of B "
-                  "starting right after A, so its length varies like the negative crops')."},
+                  "starting right after A, so its length varies like the negative crops') or 'balanced' (A and B "
+                  "split at the valid point nearest the middle: no 2-behaviour A or B on short histories)."},
+    )
+    behavior_pool_fraction: float | None = field(
+        default=None, metadata={"help": "m as a share of the catalogue (e.g. 0.01); replaces --behavior_pool_size."}
+    )
+    exclude_own_behaviors: bool = field(
+        default=False, metadata={"help": "MBP negatives are never one of the user's own behaviours."}
+    )
+    hard_negative_fraction: float = field(
+        default=1.0, metadata={"help": "Share of the K and P negatives chosen hard (medium_hard, hardest); the rest "
+                                       "are uniformly random (paper: 1.0)."}
     )
     behavior_table_interval: int = field(
         default=50, metadata={"help": "'hardest' sampling: steps between re-encodings of the whole behaviour set."}
@@ -110,6 +121,10 @@ class UserBertTrainingArguments(TrainingArguments):
         for name, allowed in (("negative_sampling", STRATEGIES), ("bsm_positive", BSM_POSITIVES)):
             if getattr(self, name, allowed[0]) not in allowed:
                 raise ValueError(f"--{name} {getattr(self, name)!r} is not one of {list(allowed)}")
+        if self.behavior_pool_fraction is not None and not 0 < self.behavior_pool_fraction <= 1:
+            raise ValueError(f"--behavior_pool_fraction must be in (0, 1], got {self.behavior_pool_fraction}")
+        if not 0 <= self.hard_negative_fraction <= 1:
+            raise ValueError(f"--hard_negative_fraction must be in [0, 1], got {self.hard_negative_fraction}")
         if not 0 < self.mask_ratio <= 1:
             raise ValueError(f"--mask_ratio must be in (0, 1], got {self.mask_ratio}")
         if self.behavior_pool_size < self.num_behavior_negatives:
