@@ -76,11 +76,11 @@ def load_user_model_assets(name_or_path: str, config) -> tuple[BehaviorVocabular
     vocabulary.freeze()
     tokenizer = None
     if config.behavior_type == "plm":  # the language model's own tokenizer, saved with the processor
-        from transformers import AutoTokenizer
+        from transformers import PreTrainedTokenizerFast
 
-        resolve_model_file(name_or_path, "tokenizer.json")
-        tokenizer_file = resolve_model_file(name_or_path, "tokenizer_config.json")
-        tokenizer = AutoTokenizer.from_pretrained(str(Path(tokenizer_file).parent))
+        resolve_model_file(name_or_path, "tokenizer_config.json")
+        tokenizer_file = resolve_model_file(name_or_path, "tokenizer.json")
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(Path(tokenizer_file).parent))
     elif config.behavior_type == "text":
         from transformers import PreTrainedTokenizerFast
 

@@ -222,14 +222,12 @@ class UserBertProcessor(PushToHubMixin):
         vocabulary = BehaviorVocabulary.load(vocab_file)
         vocabulary.freeze()
         tokenizer = None
-        if settings.get("behavior_type", "id") == "text":
+        if settings.get("behavior_type", "id") in ("text", "plm"):  # plm: the language model's own tokenizer
             from transformers import PreTrainedTokenizerFast
 
+            # Read from tokenizer.json, not through AutoTokenizer: that would read the folder's config.json (a
+            # UserBERT model) and ask to trust remote code again.
             tokenizer = PreTrainedTokenizerFast.from_pretrained(name, **hub_kwargs)
-        elif settings.get("behavior_type") == "plm":  # the language model's own tokenizer, saved beside
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(name, **hub_kwargs)
         return cls(vocabulary, tokenizer, max_behaviors=settings.get("max_behaviors", 100),
                    max_words=settings.get("max_words", 30), behavior_type=settings.get("behavior_type"))
 
