@@ -206,3 +206,22 @@ def test_pretrain_and_finetune_jobs_with_cached_vectors_and_loading_without_the_
         expected = local(**processor(users)).user_embedding
     torch.testing.assert_close(torch.tensor(remote["plm"]["embedding"]), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.tensor(remote["plm"]["encode"]), expected, atol=1e-5, rtol=0)
+
+
+def test_plm_usage_errors_name_the_option(capsys):
+    """Usage errors exit 2 naming the option: --behavior_type plm without a language model; the PLM options on a
+    pre-trained model (which keeps its own behaviour encoder); a path that is no transformers encoder."""
+    from userbert_hf.finetuning_job import parse_args as finetune_args
+    from userbert_hf.pretraining_job import parse_args as pretrain_args
+
+    cases = [
+        (pretrain_args, ["--behavior_type", "plm"], "--behavior_type plm needs --plm_name_or_path"),
+        (finetune_args, ["--model_name_or_path", "outputs/some-model", "--behavior_type", "plm"],
+         "keeps its own behaviour encoder"),
+        (pretrain_args, ["--behavior_type", "plm", "--plm_name_or_path", "/nonexistent/plm"],
+         "--plm_name_or_path /nonexistent/plm: not a transformers encoder"),
+    ]
+    for parse, argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            parse(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err, argv

@@ -196,6 +196,9 @@ class FinetuningModelArguments:
                      "matching_temperature"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(pretraining, name))
+        if not is_preset(self.model_name_or_path) and (self.behavior_type or self.plm_name_or_path):
+            raise ValueError("--behavior_type and --plm_name_or_path build a model from scratch (with a preset as "
+                             f"--model_name_or_path); {self.model_name_or_path} keeps its own behaviour encoder")
         if is_preset(self.model_name_or_path):  # from scratch: every invalid size is reported now, by option
             PretrainingModelArguments(
                 preset=self.model_name_or_path.lower(), hidden_size=self.hidden_size, dropout=self.dropout,
