@@ -157,6 +157,7 @@ def _small_movielens(folder: Path, movies: int = 60, users: int = 40) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_pretrain_and_finetune_jobs_with_cached_vectors_and_loading_without_the_package(minilm, tmp_path, caplog,
                                                                                        monkeypatch):
     """``userbert pretrain --behavior_type plm`` then ``userbert finetune`` on MovieLens titles + genres: fine-tuning
@@ -171,6 +172,9 @@ def test_pretrain_and_finetune_jobs_with_cached_vectors_and_loading_without_the_
     data, cache = _small_movielens(tmp_path / "ml"), tmp_path / "cache"
     quick = ["--per_device_train_batch_size", "8", "--logging_steps", "1", "--disable_tqdm", "true", "--report_to",
              "none", "--use_cpu", "true", "--seed", "0"]
+    calls = []  # rows of each language-model call (the encoder is only ever run through pool)
+    original = UserBertPlmEncoder.pool
+    monkeypatch.setattr(UserBertPlmEncoder, "pool", lambda self, ids: calls.append(len(ids)) or original(self, ids))
     pretrained = tmp_path / "pretrained"
     metrics = pretrain(["--data", str(data), "--behavior_type", "plm", "--plm_name_or_path", minilm, "--plm_cache_dir",
                         str(cache), "--hidden_size", "16", "--attention_query_size", "8", "--num_attention_heads", "2",
@@ -181,10 +185,9 @@ def test_pretrain_and_finetune_jobs_with_cached_vectors_and_loading_without_the_
     config = json.loads((pretrained / "config.json").read_text())
     assert config["behavior_type"] == "plm" and config["plm_config"]["model_type"] == "bert"
     assert (pretrained / "tokenizer.json").is_file() and len(list(cache.rglob("*.safetensors"))) == 1
-
-    calls = []
-    original = UserBertPlmEncoder.pool
-    monkeypatch.setattr(UserBertPlmEncoder, "pool", lambda self, ids: calls.append(len(ids)) or original(self, ids))
+    # Each title went through the language model once (the cache build); batches and pools read the cache.
+    assert sum(calls) == len(BehaviorVocabulary.load(str(pretrained))) - 1
+    calls.clear()
     finetuned = tmp_path / "ctr"
     with caplog.at_level(logging.INFO, logger="userbert_hf.plm_cache"):
         results = finetune(["--task", "ctr", "--data", str(data), "--model_name_or_path", str(pretrained),
@@ -201,9 +204,12 @@ def test_pretrain_and_finetune_jobs_with_cached_vectors_and_loading_without_the_
     local = UserBertModel.from_pretrained(str(pretrained)).eval()
     processor = UserBertProcessor.from_pretrained(str(pretrained))
     assert processor.behavior_type == "plm"
-    attach_plm_cache(local, processor.catalog, str(cache), show_progress_bar=False)
+    attach_plm_cache(local, processor.catalog, str(cache), show_progress_bar=False)  # the file pre-training wrote
     with torch.no_grad():
         expected = local(**processor(users)).user_embedding
+    local_encode = local.encode(users, processor=processor, convert_to_tensor=True)
+    assert calls == []  # the saved tokenizer gives the same token rows: encode() reads the cache too
+    torch.testing.assert_close(local_encode, expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(torch.tensor(remote["plm"]["embedding"]), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.tensor(remote["plm"]["encode"]), expected, atol=1e-5, rtol=0)
 
