@@ -74,7 +74,8 @@ def test_pooled_vectors_equal_sentence_transformers(minilm):
 
 def test_read_plm_pooling_cls_and_unsupported(tmp_path):
     (tmp_path / "1_Pooling").mkdir()
-    (tmp_path / "modules.json").write_text(json.dumps([{"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    modules = [{"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
     pooling = tmp_path / "1_Pooling" / "config.json"
     pooling.write_text(json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
     assert read_plm_pooling(str(tmp_path)) == "cls"
@@ -89,8 +90,10 @@ def test_plm_trainable_layers_choose_what_learns(minilm):
     learning = {}
     for layers in (0, 2, -1):
         encoder = UserBertPlmEncoder(UserBertConfig(hidden_size=16, **plm_config_fields(minilm, layers))).train()
-        learning[layers] = {n.split(".")[1] + (".layer." + n.split(".layer.")[1].split(".")[0] if ".layer." in n else "")
-                            for n, p in encoder.named_parameters() if p.requires_grad and n.startswith("plm.")}
+        names = [n.split(".", 1)[1] for n, p in encoder.named_parameters() if p.requires_grad and n.startswith("plm.")]
+        # "embeddings", "encoder.layer.4", "pooler": the module each learning parameter belongs to
+        learning[layers] = {".".join(n.split(".")[:3]) if n.startswith("encoder.layer.") else n.split(".")[0]
+                            for n in names}
         assert encoder.projection.weight.requires_grad
         assert encoder.plm.training is (layers != 0)
     assert learning[0] == set()

@@ -54,7 +54,9 @@ class BehaviorCatalog:
         return self.token_ids is not None
 
     @classmethod
-    def from_vocabulary(cls, vocabulary, tokenizer=None, max_words: int = 30, behavior_type: str = "text") -> "BehaviorCatalog":
+    def from_vocabulary(
+        cls, vocabulary, tokenizer=None, max_words: int = 30, behavior_type: str = "text"
+    ) -> "BehaviorCatalog":
         """Catalog of a ``BehaviorVocabulary``; with a tokenizer, behaviour texts become word ids (or, for
         ``behavior_type="plm"``, the language model's token ids shifted by one, see ``plm_encoder.py``)."""
         if tokenizer is None:

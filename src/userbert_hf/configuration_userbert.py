@@ -163,7 +163,7 @@ class UserBertConfig(PreTrainedConfig):
     # (its weights are in the user model's model.safetensors); plm_name_or_path only records where it came from.
     plm_name_or_path: str | None = None
     plm_config: dict | None = None
-    plm_pooling: str = "mean"  # "mean" over tokens or the "cls" state, as the encoder's sentence-transformers folder says
+    plm_pooling: str = "mean"  # "mean" over tokens or the "cls" state, as the sentence-transformers folder says
     plm_trainable_layers: int = 0  # 0: frozen (vectors cacheable); k: the top k layers learn; -1: all of it
 
     # ----- validation (run at construction by @strict) -----

@@ -174,7 +174,8 @@ class FinetuningModelArguments:
     )
     behavior_type: str | None = field(
         default=None, metadata={"help": "From scratch: 'plm' reads behaviour texts with a pre-trained language model "
-                                        "(--plm_name_or_path; docs/plm.md); default: the preset's.", "choices": ["plm"]},
+                                        "(--plm_name_or_path; docs/plm.md); default: the preset's.",
+                                "choices": ["plm"]},
     )
     plm_name_or_path: str | None = field(
         default=None, metadata={"help": "From scratch with --behavior_type plm: the language model (folder or Hub id)."}

@@ -207,7 +207,8 @@ class UserBertPlmEncoder(nn.Module):
         if not self.frozen:
             raise ValueError("cached PLM vectors need a frozen encoder (plm_trainable_layers=0)")
         if token_ids.shape[0] != vectors.shape[0] or vectors.shape[-1] != self.plm.config.hidden_size:
-            raise ValueError(f"cache shapes do not fit: token ids {tuple(token_ids.shape)}, vectors {tuple(vectors.shape)}")
+            raise ValueError(f"cache shapes do not fit: token ids {tuple(token_ids.shape)}, "
+                             f"vectors {tuple(vectors.shape)}")
         hashes = _row_hashes(token_ids)
         hashes, order = torch.sort(hashes)
         self._cache = (hashes, order, token_ids, vectors)
