@@ -75,7 +75,13 @@ def load_user_model_assets(name_or_path: str, config) -> tuple[BehaviorVocabular
         )
     vocabulary.freeze()
     tokenizer = None
-    if config.behavior_type == "text":
+    if config.behavior_type == "plm":  # the language model's own tokenizer, saved with the processor
+        from transformers import PreTrainedTokenizerFast
+
+        resolve_model_file(name_or_path, "tokenizer_config.json")
+        tokenizer_file = resolve_model_file(name_or_path, "tokenizer.json")
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(Path(tokenizer_file).parent))
+    elif config.behavior_type == "text":
         from transformers import PreTrainedTokenizerFast
 
         from .tokenization_userbert import check_tokenizer_matches
@@ -91,10 +97,10 @@ def load_user_model_assets(name_or_path: str, config) -> tuple[BehaviorVocabular
 
 def build_catalog(vocabulary: BehaviorVocabulary, config, tokenizer=None) -> BehaviorCatalog:
     """The ``BehaviorCatalog`` of a vocabulary for a model config (word ids for text behaviours)."""
-    if config.behavior_type == "text":
+    if config.behavior_type in ("text", "plm"):
         if tokenizer is None:
-            raise ValueError("text behaviours need the word tokenizer saved with the model")
-        return BehaviorCatalog.from_vocabulary(vocabulary, tokenizer, config.max_words)
+            raise ValueError(f"{config.behavior_type} behaviours need the tokenizer saved with the model")
+        return BehaviorCatalog.from_vocabulary(vocabulary, tokenizer, config.max_words, config.behavior_type)
     return BehaviorCatalog(len(vocabulary))
 
 

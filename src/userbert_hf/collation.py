@@ -54,10 +54,17 @@ class BehaviorCatalog:
         return self.token_ids is not None
 
     @classmethod
-    def from_vocabulary(cls, vocabulary, tokenizer=None, max_words: int = 30) -> "BehaviorCatalog":
-        """Catalog of a ``BehaviorVocabulary``; with a tokenizer, behaviour texts become word ids."""
+    def from_vocabulary(
+        cls, vocabulary, tokenizer=None, max_words: int = 30, behavior_type: str = "text"
+    ) -> "BehaviorCatalog":
+        """Catalog of a ``BehaviorVocabulary``; with a tokenizer, behaviour texts become word ids (or, for
+        ``behavior_type="plm"``, the language model's token ids shifted by one, see ``plm_encoder.py``)."""
         if tokenizer is None:
             return cls(len(vocabulary))
+        if behavior_type == "plm":
+            from .plm_encoder import encode_plm_texts
+
+            return cls(len(vocabulary), encode_plm_texts(tokenizer, list(vocabulary.texts), max_words))
         from .tokenization_userbert import encode_behavior_texts
 
         return cls(len(vocabulary), encode_behavior_texts(tokenizer, list(vocabulary.texts), max_words))

@@ -12,7 +12,8 @@ import copy
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-BEHAVIOR_TYPES = ("id", "text")
+BEHAVIOR_TYPES = ("id", "text", "plm")
+PLM_POOLINGS = ("mean", "cls")
 TEXT_ENCODERS = ("cnn", "self_attention")
 CONTEXT_ENCODERS = ("none", "self_attention", "transformer", "gru", "cnn")
 AGGREGATORS = ("attention", "mean", "max", "last")
@@ -175,6 +176,13 @@ class UserBertConfig(PreTrainedConfig):
     # project's own settings (a record; the settings themselves are the fields above and the training arguments).
     recipe: str | None = None
     tie_word_embeddings: bool = False
+    # behavior_type="plm": behaviour texts read by a pre-trained language model (plm_encoder.py). plm_config is
+    # the encoder's transformers config, kept here so a saved user model rebuilds the encoder without a download
+    # (its weights are in the user model's model.safetensors); plm_name_or_path only records where it came from.
+    plm_name_or_path: str | None = None
+    plm_config: dict | None = None
+    plm_pooling: str = "mean"  # "mean" over tokens or the "cls" state, as the sentence-transformers folder says
+    plm_trainable_layers: int = 0  # 0: frozen (vectors cacheable); k: the top k layers learn; -1: all of it
 
     # ----- validation (run at construction by @strict) -----
     def validate_choices(self):
@@ -187,6 +195,7 @@ class UserBertConfig(PreTrainedConfig):
             ("matching_similarity", SIMILARITIES),
             ("mbp_query", MBP_QUERIES),
             ("cp_matching_similarity", SIMILARITIES),
+            ("plm_pooling", PLM_POOLINGS),
         ):
             value = getattr(self, name)
             if value not in allowed:
@@ -251,6 +260,14 @@ class UserBertConfig(PreTrainedConfig):
             raise ValueError(f"UserBertConfig.uniformity_loss_weight={self.uniformity_loss_weight} must be >= 0")
         if not self.cp_matching_temperature > 0:
             raise ValueError(f"UserBertConfig.cp_matching_temperature={self.cp_matching_temperature} must be > 0")
+        if self.behavior_type == "plm":
+            if not isinstance(self.plm_config, dict) or "model_type" not in self.plm_config:
+                raise ValueError("UserBertConfig.plm_config must be the encoder's transformers config (a dict with "
+                                 "model_type) when behavior_type='plm'")
+            layers = self.plm_config.get("num_hidden_layers", MAX_LAYERS)
+            if not isinstance(self.plm_trainable_layers, int) or not -1 <= self.plm_trainable_layers <= layers:
+                raise ValueError(f"UserBertConfig.plm_trainable_layers={self.plm_trainable_layers!r} must be -1 (all), "
+                                 f"0 (frozen) or a number of top layers up to {layers}")
         if not self.matching_temperature > 0:
             raise ValueError(f"UserBertConfig.matching_temperature={self.matching_temperature} must be > 0")
 

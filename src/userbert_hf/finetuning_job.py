@@ -179,6 +179,22 @@ class FinetuningModelArguments:
     matching_temperature: float | None = field(
         default=None, metadata={"help": "From scratch: head scores are divided by this (default: as pre-training)."}
     )
+    behavior_type: str | None = field(
+        default=None, metadata={"help": "From scratch: 'plm' reads behaviour texts with a pre-trained language model "
+                                        "(--plm_name_or_path; docs/plm.md); default: the preset's.",
+                                "choices": ["plm"]},
+    )
+    plm_name_or_path: str | None = field(
+        default=None, metadata={"help": "From scratch with --behavior_type plm: the language model (folder or Hub id)."}
+    )
+    plm_trainable_layers: int | None = field(
+        default=None, metadata={"help": "Language-model layers that learn: 0 (frozen, vectors cached), k (top k), -1 "
+                                        "(all); default: 0 from scratch, the pre-trained model's otherwise."},
+    )
+    plm_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where frozen language-model vectors are cached (default: $USERBERT_CACHE or "
+                                        "~/.cache/userbert_hf/plm)."},
+    )
 
     def __post_init__(self):
         from .pretraining_job import PretrainingModelArguments
@@ -188,11 +204,16 @@ class FinetuningModelArguments:
                      "matching_temperature"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(pretraining, name))
+        if not is_preset(self.model_name_or_path) and (self.behavior_type or self.plm_name_or_path):
+            raise ValueError("--behavior_type and --plm_name_or_path build a model from scratch (with a preset as "
+                             f"--model_name_or_path); {self.model_name_or_path} keeps its own behaviour encoder")
         if is_preset(self.model_name_or_path):  # from scratch: every invalid size is reported now, by option
             PretrainingModelArguments(
                 preset=self.model_name_or_path.lower(), hidden_size=self.hidden_size, dropout=self.dropout,
                 attention_query_size=self.attention_query_size, num_attention_heads=self.num_attention_heads,
                 matching_similarity=self.matching_similarity, matching_temperature=self.matching_temperature,
+                behavior_type=self.behavior_type, plm_name_or_path=self.plm_name_or_path,
+                plm_trainable_layers=self.plm_trainable_layers or 0,
             )
 
 
@@ -388,14 +409,15 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     if not from_scratch:
         config = UserBertConfig.from_pretrained(source)
         vocabulary, tokenizer = load_user_model_assets(source, config)
-        if config.behavior_type == "text":
+        if config.behavior_type in ("text", "plm"):
             vocabulary = extendable_copy(vocabulary)
     if data_args.export_pretraining_data:
         export_pretraining_data(data_args, vocabulary)
         return {}
-    behavior_type = config.behavior_type if config is not None else PRESETS[source.lower()]["behavior_type"]
+    behavior_type = config.behavior_type if config is not None else (
+        model_args.behavior_type or PRESETS[source.lower()]["behavior_type"])
     task_spec = get_task(task)
-    if task_spec.id_behaviours_only and behavior_type == "text":
+    if task_spec.id_behaviours_only and behavior_type in ("text", "plm"):
         raise ValueError(
             f"--task {task} ranks every behaviour of the vocabulary and is implemented for ID-behaviour models "
             "(gru4rec, bert4rec, sasrec); this model encodes behaviour texts"
@@ -417,18 +439,24 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     if len(splits["validation"]) == 0 and training_args.eval_strategy != "no":
         raise ValueError(f"the validation split of the {task} data is empty ({stats}): pass --eval_strategy no")
 
+    overrides = {}  # config fields of the new or loaded model
     # 3. The word tokenizer for text behaviours (from scratch: built from the behaviour texts).
-    if from_scratch and behavior_type == "text":
+    if from_scratch and behavior_type in ("text", "plm"):
         if not vocabulary.has_text:
             raise ValueError(f"preset {source!r} encodes behaviour texts but {data_args.data} has none; use an ID "
                              "preset (gru4rec, bert4rec, sasrec)")
+    if from_scratch and behavior_type == "plm":  # the language model's own tokenizer
+        from .plm_encoder import load_plm_tokenizer, plm_config_fields
+
+        tokenizer = load_plm_tokenizer(model_args.plm_name_or_path)
+        overrides.update(plm_config_fields(model_args.plm_name_or_path, model_args.plm_trainable_layers or 0))
+    elif from_scratch and behavior_type == "text":
         tokenizer = build_word_tokenizer(
             vocabulary.texts, min_frequency=data_args.min_word_frequency, max_words=UserBertConfig().max_words
         )
 
     # 4. The model: the user model (pre-trained or new) plus the task head.
     head = task_spec.head
-    overrides = {}
     if label_names is not None:
         overrides.update(
             num_labels=len(label_names), id2label=dict(enumerate(label_names)),
@@ -445,7 +473,13 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             **overrides,
         )
         model = head(config)
+        if behavior_type == "plm":
+            from .plm_encoder import load_plm_weights
+
+            load_plm_weights(model, model_args.plm_name_or_path)
     else:
+        if model_args.plm_trainable_layers is not None and config.behavior_type == "plm":
+            overrides["plm_trainable_layers"] = model_args.plm_trainable_layers
         if len(vocabulary) > config.behavior_vocab_size:  # text models only: new behaviours need no weights
             overrides["behavior_vocab_size"] = len(vocabulary)
         model = head.from_pretrained(source, **overrides)
@@ -455,6 +489,10 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             raise ValueError(f"--freeze_user_model leaves nothing to train in {head.__name__} (it scores with the "
                              "user model's own behaviour encoder); fine-tune the whole model instead")
     catalog = build_catalog(vocabulary, model.config, tokenizer)
+    if model.config.behavior_type == "plm":  # a frozen language model: each text encoded once, then cached
+        from .plm_cache import attach_plm_cache
+
+        attach_plm_cache(model, catalog, model_args.plm_cache_dir, show_progress_bar=training_args.should_log)
     logger.info("%s from %s: %s parameters (%s trainable)", head.__name__, "scratch" if from_scratch else source,
                 f"{model.num_parameters():,}", f"{model.num_parameters(only_trainable=True):,}")
 

@@ -27,6 +27,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import ModelOutput
 
 from .configuration_userbert import UserBertConfig, own_auto_map
+from .plm_encoder import UserBertPlmEncoder
 
 
 def _masked_fill_min(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -185,8 +186,9 @@ class UserBertTextEncoder(nn.Module):
 
 
 class UserBertBehaviorEncoder(nn.Module):
-    """Turns behaviours into vectors: an ID embedding table (``behavior_type="id"``) or a text encoder over
-    the behaviour's word ids (``behavior_type="text"``)."""
+    """Turns behaviours into vectors: an ID embedding table (``behavior_type="id"``), a text encoder over
+    the behaviour's word ids (``behavior_type="text"``) or a pre-trained language model over its tokens
+    (``behavior_type="plm"``, ``plm_encoder.py``)."""
 
     def __init__(self, config: UserBertConfig):
         super().__init__()
@@ -195,6 +197,8 @@ class UserBertBehaviorEncoder(nn.Module):
             self.behavior_embeddings = nn.Embedding(
                 config.behavior_vocab_size, config.hidden_size, padding_idx=config.pad_token_id
             )
+        elif self.behavior_type == "plm":
+            self.plm_encoder = UserBertPlmEncoder(config)
         else:
             self.text_encoder = UserBertTextEncoder(config)
 
@@ -209,7 +213,8 @@ class UserBertBehaviorEncoder(nn.Module):
             raise ValueError("This UserBERT model has text behaviours: pass behavior_token_ids (word ids per behaviour)")
         lead = behavior_token_ids.shape[:-1]
         flat = behavior_token_ids.reshape(-1, behavior_token_ids.shape[-1])  # (N, W)
-        return self.text_encoder(flat).reshape(*lead, -1)  # (..., H)
+        encoder = self.plm_encoder if self.behavior_type == "plm" else self.text_encoder
+        return encoder(flat).reshape(*lead, -1)  # (..., H)
 
 
 class UserBertContextEncoder(nn.Module):
@@ -620,6 +625,8 @@ class UserBertModel(UserBertPreTrainedModel):
         """The behaviour id embedding (ID behaviours) or the word embedding of the text encoder (text behaviours)."""
         if self.config.behavior_type == "id":
             return self.behavior_encoder.behavior_embeddings
+        if self.config.behavior_type == "plm":
+            return self.behavior_encoder.plm_encoder.plm.get_input_embeddings()
         return self.behavior_encoder.text_encoder.word_embeddings
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:

@@ -107,8 +107,27 @@ class PretrainingModelArguments:
                   "explicitly override it (recorded); see userbert_hf/pretraining/recipes.py and docs/pretraining.md.",
                   "choices": ["paper", "ptum_paper", "cp_paper"]},
     )
+    behavior_type: str | None = field(
+        default=None, metadata={"help": "'plm': behaviour texts read by a pre-trained language model "
+                                        "(--plm_name_or_path; see docs/plm.md); default: the preset's.",
+                                "choices": ["plm"]},
+    )
+    plm_name_or_path: str | None = field(
+        default=None, metadata={"help": "The language model (folder or Hub id of a transformers / "
+                                        "sentence-transformers encoder) of --behavior_type plm."},
+    )
+    plm_trainable_layers: int = field(
+        default=0, metadata={"help": "Layers of the language model that learn: 0 (frozen, vectors cached), k (top k), "
+                                     "-1 (all)."},
+    )
+    plm_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where frozen language-model vectors are cached (default: $USERBERT_CACHE or "
+                                        "~/.cache/userbert_hf/plm)."},
+    )
 
     def __post_init__(self):
+        if self.behavior_type == "plm" and not self.plm_name_or_path and self.model_name_or_path is None:
+            raise ValueError("--behavior_type plm needs --plm_name_or_path (a folder or Hub id of the language model)")
         # Build the config once with placeholder vocabulary sizes: every invalid size, weight or choice is
         # reported now, naming the option, not after the data has been loaded.
         if self.model_name_or_path is None:
@@ -208,6 +227,11 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         if v is not None
     }
     preset = UserBertConfig.from_preset(model_args.preset)
+    if getattr(model_args, "behavior_type", None) == "plm":  # the preset's user model over a language model
+        from .plm_encoder import plm_config_fields
+
+        overrides.update(plm_config_fields(model_args.plm_name_or_path, model_args.plm_trainable_layers))
+        preset = UserBertConfig.from_preset(model_args.preset, behavior_type="text")
     mbp_query = model_args.mbp_query
     if mbp_query == "auto":
         mbp_query = "previous" if preset.is_left_to_right and model_args.objective == "userbert" else "masked"
@@ -268,8 +292,13 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
         )
         vocabulary = data.vocabulary
 
-    # 2. Build the word tokenizer for text behaviours (when pre-training from scratch).
-    if not model_args.model_name_or_path and PRESETS[model_args.preset.lower()].get("behavior_type") == "text":
+    # 2. Build the word tokenizer for text behaviours (when pre-training from scratch), or read the language
+    #    model's own.
+    if not model_args.model_name_or_path and model_args.behavior_type == "plm":
+        from .plm_encoder import load_plm_tokenizer
+
+        tokenizer = load_plm_tokenizer(model_args.plm_name_or_path)
+    elif not model_args.model_name_or_path and PRESETS[model_args.preset.lower()].get("behavior_type") == "text":
         if vocabulary.has_text:
             tokenizer = build_word_tokenizer(
                 vocabulary.texts, min_frequency=data_args.min_word_frequency, max_words=UserBertConfig().max_words
@@ -280,7 +309,15 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
         model = UserBertForPreTraining.from_pretrained(model_args.model_name_or_path, pretraining_objective=model_args.objective)
     else:
         model = UserBertForPreTraining(build_config(model_args, data_args, vocabulary, tokenizer))
+        if model.config.behavior_type == "plm":
+            from .plm_encoder import load_plm_weights
+
+            load_plm_weights(model, model_args.plm_name_or_path)
     catalog = build_catalog(vocabulary, model.config, tokenizer)
+    if model.config.behavior_type == "plm":  # a frozen language model: each text encoded once, then cached
+        from .plm_cache import attach_plm_cache
+
+        attach_plm_cache(model, catalog, model_args.plm_cache_dir, show_progress_bar=training_args.should_log)
     logger.info("User model: %s parameters, %s", f"{model.num_parameters():,}", model.config.to_diff_dict())
 
     # 4. Pre-train with the medium-hard negative sampler. The vocabulary, tokenizer and model code go into the

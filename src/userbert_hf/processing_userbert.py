@@ -74,7 +74,7 @@ class UserBertProcessor(PushToHubMixin):
     model_input_names = ["behavior_ids", "behavior_token_ids", "behavior_index", "attention_mask"]
 
     def __init__(self, vocabulary: BehaviorVocabulary, tokenizer=None, max_behaviors: int | None = 100,
-                 max_words: int = 30):
+                 max_words: int = 30, behavior_type: str | None = None):
         if not isinstance(vocabulary, BehaviorVocabulary):
             raise TypeError(f"vocabulary must be a BehaviorVocabulary, got {type(vocabulary).__name__}")
         if max_behaviors is not None and max_behaviors < 1:
@@ -83,25 +83,27 @@ class UserBertProcessor(PushToHubMixin):
         self.tokenizer = tokenizer
         self.max_behaviors = max_behaviors
         self.max_words = int(max_words)
-        self.catalog = BehaviorCatalog.from_vocabulary(vocabulary, tokenizer, self.max_words)
+        # "plm": the tokenizer is a pre-trained language model's (its token ids, special tokens included).
+        self._behavior_type = behavior_type if tokenizer is not None and behavior_type == "plm" else None
+        self.catalog = BehaviorCatalog.from_vocabulary(vocabulary, tokenizer, self.max_words, self.behavior_type)
 
     @property
     def behavior_type(self) -> str:
-        return "text" if self.tokenizer is not None else "id"
+        return self._behavior_type or ("text" if self.tokenizer is not None else "id")
 
     @classmethod
     def from_config(cls, config, vocabulary: BehaviorVocabulary, tokenizer=None) -> "UserBertProcessor":
         """The processor of a model with ``config`` (its ``max_behaviors``, ``max_words``; the tokenizer is kept
         only for text behaviours)."""
-        if config.behavior_type == "text" and tokenizer is None:
-            raise ValueError("a text-behaviour model needs its word tokenizer in the processor")
+        if config.behavior_type in ("text", "plm") and tokenizer is None:
+            raise ValueError(f"a {config.behavior_type}-behaviour model needs its tokenizer in the processor")
         if len(vocabulary) > config.behavior_vocab_size:
             raise ValueError(
                 f"the vocabulary has {len(vocabulary)} behaviours but config.behavior_vocab_size is "
                 f"{config.behavior_vocab_size}: it does not belong to this model"
             )
-        return cls(vocabulary, tokenizer if config.behavior_type == "text" else None,
-                   max_behaviors=config.max_behaviors, max_words=config.max_words)
+        return cls(vocabulary, tokenizer if config.behavior_type in ("text", "plm") else None,
+                   max_behaviors=config.max_behaviors, max_words=config.max_words, behavior_type=config.behavior_type)
 
     # ------------------------------------------------------------------ raw ids -> model inputs
     def convert_behaviors_to_ids(self, history, timestamps=None) -> tuple[list[int], int]:
@@ -220,12 +222,14 @@ class UserBertProcessor(PushToHubMixin):
         vocabulary = BehaviorVocabulary.load(vocab_file)
         vocabulary.freeze()
         tokenizer = None
-        if settings.get("behavior_type", "id") == "text":
+        if settings.get("behavior_type", "id") in ("text", "plm"):  # plm: the language model's own tokenizer
             from transformers import PreTrainedTokenizerFast
 
+            # Read from tokenizer.json, not through AutoTokenizer: that would read the folder's config.json (a
+            # UserBERT model) and ask to trust remote code again.
             tokenizer = PreTrainedTokenizerFast.from_pretrained(name, **hub_kwargs)
         return cls(vocabulary, tokenizer, max_behaviors=settings.get("max_behaviors", 100),
-                   max_words=settings.get("max_words", 30))
+                   max_words=settings.get("max_words", 30), behavior_type=settings.get("behavior_type"))
 
     @classmethod
     def register_for_auto_class(cls, auto_class: str = "AutoProcessor") -> None:
