@@ -1,0 +1,85 @@
+"""The documentation's Python snippets, run as written: each is found by a line it contains (in README.md or
+docs/*.md) and executed in a folder that holds what it names (``outputs/userbert-pretrained``, ...); the test
+then checks what the snippet produced."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from userbert_hf import UserBertConfig, UserBertModel
+from userbert_hf.processing_userbert import save_processor
+from userbert_hf.tokenization_userbert import build_word_tokenizer
+from userbert_hf.vocabulary import BehaviorVocabulary
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW_IDS = [str(i) for i in (1, 2, 3, 7, 10, 32, 47, 50, 260, 296, 318, 356, 593)]
+# Titles of 1 to 7 words: the processor pads each batch's table to its longest title.
+TITLES = [" ".join(f"w{i}x{j}" for j in range(1 + n % 7)) for n, i in enumerate(RAW_IDS)]
+TINY = dict(hidden_size=16, num_attention_heads=2, word_embedding_size=12, attention_query_size=8, max_words=8,
+            max_behaviors=6, dropout=0.0)
+
+
+def snippet(containing: str) -> str:
+    """The one ```python block of README.md or docs/*.md that contains ``containing``."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S):
+            if containing in block:
+                found.append(block)
+    assert len(found) == 1, f"{len(found)} python snippets contain {containing!r}"
+    return found[0]
+
+
+def run_snippet(code: str, cwd: Path, monkeypatch, **names) -> dict:
+    """Execute ``code`` in ``cwd`` (relative paths resolve there); its variables come back."""
+    monkeypatch.chdir(cwd)
+    namespace = dict(names)
+    exec(compile(code, "<snippet>", "exec"), namespace)
+    return namespace
+
+
+def save_user_model(folder: Path, preset: str, seed: int = 0) -> UserBertModel:
+    """A tiny randomly initialised user model with its processor, as ``userbert pretrain`` writes it."""
+    text = preset in ("nrms", "naml", "lstur")
+    vocabulary = BehaviorVocabulary(RAW_IDS, TITLES if text else None)
+    tokenizer = build_word_tokenizer(vocabulary.texts, max_words=TINY["max_words"]) if text else None
+    config = UserBertConfig.from_preset(preset, behavior_vocab_size=len(vocabulary),
+                                        word_vocab_size=len(tokenizer) if tokenizer else 2, **TINY)
+    torch.manual_seed(seed)
+    model = UserBertModel(config).eval()
+    model.save_pretrained(folder)
+    save_processor(folder, config, vocabulary, tokenizer)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch.export
+# ---------------------------------------------------------------------------------------------------------------
+OTHER_BATCHES = [  # shapes the export example never saw: one user, longer titles, more users, one behaviour
+    [["296"]],
+    [["1", "2", "3", "50"], ["318", "356"], ["593", "7", "10", "32", "47"]],
+    [["260"], ["2"], ["3"], ["7"], ["10"]],
+]
+
+
+@pytest.mark.parametrize("preset", ["nrms", "sasrec"])
+def test_export_snippet_runs_on_the_processors_batches_of_other_shapes(tmp_path, monkeypatch, preset):
+    model = save_user_model(tmp_path / "outputs" / "userbert-pretrained", preset)
+    ns = run_snippet(snippet("from torch.export import"), tmp_path, monkeypatch)
+    exported, processor = ns["program"].module(), ns["processor"]
+    shapes = set()
+    for users in OTHER_BATCHES:
+        inputs = processor(users)
+        shapes.add(tuple(inputs[next(iter(inputs))].shape))
+        with torch.no_grad():
+            torch.testing.assert_close(exported(**inputs).user_embedding, model(**inputs).user_embedding,
+                                       atol=1e-5, rtol=1e-5)
+    assert len(shapes) == len(OTHER_BATCHES)  # the table (and for text, its word dimension) changed every time
+    if preset == "nrms":
+        widths = {processor(users)["behavior_token_ids"].shape[1] for users in OTHER_BATCHES}
+        assert len(widths) > 1, widths
+    assert ns["embeddings"].shape == (2, TINY["hidden_size"])
