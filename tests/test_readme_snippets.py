@@ -83,3 +83,29 @@ def test_export_snippet_runs_on_the_processors_batches_of_other_shapes(tmp_path,
         widths = {processor(users)["behavior_token_ids"].shape[1] for users in OTHER_BATCHES}
         assert len(widths) > 1, widths
     assert ns["embeddings"].shape == (2, TINY["hidden_size"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a fine-tuned head through its auto class
+# ---------------------------------------------------------------------------------------------------------------
+def test_ctr_head_snippet_scores_candidates_as_the_local_head(tmp_path, monkeypatch):
+    from userbert_hf import UserBertForCTRPrediction
+
+    folder = tmp_path / "outputs" / "userbert-ctr"
+    save_user_model(folder, "sasrec")  # the processor; the head's weights replace the user model's below
+    config = UserBertConfig.from_pretrained(folder)
+    torch.manual_seed(1)
+    head = UserBertForCTRPrediction(config).eval()
+    with torch.no_grad():
+        head.ctr_bias.fill_(0.25)
+    head.save_pretrained(folder)
+    ns = run_snippet(snippet("AutoModelForSequenceClassification.from_pretrained(\"outputs/userbert-ctr\""),
+                     tmp_path, monkeypatch)
+    assert type(ns["model"]).__name__ == "UserBertForCTRPrediction"
+    vocab = ns["processor"].vocabulary
+    ids = lambda raw: torch.tensor([[vocab[r] for r in row] for row in raw])  # noqa: E731
+    with torch.no_grad():
+        expected = head(behavior_ids=ids([["1", "50", "296"], ["2", "3", "7"]]), attention_mask=torch.ones(2, 3),
+                        candidate_index=ids([["318", "356"], ["593", "10"]])).logits
+    assert ns["logits"].shape == (2, 2) and torch.unique(expected).numel() == 4
+    torch.testing.assert_close(ns["logits"], expected, atol=1e-6, rtol=1e-5)

@@ -5,7 +5,7 @@ so ``AutoConfig``/``AutoModel`` resolve ``model_type="userbert"``.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoProcessor
-from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
+from transformers import AutoModelForCausalLM, AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
 from .collation import BehaviorCatalog, UserBertCollator
 
@@ -33,11 +33,17 @@ __version__ = "0.1.0"
 AutoConfig.register("userbert", UserBertConfig, exist_ok=True)
 AutoModel.register(UserBertConfig, UserBertModel, exist_ok=True)
 AutoModelForPreTraining.register(UserBertConfig, UserBertForPreTraining, exist_ok=True)
-# Downstream heads with a fitting auto class: user classification is sequence classification of a behaviour
-# sequence; news recommendation picks among an impression's candidates (logits (B, num_choices), softmax over
-# them). CTR and next-behaviour prediction have no matching auto class: load them with their class.
-AutoModelForSequenceClassification.register(UserBertConfig, UserBertForUserClassification, exist_ok=True)
+# Downstream heads and their auto classes (docs/hub.md): user classification is sequence classification of a
+# behaviour sequence; news recommendation picks among an impression's candidates (logits (B, num_choices));
+# next-behaviour prediction scores the next behaviour over the whole behaviour vocabulary, as a causal LM scores
+# the next token. CTR scores (user, candidate) pairs, one log-odds each, as a cross-encoder scores text pairs.
+# Two heads share AutoModelForSequenceClassification: transformers picks among registered classes by the
+# config's `architectures` (the class a folder was saved from; user classification when there is none).
+AutoModelForSequenceClassification.register(
+    UserBertConfig, (UserBertForUserClassification, UserBertForCTRPrediction), exist_ok=True
+)
 AutoModelForMultipleChoice.register(UserBertConfig, UserBertForNewsRecommendation, exist_ok=True)
+AutoModelForCausalLM.register(UserBertConfig, UserBertForNextBehaviorPrediction, exist_ok=True)
 AutoProcessor.register(UserBertConfig, UserBertProcessor, exist_ok=True)
 
 # save_pretrained copies the model code and writes auto_map, so checkpoints load with trust_remote_code=True
@@ -47,6 +53,8 @@ UserBertModel.register_for_auto_class("AutoModel")
 UserBertForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 UserBertForUserClassification.register_for_auto_class("AutoModelForSequenceClassification")
 UserBertForNewsRecommendation.register_for_auto_class("AutoModelForMultipleChoice")
+UserBertForCTRPrediction.register_for_auto_class("AutoModelForSequenceClassification")
+UserBertForNextBehaviorPrediction.register_for_auto_class("AutoModelForCausalLM")
 UserBertProcessor.register_for_auto_class("AutoProcessor")
 
 # The pre-training wing (Trainer, samplers) loads on first use: importing the package
