@@ -83,6 +83,4 @@ def register_pipeline() -> None:
         PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=UserBertFeatureExtractionPipeline, pt_model=AutoModel)
 
 
-register_pipeline()
-
 __all__ = ["UserBertFeatureExtractionPipeline", "register_pipeline", "TASK"]
