@@ -109,3 +109,20 @@ def test_ctr_head_snippet_scores_candidates_as_the_local_head(tmp_path, monkeypa
                         candidate_index=ids([["318", "356"], ["593", "10"]])).logits
     assert ns["logits"].shape == (2, 2) and torch.unique(expected).numel() == 4
     torch.testing.assert_close(ns["logits"], expected, atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the pipeline with batch_size
+# ---------------------------------------------------------------------------------------------------------------
+def test_pipeline_snippet_batches_users_with_the_same_embeddings(tmp_path, monkeypatch):
+    folder = tmp_path / "outputs" / "userbert-pretrained"
+    model = save_user_model(folder, "nrms")
+    ns = run_snippet(snippet('pipeline("user-feature-extraction"'), tmp_path, monkeypatch)
+    assert ns["embed"]._batch_size == 2
+    users = [["1", "50", "296"], ["2", "3"], ["296"]]  # the snippet's users, its timestamps applied
+    expected = model.encode(users, processor=ns["embed"].processor)
+    torch.testing.assert_close(torch.tensor(ns["vectors"]), torch.from_numpy(expected), atol=1e-6, rtol=1e-5)
+    one_by_one = ns["pipeline"]("user-feature-extraction", model=str(folder))
+    more = [["1", "50"], ["2"], ["3", "7", "10"], ["296", "318"], ["593"]]  # an uneven last batch
+    torch.testing.assert_close(torch.tensor(ns["embed"](more, batch_size=3)), torch.tensor(one_by_one(more)),
+                               atol=1e-6, rtol=1e-5)
