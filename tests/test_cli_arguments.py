@@ -153,3 +153,26 @@ def test_a_run_prints_the_load_summary_once_and_no_pin_memory_warning(tmp_path):
     output = done.stdout + done.stderr
     assert output.count("rows read:") == 1, output[-3000:]
     assert "pin_memory" not in output
+
+
+def test_bad_data_is_a_usage_error_naming_the_file_and_column(tmp_path, monkeypatch, capsys):
+    from userbert_hf.cli import main
+
+    monkeypatch.undo()  # these runs must read the data
+    wrong_columns = tmp_path / "events.csv"
+    wrong_columns.write_text("user,item,ts\n1,2,3\n")
+    not_parquet = tmp_path / "events.parquet"
+    not_parquet.write_bytes(b"\x00\x01 not a parquet file")
+    cases = [
+        (["pretrain", "--data", str(wrong_columns)], [str(wrong_columns), "missing required column 'user_id'"]),
+        (["pretrain", "--data", str(tmp_path / "typo.csv")], ["behaviour data not found", str(tmp_path / "typo.csv")]),
+        (["pretrain", "--data", str(not_parquet)], [str(not_parquet), "cannot read as Parquet"]),
+        (["finetune", "--task", "ctr", "--data", str(wrong_columns)], [str(wrong_columns), "'user_id'"]),
+    ]
+    for number, (argv, expected) in enumerate(cases):
+        output_dir = str(tmp_path / f"out-{number}")
+        assert main([*argv, "--output_dir", output_dir, "--max_steps", "1", "--report_to", "none"]) == 2, argv
+        stderr = capsys.readouterr().err
+        assert stderr.startswith(f"usage: userbert {argv[0]} "), stderr[-2000:]
+        for text in expected:
+            assert text in stderr, (text, stderr[-2000:])

@@ -143,7 +143,15 @@ def main(argv: list[str] | None = None) -> int:
             print(text, end="")
             return 0
     module = importlib.import_module(COMMANDS[command][0])
-    module.main(rest)
+    try:
+        module.main(rest)
+    except Exception as error:  # bad input data is a usage error, as bad options are: exit 2, no traceback
+        from .data.summary import DataFormatError, DataNotFoundError
+
+        if not isinstance(error, (DataFormatError, DataNotFoundError)):
+            raise
+        print(f"usage: userbert {command} [--option value ...]\nuserbert {command}: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
