@@ -126,3 +126,47 @@ def test_pipeline_snippet_batches_users_with_the_same_embeddings(tmp_path, monke
     more = [["1", "50"], ["2"], ["3", "7", "10"], ["296", "318"], ["593"]]  # an uneven last batch
     torch.testing.assert_close(torch.tensor(ns["embed"](more, batch_size=3)), torch.tensor(one_by_one(more)),
                                atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pushing a model with its processor
+# ---------------------------------------------------------------------------------------------------------------
+PUSH_THEN_LOAD = """
+import json, pathlib, sys
+import torch
+exec(compile(pathlib.Path(sys.argv[1]).read_text(), "<snippet>", "exec"))  # the README's push, as written
+from transformers import AutoModel, AutoProcessor
+repo = "org/userbert-movielens"
+processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
+with torch.no_grad():
+    print("RESULT " + json.dumps(model(**processor(json.loads(sys.argv[2]))).user_embedding.tolist()))
+"""
+
+
+def test_push_snippet_pushes_model_and_processor(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from hub_server import FakeHub
+
+    model = save_user_model(tmp_path / "outputs" / "userbert-pretrained", "nrms")
+    (tmp_path / "snippet.py").write_text(snippet('processor.push_to_hub("org/userbert-movielens")'))
+    users = [["1", "50", "296"], ["2", "3"]]
+    with FakeHub() as hub:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
+        env.update(hub.client_env(str(tmp_path / "hf_home")), OMP_NUM_THREADS="1")
+        done = subprocess.run([sys.executable, "-c", PUSH_THEN_LOAD, str(tmp_path / "snippet.py"), json.dumps(users)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-4000:]
+        files = set(hub.files("org/userbert-movielens"))
+    assert {"model.safetensors", "config.json", "modeling_userbert.py", "processor_config.json",
+            "processing_userbert.py", "behavior_vocab.json", "tokenizer.json"} <= files, files
+    pulled = torch.tensor(json.loads(done.stdout.split("RESULT ", 1)[1]))
+    from userbert_hf import UserBertProcessor
+
+    with torch.no_grad():
+        expected = model(**UserBertProcessor.from_pretrained(tmp_path / "outputs" / "userbert-pretrained")(users))
+    torch.testing.assert_close(pulled, expected.user_embedding, atol=1e-6, rtol=1e-5)
