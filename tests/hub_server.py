@@ -14,6 +14,7 @@ they push and pull a model, so ``push_to_hub``, ``HfApi().upload_folder``, ``Tra
 ``POST /api/{type}s/{repo}/commit/{rev}``                 NDJSON commit: header, file, lfsFile, deletedFile/Folder
 ``GET  /api/{type}s/{repo}[/revision/{rev}]``             repo info (sha, siblings)
 ``GET  /api/{type}s/{repo}/tree/{rev}[/{path}]``          tree listing (``recursive``)
+``POST /api/{type}s/{repo}/paths-info/{rev}``             the tree entries of the given ``paths`` (form or JSON)
 ``HEAD|GET /{repo}/resolve/{rev}/{path}``                 file download with X-Repo-Commit, ETag, X-Linked-* headers
 ========================================================  ===========================================================
 
@@ -22,6 +23,9 @@ Errors carry the headers the client maps to exceptions: ``X-Error-Code: RepoNotF
 ``HF_HUB_DISABLE_XET=1`` (or, in-process, ``huggingface_hub.constants.HF_HUB_DISABLE_XET = True``) so that LFS
 files (``*.safetensors``, ...) go through the LFS batch API; otherwise ``hf_xet`` keeps retrying the Xet token
 endpoint, which answers 501 with a message saying so.
+
+LFS files are described as the real Hub does: ``{"oid": sha256, "size", "pointerSize"}`` in tree and paths-info
+entries, ``{"sha256", "size", "pointerSize"}`` in the ``siblings`` of the repo info.
 
 Repositories live in memory; commits have 40-hex ids and parents, branches are refs. Every request is recorded in
 ``FakeHub.requests`` as ``(method, route, path)``; requests no route matched are in ``FakeHub.unhandled``.
@@ -406,7 +410,7 @@ class FakeHub:
             repo = self._get_repo(repo_type, repo_id)
             commit = self._get_commit(repo, revision)
         siblings = [
-            {"rfilename": path, "size": f.size, "blobId": f.oid, **({"lfs": _lfs_info(f)} if f.lfs_sha256 else {})}
+            {"rfilename": path, "size": f.size, "blobId": f.oid, **({"lfs": _sibling_lfs_info(f)} if f.lfs_sha256 else {})}
             for path, f in sorted(commit.files.items())
         ]
         info = {
@@ -451,6 +455,27 @@ class FakeHub:
         if base and not entries:
             raise HubError(404, f"{base} does not exist at {revision}", "EntryNotFound", commit=commit.oid)
         return 200, entries
+
+    def paths_info(self, request, repo_type: str, repo_id: str, revision: str) -> tuple[int, list]:
+        with self._lock:
+            repo = self._get_repo(repo_type, repo_id)
+            commit = self._get_commit(repo, revision)
+        if "json" in (request.headers.get("Content-Type") or ""):
+            paths = request.json().get("paths") or []
+        else:
+            paths = parse_qs(request.body.decode()).get("paths", [])
+        entries = []
+        for path in dict.fromkeys(p.strip("/") for p in ([paths] if isinstance(paths, str) else paths)):
+            stored = commit.files.get(path)
+            if stored is not None:
+                entry = {"type": "file", "oid": stored.oid, "size": stored.size, "path": path}
+                if stored.lfs_sha256:
+                    entry["lfs"] = _lfs_info(stored)
+                entries.append(entry)
+            elif any(name.startswith(path + "/") for name in commit.files):
+                entries.append({"type": "directory", "oid": hashlib.sha1(path.encode()).hexdigest(), "size": 0,
+                                "path": path})
+        return 200, entries  # paths that do not exist are left out, as on the Hub
 
     def resolve(self, request, repo_type: str, repo_id: str, revision: str, path: str):
         with self._lock:
@@ -523,7 +548,13 @@ def _regular(content: bytes) -> StoredFile:
 
 
 def _lfs_info(stored: StoredFile) -> dict:
+    """An LFS file in tree and paths-info entries."""
     return {"oid": stored.lfs_sha256, "size": stored.size, "pointerSize": stored.pointer_size}
+
+
+def _sibling_lfs_info(stored: StoredFile) -> dict:
+    """An LFS file among the ``siblings`` of the repo info (``files_metadata=True``)."""
+    return {"sha256": stored.lfs_sha256, "size": stored.size, "pointerSize": stored.pointer_size}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -541,6 +572,7 @@ ROUTES = [
     ("POST", "/api/{type}s/{repo}/commit/{rev}", rf"/api/{_TYPE}/{_REPO}/commit/{_REV}", "commit"),
     ("GET", "/api/{type}s/{repo}/xet-write-token/{rev}", rf"/api/{_TYPE}/{_REPO}/xet-\w+-token/.*", "xet_token"),
     ("GET", "/api/{type}s/{repo}/tree/{rev}", rf"/api/{_TYPE}/{_REPO}/tree/{_REV}(?:/(?P<path>.*))?", "tree"),
+    ("POST", "/api/{type}s/{repo}/paths-info/{rev}", rf"/api/{_TYPE}/{_REPO}/paths-info/{_REV}", "paths_info"),
     ("GET", "/api/{type}s/{repo}/revision/{rev}", rf"/api/{_TYPE}/{_REPO}/revision/{_REV}", "repo_info"),
     ("GET", "/api/{type}s/{repo}", rf"/api/{_TYPE}/{_REPO}", "repo_info"),
     ("POST", "/{repo}.git/info/lfs/objects/batch", rf"/{_URL_PREFIX}{_REPO}\.git/info/lfs/objects/batch", "lfs_batch"),

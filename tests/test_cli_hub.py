@@ -82,13 +82,35 @@ LOAD_WITHOUT_PACKAGE = """
     import torch
     from transformers import AutoModel, AutoProcessor
 
+    SCORE
+
     repo, users = sys.argv[1], json.loads(sys.argv[2])
+    CANDIDATES = [['1196', '2571'], ['32', '47']]
     processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
     model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
     with torch.no_grad():
         embedding = model(**processor(users, return_tensors="pt")).user_embedding
-    print(json.dumps({"class": f"{type(model).__module__}.{type(model).__name__}", "embedding": embedding.tolist()}))
+    out = {"class": f"{type(model).__module__}.{type(model).__name__}", "embedding": embedding.tolist()}
+    if len(sys.argv) > 3:  # a fine-tuned CTR repo: its head, through its auto class, scores candidates
+        import transformers
+        head = getattr(transformers, sys.argv[3]).from_pretrained(repo, trust_remote_code=True).eval()
+        with torch.no_grad():
+            logits = score(processor, head, users, CANDIDATES)
+        out.update(head_class=f"{type(head).__module__}.{type(head).__name__}", logits=logits.tolist())
+    print(json.dumps(out))
 """
+SCORE = """
+def score(processor, head, users, candidates):
+    # candidates (users, C) raw ids: one more row of the batch puts them in the behaviour table
+    batch = processor(users + [[c for row in candidates for c in row]])
+    index, mask = batch.pop("behavior_index"), batch.pop("attention_mask")
+    candidate_index = index[-1, : mask[-1].sum()].view(len(users), -1)  # (users, C) rows of the table
+    return head(**batch, behavior_index=index[:-1], attention_mask=mask[:-1], candidate_index=candidate_index).logits
+"""
+LOAD_WITHOUT_PACKAGE = LOAD_WITHOUT_PACKAGE.replace("    SCORE\n", textwrap.indent(textwrap.dedent(SCORE), "    "))
+# Two users of RAW_USERS' first five behaviours each score two candidates (raw MovieLens ids).
+CANDIDATES = [["1196", "2571"], ["32", "47"]]
+HEAD_USERS = [RAW_USERS[0][:5], RAW_USERS[1][:5]]
 
 
 def _client(hub: FakeHub, hf_home: Path, *command: str, timeout: int = 400) -> str:
@@ -139,9 +161,9 @@ def test_push_to_hub_from_both_jobs_loads_without_the_package(tmp_path):
         assert any(t.startswith("Training in progress") for t in
                    (c.title for c in hub.repo("org/pretrained").commits.values()))
 
-        finetuned = tmp_path / "finetuned"
+        finetuned = tmp_path / "finetuned"  # fine-tuned from the Hub id: the push reads the source's LFS metadata
         _client(hub, tmp_path, "-m", "userbert_hf.cli", "finetune", "--task", "ctr", "--model_name_or_path",
-                str(pretrained), "--output_dir", str(finetuned), "--max_steps", "2", "--train_fraction", "0.1",
+                "org/pretrained", "--output_dir", str(finetuned), "--max_steps", "2", "--train_fraction", "0.1",
                 "--eval_strategy", "no", "--disable_tqdm", "true", "--report_to", "none", "--push_to_hub", "true",
                 "--hub_model_id", "org/finetuned")
         _assert_pushed_folder(hub, "org/finetuned", finetuned, "finetune")
@@ -154,4 +176,22 @@ def test_push_to_hub_from_both_jobs_loads_without_the_package(tmp_path):
             assert out["class"].startswith("transformers_modules.") and out["class"].endswith(".UserBertModel")
             torch.testing.assert_close(torch.tensor(out["embedding"]), _local_embeddings(folder), rtol=1e-5,
                                        atol=1e-6)
+        home = tmp_path / "home-head"
+        home.mkdir()
+        out = json.loads(_client(hub, home, "-c", textwrap.dedent(LOAD_WITHOUT_PACKAGE), "org/finetuned",
+                                 json.dumps(HEAD_USERS), "AutoModelForSequenceClassification").strip().splitlines()[-1])
+        assert out["head_class"].startswith("transformers_modules.")
+        assert out["head_class"].endswith(".UserBertForCTRPrediction")
+        torch.testing.assert_close(torch.tensor(out["logits"]), _local_ctr_logits(finetuned), rtol=1e-5, atol=1e-6)
         assert not hub.unhandled, hub.unhandled
+
+
+def _local_ctr_logits(folder: Path) -> torch.Tensor:
+    from userbert_hf.processing_userbert import UserBertProcessor
+
+    processor = UserBertProcessor.from_pretrained(folder)
+    head = UserBertForCTRPrediction.from_pretrained(folder).eval()
+    namespace = {}
+    exec(textwrap.dedent(SCORE), namespace)
+    with torch.no_grad():
+        return namespace["score"](processor, head, HEAD_USERS, CANDIDATES)

@@ -95,7 +95,8 @@ def test_ctr_from_pretrained_folder(tmp_path, pretrained_nrms):
     assert "fine-tuned from" in (out / "README.md").read_text()
     auto_map = json.loads((out / "config.json").read_text())["auto_map"]  # this head's, not the pre-training one's
     assert auto_map == {
-        "AutoConfig": "configuration_userbert.UserBertConfig", "AutoModel": "modeling_userbert.UserBertModel"
+        "AutoConfig": "configuration_userbert.UserBertConfig", "AutoModel": "modeling_userbert.UserBertModel",
+        "AutoModelForSequenceClassification": "modeling_userbert.UserBertForCTRPrediction",
     }
     # Fine-tuning started from the pre-trained user model: the saved vocabulary is the pre-trained one.
     assert json.loads((out / "behavior_vocab.json").read_text())["ids"] == json.loads(

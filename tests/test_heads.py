@@ -363,3 +363,30 @@ def test_freeze_user_model_keeps_it_unchanged(tiny_config, head):
     for name, tensor in model.userbert.state_dict().items():
         assert torch.equal(tensor, before[name]), name
     assert any(not torch.equal(p, head_before[k]) for k, p in model.named_parameters() if k in head_before)
+
+
+def test_trainer_predict_gives_compute_metrics_the_logits(tiny_config, tmp_path):
+    """As with any transformers head: ``Trainer.predict`` returns the logits as predictions (the user embedding is
+    in ``config.keys_to_ignore_at_inference``), and ``compute_metrics`` receives them."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    config = tiny_config("gru4rec")
+    model = _randomize(UserBertForCTRPrediction(config)).eval()
+    rows = {"behavior_ids": [[1, 2, 3], [4, 5, 0], [6, 7, 8], [9, 0, 0]], "attention_mask": [[1, 1, 1], [1, 1, 0],
+            [1, 1, 1], [1, 0, 0]], "candidate_index": [10, 11, 12, 13], "labels": [1.0, 0.0, 1.0, 0.0]}
+    seen = []
+
+    def compute_metrics(prediction):
+        seen.append(prediction.predictions)
+        return {"mean_logit": float(prediction.predictions.mean())}
+
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=2, report_to="none", use_cpu=True)
+    trainer = Trainer(model=model, args=args, compute_metrics=compute_metrics)
+    out = trainer.predict(Dataset.from_dict(rows))
+    with torch.no_grad():
+        expected = model(**{k: torch.tensor(v) for k, v in rows.items()}).logits
+    assert not isinstance(out.predictions, tuple) and out.predictions.shape == (4,)
+    torch.testing.assert_close(torch.from_numpy(out.predictions), expected, atol=1e-6, rtol=1e-5)
+    assert seen and seen[0].shape == (4,)
+    assert out.metrics["test_mean_logit"] == pytest.approx(expected.mean().item(), abs=1e-6)

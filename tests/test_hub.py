@@ -345,3 +345,30 @@ def test_fake_hub_answers_as_the_hub_does(hub, tmp_path, monkeypatch):
         hf_hub_download(repo_id, "sub/dir/a.json", revision="0" * 40, **download)
     with pytest.raises(RepositoryNotFoundError):
         api.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="org/absent")
+
+
+def test_fake_hub_describes_lfs_files_as_the_hub_does(hub, monkeypatch):
+    """Tree and paths-info entries give an LFS file's ``oid`` (sha256), ``size`` and ``pointerSize``, the repo info's
+    siblings its ``sha256``: what ``list_repo_tree``, ``get_paths_info`` and ``model_info(files_metadata=True)``
+    read (a push from a model loaded by Hub id reads them)."""
+    from huggingface_hub import HfApi, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    api = HfApi(endpoint=hub.url, token="dummy-token")
+    repo_id = api.create_repo("org/lfs-metadata").repo_id
+    weights = bytes(range(256)) * 40
+    api.upload_file(path_or_fileobj=weights, path_in_repo="w.safetensors", repo_id=repo_id)
+    api.upload_file(path_or_fileobj=b"{}", path_in_repo="sub/config.json", repo_id=repo_id)
+    sha256, pointer = hashlib.sha256(weights).hexdigest(), hub.repo(repo_id).resolve("main").files["w.safetensors"]
+    described = []
+    (tree_file,) = [e for e in api.list_repo_tree(repo_id) if e.path == "w.safetensors"]
+    described.append(tree_file.lfs)
+    infos = {e.path: e for e in api.get_paths_info(repo_id, ["w.safetensors", "sub", "sub/config.json", "absent"])}
+    assert set(infos) == {"w.safetensors", "sub", "sub/config.json"}
+    assert infos["sub/config.json"].lfs is None and infos["sub/config.json"].size == 2
+    described.append(infos["w.safetensors"].lfs)
+    (sibling,) = [s for s in api.model_info(repo_id, files_metadata=True).siblings if s.rfilename == "w.safetensors"]
+    described.append(sibling.lfs)
+    for lfs in described:
+        assert (lfs.sha256, lfs.size, lfs.pointer_size) == (sha256, len(weights), pointer.pointer_size)
+    assert not hub.unhandled, hub.unhandled

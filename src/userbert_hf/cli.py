@@ -1,8 +1,9 @@
 """The ``userbert`` console command: ``userbert pretrain|finetune|embed [--option value ...]``.
 
 Each command's module is imported only when the command runs, and the jobs import their heavy dependencies
-(datasets, the trainer, the data loaders) only once their arguments are valid, so ``--help`` and argument errors
-come back quickly. :class:`JobArgumentParser` is the ``HfArgumentParser`` every job uses: ``usage: userbert
+(datasets, the trainer, the data loaders) only once their arguments are valid, so argument errors come back
+quickly; ``<command> --help`` prints the help text shipped in ``cli_help.json`` while it is current
+(:mod:`userbert_hf.help_snapshot`), without importing torch or transformers. :class:`JobArgumentParser` is the ``HfArgumentParser`` every job uses: ``usage: userbert
 <command>``, a description and examples, this package's options grouped before the many ``TrainingArguments``,
 and invalid settings reported as a usage line plus a message naming the option, never a traceback.
 """
@@ -134,8 +135,23 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"userbert: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if rest in (["-h"], ["--help"]):  # the shipped help text when current: no torch/transformers import
+        from .help_snapshot import snapshot_help
+
+        text = snapshot_help(command)
+        if text is not None:
+            print(text, end="")
+            return 0
     module = importlib.import_module(COMMANDS[command][0])
-    module.main(rest)
+    try:
+        module.main(rest)
+    except Exception as error:  # bad input data is a usage error, as bad options are: exit 2, no traceback
+        from .data.summary import DataFormatError, DataNotFoundError
+
+        if not isinstance(error, (DataFormatError, DataNotFoundError)):
+            raise
+        print(f"usage: userbert {command} [--option value ...]\nuserbert {command}: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

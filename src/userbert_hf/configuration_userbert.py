@@ -117,6 +117,8 @@ class UserBertConfig(PreTrainedConfig):
     """
 
     model_type = "userbert"
+    # Trainer.predict/evaluate leave these outputs out, so a head's predictions (and compute_metrics) are its logits
+    keys_to_ignore_at_inference = ["user_embedding"]
 
     # What a behaviour is: an ID looked up in a table, or a text (e.g. a news title) encoded from words.
     behavior_type: str = "text"

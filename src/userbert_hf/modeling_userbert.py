@@ -395,7 +395,8 @@ class UserBertPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
         """Save as transformers does, with this package's model code next to the weights and an ``auto_map`` that
         names only that code: ``AutoConfig``, ``AutoModel`` (the base user model, from any UserBERT checkpoint,
-        pre-training or fine-tuned, heads without an auto class included) and the class's own auto class. Entries
+        pre-training or fine-tuned) and the class's own auto class (a head's, e.g. ``AutoModelForCausalLM`` for
+        next-behaviour prediction; an inherited head's entry is dropped). Entries
         inherited from a loaded config that point elsewhere (``"org/repo--modeling_x.X"``) are dropped, so
         ``from_pretrained(folder, trust_remote_code=True)`` only ever runs the code saved in the folder."""
         if push_to_hub:  # save completely first, then upload the same folder content through push_to_hub
@@ -406,8 +407,9 @@ class UserBertPreTrainedModel(PreTrainedModel):
                 return None
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.normpath(str(save_directory))))
             return self.push_to_hub(repo_id, **hub_kwargs)
-        self.config.auto_map = {
-            **own_auto_map(getattr(self.config, "auto_map", None)),
+        self.config.auto_map = {  # model auto classes name this class only (set below and by custom_object_save)
+            **{k: v for k, v in own_auto_map(getattr(self.config, "auto_map", None)).items()
+               if not k.startswith("AutoModel")},
             "AutoConfig": "configuration_userbert.UserBertConfig",
             "AutoModel": "modeling_userbert.UserBertModel",
         }

@@ -17,14 +17,19 @@ Example:
 
 from __future__ import annotations
 
-import torch
+import collections.abc
+
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.pipelines.pt_utils import PipelineDataset, PipelineIterator
+from transformers.utils import logging
 
 from .processing_userbert import UserBertProcessor
 
 TASK = "user-feature-extraction"
+logger = logging.get_logger(__name__)
 
 
 class UserBertFeatureExtractionPipeline(Pipeline):
@@ -32,13 +37,15 @@ class UserBertFeatureExtractionPipeline(Pipeline):
     UserBERT user model and its processor.
 
     Call parameters: ``normalize_embeddings`` (L2-normalise, default False) and ``return_tensors`` (a torch tensor
-    (H,) per user instead of a list of floats).
+    (H,) per user instead of a list of floats). ``batch_size=N`` (at construction or call) embeds N users per
+    forward pass, with the same embeddings as one at a time.
 
     Example:
 
     ```python
     >>> embed = pipeline("user-feature-extraction", model=folder)  # doctest: +SKIP
     >>> vectors = embed([{"behaviors": ["296", "1"], "timestamps": [20, 10]}], normalize_embeddings=True)  # doctest: +SKIP
+    >>> vectors = embed([["1", "50"], ["2"], ["296", "3"]], batch_size=2)  # doctest: +SKIP
     ```
     """
 
@@ -62,13 +69,36 @@ class UserBertFeatureExtractionPipeline(Pipeline):
 
     def preprocess(self, user):
         if isinstance(user, dict):
-            return self.processor([user["behaviors"]], timestamps=[user["timestamps"]] if "timestamps" in user else None)
-        if isinstance(user, (str, int)):
+            ids, unknown = self.processor.convert_behaviors_to_ids(user["behaviors"], user.get("timestamps"))
+        elif isinstance(user, (str, int)):
             raise TypeError(f"each user is a list of behaviour ids, got {user!r}: pass [[...], [...]] for several users")
-        return self.processor([list(user)])
+        else:
+            ids, unknown = self.processor.convert_behaviors_to_ids(list(user))
+        if unknown:
+            logger.warning("%d behaviour ids of a user are not in the vocabulary: dropped", unknown)
+        return {"ids": [ids]}  # a batch of one user's vocabulary ids; batches are joined by _collate
+
+    @staticmethod
+    def _collate(items: list[dict]) -> dict:
+        return {"ids": [ids for item in items for ids in item["ids"]]}
+
+    def get_iterator(self, inputs, num_workers, batch_size, preprocess_params, forward_params, postprocess_params):
+        """As ``Pipeline.get_iterator``, with this pipeline's collation: ``batch_size`` users share one behaviour
+        table (the stock collation pads tokenizer or feature-extractor outputs, which a user model has neither)."""
+        if batch_size == 1:
+            return super().get_iterator(inputs, num_workers, batch_size, preprocess_params, forward_params,
+                                        postprocess_params)
+        if isinstance(inputs, collections.abc.Sized):
+            dataset = PipelineDataset(inputs, self.preprocess, preprocess_params)
+        else:
+            dataset = PipelineIterator(inputs, self.preprocess, preprocess_params)
+        loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=self._collate)
+        model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
+        return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
 
     def _forward(self, model_inputs):
-        return {"user_embedding": self.model(**model_inputs).user_embedding}  # (1, H)
+        inputs = self.processor.collate(model_inputs["ids"]).to(self.device)
+        return {"user_embedding": self.model(**inputs).user_embedding}  # (B, H)
 
     def postprocess(self, model_outputs, normalize_embeddings: bool = False, return_tensors: bool = False):
         embedding = model_outputs["user_embedding"][0].float()  # (H,)
@@ -82,7 +112,5 @@ def register_pipeline() -> None:
     if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
         PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=UserBertFeatureExtractionPipeline, pt_model=AutoModel)
 
-
-register_pipeline()
 
 __all__ = ["UserBertFeatureExtractionPipeline", "register_pipeline", "TASK"]

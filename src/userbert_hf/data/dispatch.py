@@ -14,7 +14,7 @@ from .behavior_data import BehaviorData, load_saved_behavior_data
 from .event_log import from_dataset, from_pandas, load_event_log
 from .mind import load_mind
 from .movielens import load_default_dataset, load_movielens
-from .summary import DataFormatError
+from .summary import DataFormatError, DataNotFoundError
 
 _EVENT_LOG_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq"}
 # Options naming the columns of one-event-per-row data (event logs, DataFrames, datasets); the command-line jobs
@@ -89,7 +89,7 @@ def load_behavior_data(source, *, split: str = "train", **kwargs) -> BehaviorDat
         if isinstance(source, str) and _HUB_ID.fullmatch(source) and path.suffix.lower() not in _EVENT_LOG_SUFFIXES:
             dataset = _load_with_datasets(source, split, hub=True)
             return from_dataset(dataset, name=source, **columns, **kwargs)
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"behaviour data not found: {path} (expected 'movielens', a MovieLens/MIND/saved directory, "
             f"a Beauty-style .txt, an event log {sorted(_EVENT_LOG_SUFFIXES)}, a datasets folder or a Hub dataset "
             "id namespace/name)"
@@ -153,7 +153,7 @@ def _load_with_datasets(source: str, split: str, hub: bool) -> datasets.Dataset:
     except Exception as err:  # datasets raises many types (DatasetNotFoundError, ConnectionError, ValueError, ...)
         message = f"{type(err).__name__}: {err}".splitlines()[0]
         if hub and isinstance(err, OSError):  # not found, unreachable, offline (ConnectionError is an OSError)
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"behaviour data not found: {source!r} is not a local path, and loading it as a Hub dataset "
                 f"failed ({message})"
             ) from None

@@ -31,6 +31,10 @@ FILTER_REASONS = frozenset(
 )
 
 
+class DataNotFoundError(FileNotFoundError):
+    """Behaviour data that is not there: no such file or folder, and not a loadable Hub dataset."""
+
+
 class DataFormatError(ValueError):
     """Malformed input data. The message names the file, and where known the 1-based line and the column.
 
