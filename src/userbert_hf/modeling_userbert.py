@@ -1222,7 +1222,7 @@ class UserBertForNextBehaviorPredictionOutput(ModelOutput):
     Args:
         loss: full-softmax cross-entropy over the behaviour vocabulary (only when ``labels`` are given).
         logits: (B, V) scores of every behaviour; ``-inf`` for padding id 0 and excluded behaviours.
-        target_rank: (B,) 0-based rank of the target, the number of behaviours scoring strictly higher (only when
+        target_rank: (B,) 0-based rank of the target, the number of other behaviours scoring at least as high (only when
             ``labels`` are given; -100 where the label is -100). Evaluation keeps these instead of (n, V) scores.
         user_embedding: (B, H) user embeddings.
     """
@@ -1330,7 +1330,7 @@ class UserBertForNextBehaviorPrediction(UserBertPreTrainedModel):
             labels = labels.long()
             loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
             target_scores = logits.gather(1, labels.clamp(min=0)[:, None])  # (B, 1)
-            target_rank = (logits > target_scores).sum(-1)  # (B,)
+            target_rank = (logits >= target_scores).sum(-1) - 1  # (B,) ties count against the target
             target_rank = target_rank.masked_fill(labels < 0, -100)
         out = UserBertForNextBehaviorPredictionOutput(
             loss=loss, logits=logits, target_rank=target_rank, user_embedding=users
