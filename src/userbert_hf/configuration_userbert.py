@@ -144,7 +144,10 @@ class UserBertConfig(PreTrainedConfig):
     # state, so the target is not replaced by [MASK] in the input, and the first behaviour is never a target).
     mbp_query: str = "masked"
     ptum_next_k: int = 2
-    cp_temperature: float = 1.0
+    # CP's own matcher (its in-batch NT-Xent): "cosine" or "dot", scores divided by cp_matching_temperature. Kept
+    # apart from matching_similarity / matching_temperature (UserBERT's and PTUM's matchers, the downstream heads).
+    cp_matching_similarity: str = "cosine"
+    cp_matching_temperature: float = 1.0
     # How every matcher (pre-training tasks and downstream heads) scores a query against candidates: "cosine"
     # (default) or "dot" (the paper); scores are divided by matching_temperature. With the dot product, user
     # embeddings collapse to one direction in pre-training (it adds the same amount to every candidate's score, so
@@ -167,6 +170,7 @@ class UserBertConfig(PreTrainedConfig):
             ("aggregator", AGGREGATORS),
             ("pretraining_objective", OBJECTIVES),
             ("matching_similarity", SIMILARITIES),
+            ("cp_matching_similarity", SIMILARITIES),
             ("mbp_query", MBP_QUERIES),
         ):
             value = getattr(self, name)
@@ -208,6 +212,11 @@ class UserBertConfig(PreTrainedConfig):
                 f"UserBertConfig.causal_attention=True needs an attention context encoder (self_attention, "
                 f"transformer), not {self.context_encoder!r}"
             )
+        if self.pretraining_objective == "cp" and self.mbp_query == "previous":
+            raise ValueError(
+                "UserBertConfig.mbp_query='previous' does not go with pretraining_objective='cp': it would leave CP's "
+                "masked view unmasked (the model reads [MASK] only with mbp_query='masked')"
+            )
         if self.mbp_query == "previous" and not self.is_left_to_right:
             raise ValueError(
                 "UserBertConfig.mbp_query='previous' needs a left-to-right context encoder (gru, or self_attention/"
@@ -220,8 +229,8 @@ class UserBertConfig(PreTrainedConfig):
             raise ValueError("UserBertConfig: mbp_loss_weight and bsm_loss_weight cannot both be 0")
         if self.pad_token_id != 0 or self.word_pad_token_id != 0:
             raise ValueError("UserBertConfig: padding ids must be 0 (vocabularies reserve id 0 for padding)")
-        if self.cp_temperature <= 0:
-            raise ValueError(f"UserBertConfig.cp_temperature={self.cp_temperature} must be > 0")
+        if not self.cp_matching_temperature > 0:
+            raise ValueError(f"UserBertConfig.cp_matching_temperature={self.cp_matching_temperature} must be > 0")
         if self.uniformity_loss_weight < 0:
             raise ValueError(f"UserBertConfig.uniformity_loss_weight={self.uniformity_loss_weight} must be >= 0")
         if not self.matching_temperature > 0:

@@ -953,8 +953,8 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
         if view_index is not None:
             view = self.userbert.encode_sequences(table[view_index], view_attention_mask, view_masked_positions)
             loss, out.cp_loss, out.cp_accuracy = in_batch_contrastive_loss(
-                self._project(encoded.user_embedding), self._project(view.user_embedding), config.cp_temperature,
-                cp_normalizer, config.matching_similarity,
+                self._project(encoded.user_embedding), self._project(view.user_embedding),
+                config.cp_matching_temperature, cp_normalizer, config.cp_matching_similarity,
                 gather_across_ranks=torch.distributed.is_available() and torch.distributed.is_initialized(),
             )
             total = total + loss
