@@ -137,3 +137,24 @@ def test_portable_paths(tmp_path, monkeypatch):
     assert portable_path("movielens") == "movielens" and portable_path("org/user-logs") == "org/user-logs"
     assert portable({"examples": ["/srv/x/ratings.csv:3: bad", "see https://files.grouplens.org/a/b"]}) == {
         "examples": ["ratings.csv:3: bad", "see https://files.grouplens.org/a/b"]}
+
+
+def test_finetuning_card_metadata_is_hub_valid_and_has_no_local_path(beauty_outside_cwd, tmp_path):
+    from userbert_hf.finetuning_job import main as finetune
+
+    finetune(["--task", "next_item", "--data", str(beauty_outside_cwd), "--model_name_or_path", "gru4rec",
+              "--hidden_size", "16", "--max_behaviors", "12", "--max_steps", "2", "--per_device_train_batch_size", "8",
+              "--eval_strategy", "no", "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true",
+              "--output_dir", str(tmp_path / "work" / "next_item")])
+    out = tmp_path / "work" / "next_item"
+    card_text, results_text = (out / "README.md").read_text(), (out / "training_results.json").read_text()
+    for text in (card_text, results_text):
+        _no_local_path(text, tmp_path)
+    data = validate_card_metadata(card_text)
+    assert data.pipeline_tag is None and data.language is None  # no Hub task fits; behaviour ids
+    types = {r.metric_name: r.metric_type for r in data.eval_results}
+    assert types["ndcg@10"] == "ndcg@10" and types["hr@10"] == "hit_rate@10" and types["mrr"] == "mrr"
+    assert {r.dataset_split for r in data.eval_results} == {"test"} and data.eval_results[0].task_type == "other"
+    settings = json.loads(results_text)["settings"]
+    assert settings["data"] == "Beauty.txt" and len(settings["data_sha256"]) == 16
+    assert "This project's recipe: fine-tuned for `next_item` trained from scratch (preset `gru4rec`)" in card_text

@@ -41,7 +41,10 @@ def validate_training_length(args: TrainingArguments) -> None:
 
 @dataclass
 class UserBertTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` plus the pre-training task and negative-sampler settings (paper defaults)."""
+    """``TrainingArguments`` plus the pre-training task and negative-sampler settings. Defaults are the paper's
+    where it gives a value (medium-hard negatives, pools of m = 1000 behaviours and u = 100 sequences refreshed every
+    T = 50 steps, 10% masking); ``userbert pretrain`` sets its own (random negatives, learning rate 1e-3, ...:
+    see its ``--help``)."""
 
     negative_sampling: str = field(
         default="medium_hard", metadata={"help": "Negative sampling strategy.", "choices": list(STRATEGIES)}
@@ -180,6 +183,10 @@ class UserBertTrainer(Trainer):
         step, config = self.state.global_step, self.model.config
         prepared = [self.objective.model_inputs(self.objective.prepare(b, step), user_model, step, config) for b in batches]
         tasks = self.objective.tasks
+        if config.uniformity_loss_weight > 0:  # users per micro-batch: weights each micro-batch's uniformity term
+            tasks = (*tasks, "uniformity")
+            for inputs, counts in prepared:
+                counts["uniformity"] = int(inputs["behavior_index"].shape[0])
         totals = torch.tensor(
             [[float(counts.get(task, 0)) for task in tasks] for _, counts in prepared] or [[0.0] * len(tasks)], device=device
         ).sum(0)
