@@ -93,8 +93,9 @@ def own_auto_map(auto_map: dict | None) -> dict:
 class UserBertConfig(PreTrainedConfig):
     r"""Configuration of a UserBERT user model.
 
-    Defaults follow the paper's Table 4 (hidden 256, CNN window 3, attention query 200, dropout 0.2, at
-    most 30 words per behaviour text and 100 behaviours per user).
+    Sizes follow the paper's Table 4 (hidden 256, CNN window 3, attention query 200, dropout 0.2, at most 30
+    words per behaviour text and 100 behaviours per user); the matchers (cosine / 0.1, CP's cosine / 1.0) and the
+    uniformity loss are this project's defaults, not the paper's (see docs/pretraining.md).
 
     Example:
 

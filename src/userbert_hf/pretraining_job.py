@@ -260,7 +260,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     catalog = build_catalog(vocabulary, model.config, tokenizer)
     logger.info("User model: %s parameters, %s", f"{model.num_parameters():,}", model.config.to_diff_dict())
 
-    # 4. Pre-train with the medium-hard negative sampler. The vocabulary, tokenizer and model code go into the
+    # 4. Pre-train with --negative_sampling (random by default). The vocabulary, tokenizer and model code go into the
     #    output folder first, so pushes made during training (push_to_hub with hub_strategy="every_save") are
     #    loadable too.
     train_users, eval_users = split_held_out_users(data.users, data_args.eval_fraction, training_args.seed)
