@@ -67,6 +67,19 @@ def test_default_pretraining_folder_names_what_ran_and_no_local_path(beauty_outs
     assert "from_pretrained('out'" in card_text  # the output folder, relative to the working directory
 
 
+def test_default_data_is_named_not_located(tmp_path, monkeypatch):
+    # The bundled MovieLens lies inside the installed package: its path is the user's layout, not the data's name.
+    monkeypatch.chdir(tmp_path)
+    pretrain([*TINY, "--output_dir", "out"])
+    card_text, results_text = (tmp_path / "out" / "README.md").read_text(), (tmp_path / "out" / "training_results.json").read_text()
+    for text in (card_text, results_text):
+        _no_local_path(text, tmp_path)
+        assert "site-packages" not in text and "src/userbert_hf" not in text
+    results = json.loads(results_text)
+    assert results["settings"]["data"] == "movielens" and results["data_summary"]["path"] == "ratings.csv"
+    assert "movielens data from ratings.csv" in card_text and "uniformly random negatives" in card_text
+
+
 def test_card_names_the_paper_sampler_and_cp_matcher_when_they_ran(beauty_outside_cwd, tmp_path):
     data = "../private/datasets/Beauty.txt"  # relative, but outside the working directory
     pretrain([*TINY, "--data", data, "--negative_sampling", "medium_hard", "--output_dir", "paper_sampler"])

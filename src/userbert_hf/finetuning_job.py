@@ -450,7 +450,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             "task": task, **data_record(data_args.data, getattr(getattr(behavior_data, "summary", None), "path", None)),
             "test_data": portable_path(data_args.test_data) if data_args.test_data else None,
             "model_name_or_path": portable_path(source), "from_scratch": from_scratch,
-            "preset_or_base": portable_path(source), "recipe": getattr(model.config, "recipe", None),
+            "preset_or_base": portable_path(source),
             "train_fraction": data_args.train_fraction, "freeze_user_model": model_args.freeze_user_model,
             "split_seed": data_args.split_seed, "seed": training_args.seed,
             "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,

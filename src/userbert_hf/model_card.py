@@ -341,17 +341,25 @@ def recipe_description(settings: dict) -> str:
     objective = settings.get("objective", "userbert")
     matcher = (f"{settings.get('matching_similarity', '?')} similarity / {settings.get('matching_temperature', '?')}")
     sampler = _SAMPLERS.get(settings.get("negative_sampling"), f"`{settings.get('negative_sampling')}` negatives")
-    mbp = (f"masked behaviour prediction (weight {settings.get('mbp_loss_weight', 1.0)}, "
-           f"{_share(settings.get('mask_ratio'))} of behaviours masked, K = {settings.get('num_behavior_negatives', '?')} "
-           f"negatives each, predicted from the {_MBP_QUERIES.get(settings.get('mbp_query'), '?')})")
+    mbp_parts = [f"weight {settings.get('mbp_loss_weight', 1.0)}"]
+    if settings.get("mask_ratio") is not None:
+        mbp_parts.append(f"{_share(settings['mask_ratio'])} of behaviours masked")
+    if settings.get("num_behavior_negatives") is not None:
+        mbp_parts.append(f"K = {settings['num_behavior_negatives']} negatives each")
+    if settings.get("mbp_query") in _MBP_QUERIES:  # older runs did not record it
+        mbp_parts.append(f"predicted from the {_MBP_QUERIES[settings['mbp_query']]}")
+    mbp = f"masked behaviour prediction ({', '.join(mbp_parts)})"
     if objective == "cp":
-        task = (f"CP (two augmented views per user, contrasted with {_SAMPLERS['in_batch']}; matcher "
-                f"{settings.get('cp_matching_similarity', '?')} similarity / {settings.get('cp_matching_temperature', '?')})")
+        cp_matcher = (f"matcher {settings['cp_matching_similarity']} similarity / {settings['cp_matching_temperature']}"
+                      if "cp_matching_similarity" in settings else "matcher not recorded")
+        task = f"CP (two augmented views per user, contrasted with {_SAMPLERS['in_batch']}; {cp_matcher})"
     elif objective == "ptum":
         task = (f"PTUM: {mbp} + next-behaviour prediction, both with {sampler}; matcher {matcher}")
     else:
-        task = (f"UserBERT: {mbp} + behaviour sequence matching (weight {settings.get('bsm_loss_weight', 1.0)}, "
-                f"P = {settings.get('num_sequence_negatives', '?')} negative sequences), both with {sampler}; "
+        bsm_parts = [f"weight {settings.get('bsm_loss_weight', 1.0)}"]
+        if settings.get("num_sequence_negatives") is not None:
+            bsm_parts.append(f"P = {settings['num_sequence_negatives']} negative sequences")
+        task = (f"UserBERT: {mbp} + behaviour sequence matching ({', '.join(bsm_parts)}), both with {sampler}; "
                 f"matcher {matcher}")
     uniformity = settings.get("uniformity_loss_weight")
     extra = f"; uniformity loss weight {uniformity}" if uniformity is not None else ""
