@@ -49,7 +49,7 @@ def generate_card(model_dir: str | os.PathLike, model_id: str | None = None) -> 
         f"---\n{card.data.to_yaml()}\n---\n" + GENERATED_NOTICE.format(name=model_dir.name) + card.text.lstrip("\n")
     )
     # The card must parse back to the recorded numbers before it is written anywhere.
-    parsed = {r.metric_type: r.metric_value for r in ModelCard(card.content).data.eval_results or []}
+    parsed = {r.metric_name: r.metric_value for r in ModelCard(card.content).data.eval_results or []}
     expected = {name: round(value, 6) for name, value in card_metrics(results).items()}
     if parsed != expected:
         raise ValueError(f"{model_dir}: the card's model-index {parsed} differs from training_results.json {expected}")

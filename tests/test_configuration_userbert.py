@@ -120,7 +120,9 @@ def test_invalid_override_through_preset_raises():
         ("dropout", dict(dropout=1.5)),
         ("dropout", dict(dropout=-0.1)),
         ("max_behaviors", dict(max_behaviors=10**9)),
-        ("cp_temperature", dict(cp_temperature=0.0)),
+        ("cp_matching_temperature", dict(cp_matching_temperature=0.0)),
+        ("cp_matching_similarity", dict(cp_matching_similarity="euclidean")),
+        ("mbp_query", dict(pretraining_objective="cp", mbp_query="previous", context_encoder="gru", aggregator="last")),
         ("mbp_loss_weight", dict(mbp_loss_weight=0.0, bsm_loss_weight=0.0)),
     ],
 )
@@ -148,7 +150,7 @@ def test_save_pretrained_round_trip_keeps_every_field(tmp_path):
         text_encoder="self_attention", cnn_window_size=5, attention_query_size=17, max_words=11, max_behaviors=33,
         use_position_embeddings=False, context_encoder="transformer", aggregator="max", num_hidden_layers=3,
         num_attention_heads=6, intermediate_size=96, dropout=0.05, initializer_range=0.01, layer_norm_eps=1e-6,
-        pretraining_objective="ptum", mbp_loss_weight=0.5, bsm_loss_weight=2.0, ptum_next_k=3, cp_temperature=0.3,
+        pretraining_objective="ptum", mbp_loss_weight=0.5, bsm_loss_weight=2.0, ptum_next_k=3, cp_matching_temperature=0.3,
     )
     config.save_pretrained(tmp_path)
     stored = json.loads((tmp_path / "config.json").read_text())

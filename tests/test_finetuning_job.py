@@ -35,7 +35,7 @@ def _assert_hub_folder(folder: Path, metrics: tuple[str, ...]) -> dict:
                  "modeling_userbert.py", "configuration_userbert.py"):
         assert (folder / name).is_file(), name
     index = _card_metadata(folder)["model-index"][0]["results"][0]
-    card = {m["type"]: m["value"] for m in index["metrics"]}
+    card = {m["name"]: m["value"] for m in index["metrics"]}
     for name in metrics:
         assert 0.0 <= card[name] <= 1.0, name
     results = json.loads((folder / "training_results.json").read_text())

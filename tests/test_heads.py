@@ -210,17 +210,33 @@ def test_next_behavior_rank_matches_brute_force(tiny_config, preset):
             continue
         blocked = {0} | (set(histories[row]) - {target})
         expected = sum(
-            1 for j in range(config.behavior_vocab_size) if j not in blocked and raw[row, j] > raw[row, target]
+            1 for j in range(config.behavior_vocab_size)
+            if j not in blocked and j != target and raw[row, j] >= raw[row, target]  # ties count against the target
         )
         assert out.target_rank[row].item() == expected
         assert out.logits[row, target] == raw[row, target]  # the target is never excluded
-        without_exclusion = sum(1 for j in range(1, config.behavior_vocab_size) if raw[row, j] > raw[row, target])
+        without_exclusion = sum(
+            1 for j in range(1, config.behavior_vocab_size) if j != target and raw[row, j] >= raw[row, target]
+        )
         assert plain.target_rank[row].item() == without_exclusion
     # Loss: full softmax cross-entropy over the allowed behaviours, ignored rows left out.
     allowed = out.logits[:3]
     hand = -torch.log_softmax(allowed, -1)[torch.arange(3), labels[:3]].mean()
     torch.testing.assert_close(out.loss, hand)
     assert model(**inputs).loss is None and model(**inputs).target_rank is None
+
+
+def test_next_behavior_rank_counts_ties_against_the_target(tiny_config):
+    # Every behaviour vector equal: all scores tie, so the target ranks behind every other allowed behaviour.
+    config = tiny_config("gru4rec")
+    model = _randomize(UserBertForNextBehaviorPrediction(config))
+    with torch.no_grad():
+        model.userbert.behavior_encoder.behavior_embeddings.weight[1:] = 0.5
+    inputs, _ = _batch(config, [[3, 5, 7], [2, 9]])
+    with torch.no_grad():
+        out = model(**inputs, labels=torch.tensor([4, 30]), exclude_index=pad_sequences([[3, 5, 7], [2, 9]]))
+    allowed = config.behavior_vocab_size - 1  # padding never ranked
+    assert out.target_rank.tolist() == [allowed - 3 - 1, allowed - 2 - 1]  # minus the history, minus the target
 
 
 def test_next_behavior_text_model_needs_all_behaviors(tiny_config):

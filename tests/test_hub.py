@@ -134,7 +134,7 @@ LOAD = """
     for extra in sys.argv[4:]:
         if extra == "card":  # the README as ModelCard.load downloads it
             card = ModelCard.load(repo)
-            out["card_results"] = [(r.metric_type, r.metric_value) for r in card.data.eval_results or []]
+            out["card_results"] = [(r.metric_name, r.metric_value) for r in card.data.eval_results or []]
         elif extra.startswith("missing="):  # a repo this cache never saw
             try:
                 AutoModel.from_pretrained(extra.removeprefix("missing="))
@@ -303,9 +303,10 @@ def test_pushed_model_card_has_model_index_and_cites_the_paper(hub, pretrained, 
     assert results, "the card must carry a model-index with results"
     expected = json.loads((pretrained["folder"] / "training_results.json").read_text())["metrics"]
     for result in results:
-        assert result.metric_value == pytest.approx(expected[result.metric_type], abs=1e-6)
-    assert "eval_mbp_loss" in {r.metric_type for r in results}
-    assert all(r.metric_type.startswith("eval_") for r in results)  # training losses stay out of model-index
+        assert result.metric_value == pytest.approx(expected[result.metric_name], abs=1e-6)
+        assert result.dataset_split == "held_out" and result.metric_type in ("loss", "accuracy", "recall@20")
+    assert "eval_mbp_loss" in {r.metric_name for r in results}
+    assert all(r.metric_name.startswith("eval_") for r in results)  # training losses stay out of model-index
     assert "Wu" in card.text and "Contrastive User Model Pre-training" in card.text
     assert "2202.07605" in card.text  # the unrelated Rakuten UserBERT is named apart
     assert card.data.library_name == "transformers"

@@ -95,8 +95,7 @@ def test_auc_single_class_raises():
 def test_mrr_hand():
     # clicked items at ranks 1 and 3 -> (1/1 + 1/3) / 2 = 2/3
     assert mrr_score(LABELS, SCORES) == pytest.approx((1 + 1 / 3) / 2)
-    # ties follow MIND argsort(scores)[::-1]: stable argsort of [.5,.5,.2,.1] = [3,2,0,1],
-    # reversed = [1,0,2,3] -> labels [0,1,1,0] -> (1/2 + 1/3) / 2 = 5/12
+    # ties count against the clicks: the tied non-clicked item 1 first -> labels [0,1,1,0] -> (1/2 + 1/3) / 2
     assert mrr_score([1, 0, 1, 0], [0.5, 0.5, 0.2, 0.1]) == pytest.approx(5 / 12)
     with pytest.raises(ValueError):
         mrr_score([0, 0], [0.1, 0.2])
@@ -249,7 +248,7 @@ def _brute_force_ranks(scores, targets, exclude=None, pad_id=0):
         for j in range(scores.shape[1]):
             if j == t or j == pad_id or j in excl:
                 continue
-            if scores[u, j] > scores[u, t]:
+            if scores[u, j] >= scores[u, t]:  # ties count against the target
                 r += 1
         ranks.append(r)
     return np.array(ranks)
@@ -279,20 +278,48 @@ def test_full_ranking_hand():
     # column 0 is the pad item (huge score, ignored). user 0: target 3 (score 3); ahead: items 1 (5), 2 (4)
     scores = np.array([[99.0, 5.0, 4.0, 3.0, 2.0], [99.0, 1.0, 1.0, 1.0, 0.0]])
     targets = np.array([3, 2])
-    # no exclusion: ranks [2, 0] (user 1: ties with items 1,3 do not count)
-    np.testing.assert_array_equal(compute_ranks(scores, targets), [2, 0])
+    # no exclusion: ranks [2, 2] (user 1: items 1 and 3 tie with the target and count against it)
+    np.testing.assert_array_equal(compute_ranks(scores, targets), [2, 2])
     # exclude history [1, 3, 2] for user 0: item 3 is the target -> kept; rank 0
-    np.testing.assert_array_equal(compute_ranks(scores, targets, exclude=[[1, 3, 2], []]), [0, 0])
+    np.testing.assert_array_equal(compute_ranks(scores, targets, exclude=[[1, 3, 2], []]), [0, 2])
     m = full_ranking_metrics(scores, targets, ks=(1, 5))
-    # ranks [2, 0]: hr@1 = 1/2, hr@5 = 1, ndcg@5 = (1/log2(4) + 1) / 2 = 0.75, mrr = (1/3 + 1) / 2
-    assert m["hr@1"] == pytest.approx(0.5)
+    # ranks [2, 2]: hr@1 = 0, hr@5 = 1, ndcg@5 = 1/log2(4) = 0.5, mrr = 1/3
+    assert m["hr@1"] == pytest.approx(0.0)
     assert m["hr@5"] == pytest.approx(1.0)
-    assert m["ndcg@5"] == pytest.approx(0.75)
-    assert m["ndcg@1"] == pytest.approx(0.5)
-    assert m["mrr"] == pytest.approx((1 / 3 + 1) / 2)
+    assert m["ndcg@5"] == pytest.approx(0.5)
+    assert m["ndcg@1"] == pytest.approx(0.0)
+    assert m["mrr"] == pytest.approx(1 / 3)
     assert m["num_users"] == 2
-    # pad_id=None: the pad column now counts -> ranks [3, 1]
-    np.testing.assert_array_equal(compute_ranks(scores, targets, pad_id=None), [3, 1])
+    # pad_id=None: the pad column now counts -> ranks [3, 3]
+    np.testing.assert_array_equal(compute_ranks(scores, targets, pad_id=None), [3, 3])
+
+
+def test_constant_scores_give_the_worst_rank_in_every_ranking_metric():
+    # A model whose scores all tie (collapsed, or rounded by bf16) ranks nothing: ties count against the target.
+    scores = np.zeros((3, 21))  # pad column 0 + 20 candidates
+    targets = [1, 7, 20]
+    np.testing.assert_array_equal(compute_ranks(scores, targets), [19, 19, 19])
+    np.testing.assert_array_equal(compute_ranks(torch.zeros(3, 21, dtype=torch.bfloat16), targets), [19, 19, 19])
+    m = full_ranking_metrics(scores, targets, ks=(10, 20))
+    assert m["hr@10"] == 0.0 and m["ndcg@10"] == 0.0
+    assert m["hr@20"] == 1.0 and m["ndcg@20"] == pytest.approx(1 / math.log2(21))
+    assert m["mrr"] == pytest.approx(1 / 20)
+    acc = RankingAccumulator(ks=(10,))
+    acc.add(scores, targets)
+    assert acc.compute()["hr@10"] == 0.0
+    # Per impression: wherever the click sits, it is placed after the tied non-clicks; AUC counts ties as 1/2.
+    for labels in ([1, 0, 0, 0], [0, 0, 0, 1], [0, 1, 0, 0]):
+        assert mrr_score(labels, [0.3] * 4) == pytest.approx(1 / 4)
+        assert ndcg_score(labels, [0.3] * 4, 10) == pytest.approx(1 / math.log2(5))
+        assert auc_score(labels, [0.3] * 4) == pytest.approx(roc_auc_score(labels, [0.3] * 4)) == 0.5
+    m = impression_metrics([[1, 0, 0, 0], [0, 0, 0, 1], [0, 1, 1, 0]], [[0.3] * 4] * 3, ks=(1, 10))
+    assert m["auc"] == pytest.approx(0.5)
+    assert m["mrr"] == pytest.approx((1 / 4 + 1 / 4 + (1 / 3 + 1 / 4) / 2) / 3)
+    assert m["ndcg@1"] == 0.0
+    ideal_two = 1 + 1 / LOG2_3
+    assert m["ndcg@10"] == pytest.approx((2 / math.log2(5) + (1 / 2 + 1 / math.log2(5)) / ideal_two) / 3)
+    grouped = grouped_impression_metrics([0, 0, 0, 0], [0, 0, 0, 1], [0.3] * 4, ks=(10,))
+    assert grouped["mrr"] == pytest.approx(1 / 4) and grouped["auc"] == pytest.approx(0.5)
 
 
 def test_full_ranking_vs_brute_force():

@@ -64,7 +64,7 @@ def _model_folder(root: Path, name: str, results: dict, **config) -> Path:
 
 
 def _metrics(card: ModelCard) -> dict[str, float]:
-    return {r.metric_type: r.metric_value for r in card.data.eval_results or []}
+    return {r.metric_name: r.metric_value for r in card.data.eval_results or []}
 
 
 def test_pretraining_card_keeps_training_losses_out_of_model_index(generate_cards, tmp_path):
@@ -86,7 +86,8 @@ def test_pretraining_card_puts_held_out_metrics_in_model_index(generate_cards, t
     card = ModelCard.load(path)
     assert _metrics(card) == {"eval_mbp_loss": 1.3, "eval_mbp_accuracy": 0.55, "eval_bsm_accuracy": 0.48}
     result = card.data.eval_results[0]
-    assert (result.task_type, result.dataset_name) == ("feature-extraction", "movielens")
+    assert (result.task_type, result.dataset_name, result.dataset_split) == ("feature-extraction", "movielens", "held_out")
+    assert [r.metric_type for r in card.data.eval_results] == ["loss", "accuracy", "accuracy"]
     assert card.data.model_name == "UserBERT nrms user model pre-trained on movielens"
     assert card.data.pipeline_tag == "feature-extraction"
     assert card.data.datasets is None  # "movielens" is not a Hub dataset id
@@ -109,7 +110,11 @@ def test_finetuning_card_holds_the_test_metrics(generate_cards, tmp_path):
     generate_cards.main([str(folder), "--output_dir", str(tmp_path), "--update_readme"])
     card = ModelCard.load(tmp_path / "userbert-ctr.md")
     assert _metrics(card) == {"auc": 0.7312, "ap": 0.6851, "logloss": 0.6012}
-    assert card.data.eval_results[0].task_type == "ctr-prediction"
+    # Hub vocabulary: no Hub task fits a CTR head (task type "other", no pipeline_tag); conventional metric types
+    assert card.data.eval_results[0].task_type == "other" and card.data.pipeline_tag is None
+    assert card.data.eval_results[0].task_name == "Click-through-rate prediction"
+    assert [r.metric_type for r in card.data.eval_results] == ["auc", "average_precision", "log_loss"]
+    assert {r.dataset_split for r in card.data.eval_results} == {"test"}
     assert card.data.base_model == "org/userbert-movielens" and "ctr" in card.data.tags
     assert (folder / "README.md").read_text() == (tmp_path / "userbert-ctr.md").read_text()
 

@@ -861,6 +861,30 @@ def test_cp_objective(tiny_config, similarity):
     torch.testing.assert_close(out.cp_accuracy, accuracy)
 
 
+@pytest.mark.parametrize("similarity, temperature", [("cosine", 1.0), ("dot", 0.5)])
+def test_cp_uses_its_own_matcher_not_the_matching_settings(tiny_config, similarity, temperature):
+    # UserBERT's matcher (dot / 0.1 here) must not leak into CP: CP scores with cp_matching_similarity /
+    # cp_matching_temperature (defaults cosine / 1.0).
+    overrides = {} if similarity == "cosine" else dict(cp_matching_similarity=similarity,
+                                                       cp_matching_temperature=temperature)
+    config = tiny_config("bert4rec", pretraining_objective="cp", matching_similarity="dot", matching_temperature=0.1,
+                         **overrides)
+    model = _model(config, UserBertForPreTraining)
+    view_a = pad_sequences([[3, 8, 12, 5], [4, 17, 6], [11, 2, 25, 14]])
+    view_b = pad_sequences([[8, 12, 5], [17, 4, 6], [11, 2, 25]])
+    table, (index_a, index_b) = build_behavior_table(BehaviorCatalog(config.behavior_vocab_size), view_a, view_b)
+    out = model(**table, behavior_index=index_a, attention_mask=(view_a != 0).long(),
+                masked_positions=torch.zeros_like(view_a, dtype=torch.bool), view_index=index_b,
+                view_attention_mask=(view_b != 0).long())
+    with torch.no_grad():
+        emb_a = model.userbert(behavior_ids=view_a).user_embedding
+        emb_b = model.userbert(behavior_ids=view_b).user_embedding
+        expected = in_batch_contrastive_loss(emb_a, emb_b, temperature, similarity=similarity)[0]
+        other = in_batch_contrastive_loss(emb_a, emb_b, 0.1, similarity="dot")[0]
+    torch.testing.assert_close(out.cp_loss, expected, atol=ATOL, rtol=1e-5)
+    assert not torch.allclose(out.cp_loss, other, atol=1e-3)
+
+
 def test_pretraining_requires_behavior_index(tiny_config):
     model = _model(tiny_config("gru4rec"), UserBertForPreTraining)
     with pytest.raises(ValueError, match="behavior_index"):

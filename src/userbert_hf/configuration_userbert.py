@@ -102,8 +102,9 @@ def own_auto_map(auto_map: dict | None) -> dict:
 class UserBertConfig(PreTrainedConfig):
     r"""Configuration of a UserBERT user model.
 
-    Defaults follow the paper's Table 4 (hidden 256, CNN window 3, attention query 200, dropout 0.2, at
-    most 30 words per behaviour text and 100 behaviours per user).
+    Sizes follow the paper's Table 4 (hidden 256, CNN window 3, attention query 200, dropout 0.2, at most 30
+    words per behaviour text and 100 behaviours per user); the matchers (cosine / 0.1, CP's cosine / 1.0) and the
+    uniformity loss are this project's defaults, not the paper's (see docs/pretraining.md).
 
     Example:
 
@@ -159,8 +160,8 @@ class UserBertConfig(PreTrainedConfig):
     # state, so the target is not replaced by [MASK] in the input, and the first behaviour is never a target).
     mbp_query: str = "masked"
     ptum_next_k: int = 2
-    cp_temperature: float = 1.0
-    # CP's own matcher (its NT-Xent over two views): "cosine" at temperature 1.0 by default; CL4SRec publishes "dot".
+    # CP's own matcher (its in-batch NT-Xent): "cosine" or "dot", scores divided by cp_matching_temperature. Kept
+    # apart from matching_similarity / matching_temperature (UserBERT's and PTUM's matchers, the downstream heads).
     cp_matching_similarity: str = "cosine"
     cp_matching_temperature: float = 1.0
     # How every matcher (pre-training tasks and downstream heads) scores a query against candidates: "cosine"
@@ -195,8 +196,8 @@ class UserBertConfig(PreTrainedConfig):
             ("aggregator", AGGREGATORS),
             ("pretraining_objective", OBJECTIVES),
             ("matching_similarity", SIMILARITIES),
-            ("mbp_query", MBP_QUERIES),
             ("cp_matching_similarity", SIMILARITIES),
+            ("mbp_query", MBP_QUERIES),
             ("plm_pooling", PLM_POOLINGS),
         ):
             value = getattr(self, name)
@@ -244,6 +245,11 @@ class UserBertConfig(PreTrainedConfig):
                 f"UserBertConfig.causal_attention=True needs an attention context encoder (self_attention, "
                 f"transformer), not {self.context_encoder!r}"
             )
+        if self.pretraining_objective == "cp" and self.mbp_query == "previous":
+            raise ValueError(
+                "UserBertConfig.mbp_query='previous' does not go with pretraining_objective='cp': it would leave CP's "
+                "masked view unmasked (the model reads [MASK] only with mbp_query='masked')"
+            )
         if self.mbp_query == "previous" and not self.is_left_to_right:
             raise ValueError(
                 "UserBertConfig.mbp_query='previous' needs a left-to-right context encoder (gru, or self_attention/"
@@ -256,12 +262,10 @@ class UserBertConfig(PreTrainedConfig):
             raise ValueError("UserBertConfig: mbp_loss_weight and bsm_loss_weight cannot both be 0")
         if self.pad_token_id != 0 or self.word_pad_token_id != 0:
             raise ValueError("UserBertConfig: padding ids must be 0 (vocabularies reserve id 0 for padding)")
-        if self.cp_temperature <= 0:
-            raise ValueError(f"UserBertConfig.cp_temperature={self.cp_temperature} must be > 0")
-        if self.uniformity_loss_weight < 0:
-            raise ValueError(f"UserBertConfig.uniformity_loss_weight={self.uniformity_loss_weight} must be >= 0")
         if not self.cp_matching_temperature > 0:
             raise ValueError(f"UserBertConfig.cp_matching_temperature={self.cp_matching_temperature} must be > 0")
+        if self.uniformity_loss_weight < 0:
+            raise ValueError(f"UserBertConfig.uniformity_loss_weight={self.uniformity_loss_weight} must be >= 0")
         if self.behavior_type == "plm":
             if not isinstance(self.plm_config, dict) or "model_type" not in self.plm_config:
                 raise ValueError("UserBertConfig.plm_config must be the encoder's transformers config (a dict with "

@@ -39,7 +39,9 @@ from .configuration_userbert import PRESETS, UserBertConfig
 from .data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import split_statistics
 from .finetuning_optim import FinetuningTrainer
-from .model_card import build_model_card, example_histories, save_run_results, usage_snippet
+from .model_card import (
+    build_model_card, data_record, example_histories, portable_path, save_run_results, usage_snippet,
+)
 from .output_dir import OutputDirError, claim_output_dir, prepare_output_dir, push_output_dir
 from .pretraining.trainer import validate_training_length
 from .early_stopping import configure_early_stopping, validate_patience
@@ -531,9 +533,11 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
-        settings = {
-            "task": task, "data": data_args.data, "test_data": data_args.test_data,
-            "model_name_or_path": source, "from_scratch": from_scratch, "preset_or_base": source,
+        settings = {  # data by name, relative path or file name and content hash; never a local absolute path
+            "task": task, **data_record(data_args.data, getattr(getattr(behavior_data, "summary", None), "path", None)),
+            "test_data": portable_path(data_args.test_data) if data_args.test_data else None,
+            "model_name_or_path": portable_path(source), "from_scratch": from_scratch,
+            "preset_or_base": portable_path(source),
             "train_fraction": data_args.train_fraction, "freeze_user_model": model_args.freeze_user_model,
             "split_seed": data_args.split_seed, "seed": training_args.seed,
             "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
@@ -542,6 +546,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             "user_model_learning_rate": training_args.user_model_learning_rate,
             "freeze_user_model_steps": training_args.freeze_user_model_steps,
             "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
+            "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
             "max_behaviors": data_args.max_behaviors,
         }
         settings.update(task_spec.settings_of(data_args))
@@ -550,10 +555,12 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             "settings": settings, "splits": stats,
         }
         if behavior_data is not None:
+            behavior_data.summary.path = portable_path(behavior_data.summary.path)
             results["data_summary"] = behavior_data.summary.to_dict()
         save_run_results(training_args.output_dir, results)
         task_type, task_name = task_spec.hub_task_type, task_spec.hub_task_name
-        origin = f"trained from scratch (preset `{source}`)" if from_scratch else f"fine-tuned from `{source}`"
+        origin = (f"trained from scratch (preset `{source}`)" if from_scratch
+                  else f"fine-tuned from `{settings['model_name_or_path']}`")
         dataset_name = os.path.basename(os.path.normpath(str(data_args.data)))
         card = build_model_card(
             title=f"UserBERT {model.config.context_encoder}/{model.config.aggregator} user model fine-tuned for "
@@ -567,7 +574,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             config=model.config,
             dataset_name=dataset_name,
             data_description=(
-                f"`{data_args.data}`" + (f" (test: `{data_args.test_data}`)" if data_args.test_data else "")
+                f"`{settings['data']}`" + (f" (test: `{settings['test_data']}`)" if data_args.test_data else "")
                 + f", split with `userbert_hf.downstream_data`:\n\n```\n{json.dumps(stats, indent=2)}\n```"
             ),
             settings=settings,

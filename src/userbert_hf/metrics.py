@@ -22,9 +22,13 @@ Conventions
 -----------
 * Labels are binary (0/1 or bool).  Undefined metrics (e.g. AUC of a
   single-class label set inside an aggregate) are reported as ``nan``.
-* Full-ranking rank of the target (0-based) is the number of *candidate* items
-  whose score is **strictly greater** than the target's score (the common
-  RecBole / SASRec convention; ties are resolved in favour of the target).
+* Ties count against the target (pessimistic ranking) in every ranking metric: the full-ranking rank of the
+  target (0-based) is the number of *other candidate* items whose score is **greater than or equal to** the
+  target's, and MRR / nDCG of an impression place the non-clicked candidates first among tied scores. AUC counts a
+  tied positive/negative pair as 1/2 (average ranks, as ``sklearn.metrics.roc_auc_score``). Constant scores thus
+  give the worst rank (HR@k 0 unless k reaches the candidate count), and AUC 0.5. (The RecBole / SASRec convention
+  counts only strictly greater scores, which rewards a model whose scores collapse, e.g. under bf16; the official
+  MIND script breaks ties by position.)
 """
 
 from __future__ import annotations
@@ -117,13 +121,10 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _descending_order(scores: np.ndarray) -> np.ndarray:
-    """MIND ordering ``argsort(scores)[::-1]`` (stable sort, so deterministic).
-
-    Among tied scores the item with the *larger* index is ranked first, exactly
-    as in the official MIND script for small impressions.
-    """
-    return np.argsort(scores, kind="stable")[::-1]
+def _descending_order(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Descending-score order with ties counted against the clicks: among tied scores the non-clicked items come
+    first (pessimistic), so a model whose scores tie gains nothing from where the click sits in the impression."""
+    return np.lexsort((labels, -scores))
 
 
 # --------------------------------------------------------------------------
@@ -154,8 +155,8 @@ def auc_score(labels: ArrayLike, scores: ArrayLike) -> float:
 def mrr_score(labels: ArrayLike, scores: ArrayLike) -> float:
     """MIND mean reciprocal rank of the clicked items in one impression.
 
-    ``order = argsort(scores)[::-1]; y = labels[order]; (y / (arange(len(y)) + 1)).sum() / y.sum()``.
-    Raises ``ValueError`` if there is no click.
+    ``y = labels[order]; (y / (arange(len(y)) + 1)).sum() / y.sum()`` with ``order`` by descending score, the
+    non-clicked items first among ties (pessimistic). Raises ``ValueError`` if there is no click.
 
     Example:
         >>> round(mrr_score([1, 0, 0, 1], [0.9, 0.8, 0.1, 0.3]), 4)  # (1/1 + 1/3) / 2
@@ -165,13 +166,14 @@ def mrr_score(labels: ArrayLike, scores: ArrayLike) -> float:
     s = _scores_1d(scores, y.shape[0])
     if y.sum() == 0:
         raise ValueError("MRR is undefined for an impression without clicks")
-    y = y[_descending_order(s)]
+    y = y[_descending_order(s, y)]
     rr = y / (np.arange(len(y)) + 1.0)
     return float(rr.sum() / y.sum())
 
 
 def dcg_score(labels: ArrayLike, scores: ArrayLike, k: int = 10) -> float:
-    """MIND DCG@k: gains ``2**rel - 1``, discounts ``log2(rank + 1)`` with 1-based rank.
+    """MIND DCG@k: gains ``2**rel - 1``, discounts ``log2(rank + 1)`` with 1-based rank (the less relevant items
+    first among tied scores: pessimistic).
 
     Example:
         >>> round(dcg_score([1, 0, 0, 1], [0.9, 0.8, 0.1, 0.3], k=3), 4)  # 1/log2(2) + 1/log2(4)
@@ -179,7 +181,7 @@ def dcg_score(labels: ArrayLike, scores: ArrayLike, k: int = 10) -> float:
     """
     y = _to_numpy(labels).reshape(-1).astype(np.float64)
     s = _scores_1d(scores, y.shape[0])
-    y = y[_descending_order(s)[:k]]
+    y = y[_descending_order(s, y)[:k]]
     gains = 2.0**y - 1.0
     discounts = np.log2(np.arange(len(y)) + 2.0)
     return float(np.sum(gains / discounts))
@@ -240,11 +242,10 @@ def _flat_impression_metrics(
     """:func:`impression_metrics` for flat arrays sorted by impression (``rows[i]`` in ``[0, n)`` = impression of
     entry i, the entries of an impression contiguous and in their original order), computed for all impressions
     at once with sorts and ``bincount`` instead of a Python loop per impression. Gives the per-impression
-    functions' values (average-rank AUC; MIND ordering with ties broken towards the later candidate for MRR and
-    nDCG)."""
+    functions' values (average-rank AUC; descending score with the non-clicked candidates first among ties for
+    MRR and nDCG)."""
     size = np.bincount(rows, minlength=n)  # (n,)
     start = np.concatenate([[0], np.cumsum(size)[:-1]]) if n else np.zeros(0, dtype=np.int64)
-    column = np.arange(rows.shape[0]) - start[rows]  # position of each entry in its impression
     positives = np.bincount(rows, weights=y, minlength=n)  # (n,)
     y = y.astype(np.float64)
 
@@ -265,8 +266,8 @@ def _flat_impression_metrics(
     rank_sum = np.bincount(rows, weights=ranks * y, minlength=n)
     auc = (rank_sum - positives * (positives + 1) / 2.0)[auc_rows] / (positives * negatives)[auc_rows]
 
-    # MRR and nDCG@k: MIND ordering (descending score, the later candidate first among ties).
-    order = np.lexsort((-column, -s, rows))
+    # MRR and nDCG@k: descending score, the non-clicked candidates first among ties (pessimistic).
+    order = np.lexsort((y, -s, rows))
     place = np.empty(order.shape[0], dtype=np.int64)
     place[order] = np.arange(order.shape[0]) - start[rows[order]]  # 0-based place in its impression
     clicked = positives > 0
@@ -451,9 +452,9 @@ def compute_ranks(
 ) -> np.ndarray:
     """0-based rank of each user's target item among all candidate items.
 
-    ``rank = #{candidate items j : scores[u, j] > scores[u, target_u]}``
-    (strictly greater: ties are resolved in favour of the target, the
-    RecBole/SASRec convention).  Candidates are all item columns except the
+    ``rank = #{candidate items j != target_u : scores[u, j] >= scores[u, target_u]}``
+    (ties count against the target: pessimistic, so constant scores give the
+    worst rank, not the best as the RecBole/SASRec strict ``>`` does).  Candidates are all item columns except the
     ``pad_id`` column (if not ``None``) and the ids in ``exclude[u]`` (e.g. the
     user's history; the target itself is never excluded, negative ids are
     ignored as padding).  ``scores`` may be a numpy array or a torch tensor; for
@@ -477,13 +478,13 @@ def compute_ranks(
     target_scores = s[rows_u, t]
     if np.isnan(target_scores).any():
         raise ValueError("target scores contain NaN")
-    ranks = (s > target_scores[:, None]).sum(axis=1, dtype=np.int64)
+    ranks = (s >= target_scores[:, None]).sum(axis=1, dtype=np.int64) - 1  # the target itself left out
     # Remove masked items that were counted as ahead of the target (no copy of `scores`).
     if pad_id is not None:
-        ranks -= s[:, pad_id] > target_scores
+        ranks -= s[:, pad_id] >= target_scores
     rows, cols = _exclusion_pairs(exclude, t, n_items, pad_id)
     if rows.size:
-        ahead = s[rows, cols] > target_scores[rows]
+        ahead = s[rows, cols] >= target_scores[rows]
         ranks -= np.bincount(rows[ahead], minlength=n_users)
     return ranks
 
@@ -512,14 +513,14 @@ def _compute_ranks_torch(scores: Any, targets: ArrayLike, exclude: Any, pad_id: 
     target_scores = s.gather(1, t[:, None])  # (n_users, 1)
     if torch.isnan(target_scores).any():
         raise ValueError("target scores contain NaN")
-    ranks = (s > target_scores).sum(dim=1)
+    ranks = (s >= target_scores).sum(dim=1) - 1  # the target itself left out
     if pad_id is not None:
-        ranks -= (s[:, pad_id] > target_scores[:, 0]).long()
+        ranks -= (s[:, pad_id] >= target_scores[:, 0]).long()
     rows_np, cols_np = _exclusion_pairs(exclude, t_np, n_items, pad_id)
     if rows_np.size:
         rows = torch.as_tensor(rows_np, device=s.device)
         cols = torch.as_tensor(cols_np, device=s.device)
-        ahead = (s[rows, cols] > target_scores[rows, 0]).long()
+        ahead = (s[rows, cols] >= target_scores[rows, 0]).long()
         ranks -= torch.zeros(n_users, dtype=ranks.dtype, device=s.device).index_add_(0, rows, ahead)
     return ranks.cpu().numpy().astype(np.int64)
 

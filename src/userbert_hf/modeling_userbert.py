@@ -857,7 +857,9 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
     * NBP: ``nbp_candidate_index`` (B, next_k, 1 + K) and ``nbp_valid`` (B, next_k).
     * CP: a second view ``view_index``/``view_attention_mask``/``view_masked_positions`` (B, L'); the views of
       the other users of the batch (of every rank under torch.distributed) are the negatives.
-    * ``*_normalizer``: what each task's summed loss is divided by (default: its row count).
+    * ``*_normalizer``: what each task's summed loss is divided by (default: its row count); the trainer passes the
+      counts of the whole step (all micro-batches, all ranks). ``uniformity_normalizer`` is the step's number of
+      users: this micro-batch's uniformity term is weighted by its share of them.
 
     Example:
 
@@ -914,6 +916,7 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
         bsm_normalizer: torch.Tensor | float | None = None,
         nbp_normalizer: torch.Tensor | float | None = None,
         cp_normalizer: torch.Tensor | float | None = None,
+        uniformity_normalizer: torch.Tensor | float | None = None,
         return_dict: bool | None = None,
     ) -> UserBertForPreTrainingOutput:
         if behavior_index is None:
@@ -978,14 +981,16 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
 
         if config.uniformity_loss_weight > 0 and self.training:
             # An in-batch term (like CP's negatives): over the users of this micro-batch, gathered from every rank
-            # with gradients under torch.distributed (each rank adds 1 / world of it: the ranks' sum is the loss of
-            # one large batch).
-            embeddings, world = encoded.user_embedding, 1
+            # with gradients under torch.distributed. Each rank adds it times its share of the step's users
+            # (rows / uniformity_normalizer; default 1 / world): the ranks' sum is the term of one large batch, and
+            # under gradient accumulation the micro-batches' terms average (weighted by users) instead of adding up.
+            embeddings, rows, world = encoded.user_embedding, encoded.user_embedding.shape[0], 1
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 embeddings, world = _gather_with_gradients(embeddings)[0], torch.distributed.get_world_size()
             uniformity = uniformity_loss(embeddings)
             out.uniformity_loss = uniformity.detach()
-            total = total + config.uniformity_loss_weight * uniformity / world
+            share = 1.0 / world if uniformity_normalizer is None else rows / uniformity_normalizer
+            total = total + config.uniformity_loss_weight * uniformity * share
 
         out.loss = total
         return_dict = return_dict if return_dict is not None else config.return_dict
@@ -1239,7 +1244,7 @@ class UserBertForNextBehaviorPredictionOutput(ModelOutput):
     Args:
         loss: full-softmax cross-entropy over the behaviour vocabulary (only when ``labels`` are given).
         logits: (B, V) scores of every behaviour; ``-inf`` for padding id 0 and excluded behaviours.
-        target_rank: (B,) 0-based rank of the target, the number of behaviours scoring strictly higher (only when
+        target_rank: (B,) 0-based rank of the target, the number of other behaviours scoring at least as high (only when
             ``labels`` are given; -100 where the label is -100). Evaluation keeps these instead of (n, V) scores.
         user_embedding: (B, H) user embeddings.
     """
@@ -1347,7 +1352,7 @@ class UserBertForNextBehaviorPrediction(UserBertPreTrainedModel):
             labels = labels.long()
             loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
             target_scores = logits.gather(1, labels.clamp(min=0)[:, None])  # (B, 1)
-            target_rank = (logits > target_scores).sum(-1)  # (B,)
+            target_rank = (logits >= target_scores).sum(-1) - 1  # (B,) ties count against the target
             target_rank = target_rank.masked_fill(labels < 0, -100)
         out = UserBertForNextBehaviorPredictionOutput(
             loss=loss, logits=logits, target_rank=target_rank, user_embedding=users

@@ -21,7 +21,9 @@ from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import EventLogColumnArguments, column_options, load_behavior_data
 from .sharded_data import load_user_shards
-from .model_card import build_model_card, example_histories, save_run_results, source_dataset_name
+from .model_card import (
+    build_model_card, data_record, example_histories, portable_path, save_run_results, source_dataset_name,
+)
 from .modeling_userbert import UserBertForPreTraining
 from .output_dir import OutputDirError, claim_output_dir, push_output_dir
 from .tokenization_userbert import build_word_tokenizer
@@ -94,6 +96,12 @@ class PretrainingModelArguments:
         default="cosine", metadata={"help": "Matcher scores: 'cosine' (default) or 'dot' (the paper)."}
     )
     matching_temperature: float = field(default=0.1, metadata={"help": "Matcher scores are divided by this."})
+    cp_matching_similarity: str = field(
+        default="cosine", metadata={"help": "CP's in-batch matcher: 'cosine' or 'dot'.", "choices": ["cosine", "dot"]}
+    )
+    cp_matching_temperature: float = field(
+        default=1.0, metadata={"help": "CP's matcher scores are divided by this (CL4SRec: 1.0; see docs/pretraining.md)."}
+    )
     projection_head: bool = field(default=False, metadata={"help": "MLP between the user embedding and BSM/CP."})
     uniformity_loss_weight: float = field(
         default=1.0, metadata={"help": "Weight of the uniformity loss on the batch's user embeddings (0 = off)."}
@@ -128,6 +136,9 @@ class PretrainingModelArguments:
     def __post_init__(self):
         if self.behavior_type == "plm" and not self.plm_name_or_path and self.model_name_or_path is None:
             raise ValueError("--behavior_type plm needs --plm_name_or_path (a folder or Hub id of the language model)")
+        if self.objective == "cp" and self.mbp_query == "previous":
+            raise ValueError("--mbp_query previous does not go with --objective cp: CP's first view would lose its "
+                             "[MASK] tokens (use --mbp_query auto or masked)")
         # Build the config once with placeholder vocabulary sizes: every invalid size, weight or choice is
         # reported now, naming the option, not after the data has been loaded.
         if self.model_name_or_path is None:
@@ -253,6 +264,8 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         initializer_range=model_args.initializer_range,
         matching_similarity=model_args.matching_similarity,
         matching_temperature=model_args.matching_temperature,
+        cp_matching_similarity=model_args.cp_matching_similarity,
+        cp_matching_temperature=model_args.cp_matching_temperature,
         projection_head=model_args.projection_head,
         uniformity_loss_weight=model_args.uniformity_loss_weight,
         cp_matching_similarity=model_args.cp_matching_similarity,
@@ -320,7 +333,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
         attach_plm_cache(model, catalog, model_args.plm_cache_dir, show_progress_bar=training_args.should_log)
     logger.info("User model: %s parameters, %s", f"{model.num_parameters():,}", model.config.to_diff_dict())
 
-    # 4. Pre-train with the medium-hard negative sampler. The vocabulary, tokenizer and model code go into the
+    # 4. Pre-train with --negative_sampling (random by default). The vocabulary, tokenizer and model code go into the
     #    output folder first, so pushes made during training (push_to_hub with hub_strategy="every_save") are
     #    loadable too.
     train_users, eval_users = split_held_out_users(data.users, data_args.eval_fraction, training_args.seed)
@@ -353,35 +366,20 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     if trainer.is_world_process_zero():
         trainer.save_model(training_args.output_dir)
         save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
-        settings = {
-            "data": data_args.data, "users": len(data.users), "behaviours": len(vocabulary) - 1,
-            "preset": model_args.preset, "objective": model_args.objective,
-            "negative_sampling": training_args.negative_sampling,
-            "behavior_pool_size": training_args.behavior_pool_size,
-            "sequence_pool_size": training_args.sequence_pool_size,
-            "sequence_pool_interval": training_args.sequence_pool_interval,
-            "num_behavior_negatives": training_args.num_behavior_negatives,
-            "num_sequence_negatives": training_args.num_sequence_negatives,
-            "mask_ratio": training_args.mask_ratio, "max_steps": training_args.max_steps,
-            "early_stopping_patience": training_args.early_stopping_patience,
-            "steps_trained": trainer.state.global_step,
-            "best_step": int(trainer.state.best_model_checkpoint.rsplit("-", 1)[1]) if best_loaded else None,
-            "bsm_positive": training_args.bsm_positive,
-            "behavior_pool_fraction": training_args.behavior_pool_fraction,
-            "exclude_own_behaviors": training_args.exclude_own_behaviors,
-            "hard_negative_fraction": training_args.hard_negative_fraction,
-            "matching_similarity": model.config.matching_similarity,
-            "matching_temperature": model.config.matching_temperature,
-            "uniformity_loss_weight": model.config.uniformity_loss_weight,
-            "projection_head": model.config.projection_head,
-            "held_out_users": len(eval_users) if eval_users is not None else 0,
-            "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
-            "learning_rate": training_args.learning_rate, "seed": training_args.seed,
-        }
-        # every recipe option and the recipe's name first; the values above (read from the model) win
-        settings = {**recipe_settings(model_args, training_args), **settings}
-        save_run_results(training_args.output_dir, {"metrics": metrics, "settings": settings, "data_summary": data.summary.to_dict()})
         dataset_name = source_dataset_name(data_args.data, getattr(data.summary, "path", None))
+        settings = pretraining_settings(data_args, model_args, training_args, model.config, data, vocabulary, eval_users)
+        settings.update(
+            early_stopping_patience=training_args.early_stopping_patience, steps_trained=trainer.state.global_step,
+            best_step=int(trainer.state.best_model_checkpoint.rsplit("-", 1)[1]) if best_loaded else None,
+        )
+        if model_args.objective != "cp":
+            settings.update(behavior_pool_fraction=training_args.behavior_pool_fraction,
+                            exclude_own_behaviors=training_args.exclude_own_behaviors,
+                            hard_negative_fraction=training_args.hard_negative_fraction)
+        # every recipe option and the recipe's name first; the values above (what ran) win
+        settings = {**recipe_settings(model_args, training_args), **settings}
+        data.summary.path = portable_path(data.summary.path)  # recorded and shown without the local layout
+        save_run_results(training_args.output_dir, {"metrics": metrics, "settings": settings, "data_summary": data.summary.to_dict()})
         card = build_model_card(
             title=f"UserBERT {model_args.preset} user model pre-trained on {dataset_name}",
             summary=(
@@ -390,7 +388,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
             ),
             config=model.config,
             dataset_name=dataset_name,
-            data_description=f"`{data_args.data}`, loaded with `userbert_hf.data`:\n\n```\n{data.summary}\n```",
+            data_description=f"`{settings['data']}`, loaded with `userbert_hf.data`:\n\n```\n{data.summary}\n```",
             settings=settings,
             metrics={k: v for k, v in metrics.items() if k != "train_runtime_seconds"},
             task_type="feature-extraction",
@@ -404,6 +402,47 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
         if training_args.push_to_hub:  # the folder as written: our card, results, code, vocabulary, processor
             push_output_dir(trainer, training_args.output_dir)
     return metrics
+
+
+def pretraining_settings(data_args, model_args, training_args, config, data, vocabulary, eval_users) -> dict:
+    """The settings a pre-training run records in ``training_results.json`` and its card: what ran (the sampler
+    the objective used, the resolved MBP query, CP's matcher), the data by name and content hash (no local path),
+    and the budget."""
+    objective = model_args.objective
+    sampler = {"ptum": "random", "cp": "in_batch"}.get(objective, training_args.negative_sampling)
+    settings = {
+        **data_record(data_args.data, getattr(data.summary, "path", None)),
+        "users": len(data.users), "behaviours": len(vocabulary) - 1,
+        "preset": model_args.preset, "objective": objective, "recipe": getattr(config, "recipe", None),
+        "negative_sampling": sampler,
+    }
+    if objective != "cp":
+        settings.update(
+            behavior_pool_size=training_args.behavior_pool_size, num_behavior_negatives=training_args.num_behavior_negatives,
+            mask_ratio=training_args.mask_ratio, mbp_loss_weight=config.mbp_loss_weight, mbp_query=config.mbp_query,
+        )
+    if objective == "userbert":
+        settings.update(
+            sequence_pool_size=training_args.sequence_pool_size,
+            sequence_pool_interval=training_args.sequence_pool_interval,
+            num_sequence_negatives=training_args.num_sequence_negatives, bsm_loss_weight=config.bsm_loss_weight,
+            bsm_positive=training_args.bsm_positive, bsm_min_behaviors=training_args.bsm_min_behaviors,
+            bsm_gap=training_args.bsm_gap,
+        )
+    if objective == "cp":
+        settings.update(cp_matching_similarity=config.cp_matching_similarity,
+                        cp_matching_temperature=config.cp_matching_temperature)
+    settings.update(
+        matching_similarity=config.matching_similarity, matching_temperature=config.matching_temperature,
+        uniformity_loss_weight=config.uniformity_loss_weight, projection_head=config.projection_head,
+        dropout=config.dropout, hidden_size=config.hidden_size, max_behaviors=config.max_behaviors,
+        held_out_users=len(eval_users) if eval_users is not None else 0,
+        max_steps=training_args.max_steps, num_train_epochs=training_args.num_train_epochs,
+        batch_size=training_args.per_device_train_batch_size * training_args.world_size,
+        gradient_accumulation_steps=training_args.gradient_accumulation_steps,
+        learning_rate=training_args.learning_rate, seed=training_args.seed,
+    )
+    return settings
 
 
 def _is_user_shard_folder(path: str) -> bool:

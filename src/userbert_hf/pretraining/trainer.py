@@ -219,6 +219,10 @@ class UserBertTrainer(Trainer):
         step, config = self.state.global_step, self.model.config
         prepared = [self.objective.model_inputs(self.objective.prepare(b, step), user_model, step, config) for b in batches]
         tasks = self.objective.tasks
+        if config.uniformity_loss_weight > 0:  # users per micro-batch: weights each micro-batch's uniformity term
+            tasks = (*tasks, "uniformity")
+            for inputs, counts in prepared:
+                counts["uniformity"] = int(inputs["behavior_index"].shape[0])
         totals = torch.tensor(
             [[float(counts.get(task, 0)) for task in tasks] for _, counts in prepared] or [[0.0] * len(tasks)], device=device
         ).sum(0)
