@@ -106,8 +106,6 @@ class PretrainingModelArguments:
     uniformity_loss_weight: float = field(
         default=1.0, metadata={"help": "Weight of the uniformity loss on the batch's user embeddings (0 = off)."}
     )
-    cp_matching_similarity: str = field(default="cosine", metadata={"help": "CP's matcher: 'cosine' or 'dot'."})
-    cp_matching_temperature: float = field(default=1.0, metadata={"help": "CP's matcher scores are divided by this."})
     recipe: str | None = field(
         default=None,
         metadata={"help": "A published recipe: 'paper' (UserBERT as published: dot matchers, no uniformity loss, "
@@ -268,8 +266,6 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         cp_matching_temperature=model_args.cp_matching_temperature,
         projection_head=model_args.projection_head,
         uniformity_loss_weight=model_args.uniformity_loss_weight,
-        cp_matching_similarity=model_args.cp_matching_similarity,
-        cp_matching_temperature=model_args.cp_matching_temperature,
         recipe=model_args.recipe,
         **overrides,
     )
@@ -376,8 +372,11 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
             settings.update(behavior_pool_fraction=training_args.behavior_pool_fraction,
                             exclude_own_behaviors=training_args.exclude_own_behaviors,
                             hard_negative_fraction=training_args.hard_negative_fraction)
-        # every recipe option and the recipe's name first; the values above (what ran) win
-        settings = {**recipe_settings(model_args, training_args), **settings}
+        # every recipe option and the recipe's name first; the values above (what ran) win. Sampler and task
+        # options that the objective does not use are left out (a CP run draws no behaviour pool).
+        unused = set() if model_args.objective == "userbert" else set(_UNUSED_BY_OBJECTIVE[model_args.objective])
+        recorded = {k: v for k, v in recipe_settings(model_args, training_args).items() if k not in unused}
+        settings = {**recorded, **settings}
         data.summary.path = portable_path(data.summary.path)  # recorded and shown without the local layout
         save_run_results(training_args.output_dir, {"metrics": metrics, "settings": settings, "data_summary": data.summary.to_dict()})
         card = build_model_card(
@@ -402,6 +401,16 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
         if training_args.push_to_hub:  # the folder as written: our card, results, code, vocabulary, processor
             push_output_dir(trainer, training_args.output_dir)
     return metrics
+
+
+# Recipe options an objective never reads (not recorded for its runs: they did not run).
+_SEQUENCE_OPTIONS = ("sequence_pool_size", "sequence_pool_interval", "num_sequence_negatives", "bsm_loss_weight",
+                     "bsm_positive", "bsm_min_behaviors", "bsm_gap")
+_UNUSED_BY_OBJECTIVE = {
+    "ptum": _SEQUENCE_OPTIONS,
+    "cp": _SEQUENCE_OPTIONS + ("behavior_pool_size", "num_behavior_negatives", "mask_ratio", "mbp_loss_weight",
+                               "mbp_query", "behavior_pool_fraction", "exclude_own_behaviors", "hard_negative_fraction"),
+}
 
 
 def pretraining_settings(data_args, model_args, training_args, config, data, vocabulary, eval_users) -> dict:
