@@ -774,7 +774,7 @@ def _masked(batch):
 
 
 def test_ptum_objective(tiny_config):
-    config = tiny_config("gru4rec", pretraining_objective="ptum", mbp_loss_weight=0.6, bsm_loss_weight=1.5)
+    config = tiny_config("gru4rec", pretraining_objective="ptum", mbp_loss_weight=0.6, next_behavior_loss_weight=1.5)
     model = _model(config, UserBertForPreTraining)
     _, batch = _ptum_batch(config)
     out = model(**_ptum_inputs(batch))

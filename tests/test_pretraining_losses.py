@@ -32,8 +32,9 @@ CASES = {
     "userbert_projection_uniformity": (dict(preset="bert4rec", projection_head=True, uniformity_loss_weight=0.3),
                                        ("mbp", "bsm"), True),
     "userbert_text_nrms": (dict(preset="nrms"), ("mbp", "bsm"), False),
-    "ptum": (dict(preset="gru4rec", pretraining_objective="ptum", bsm_loss_weight=0.4, uniformity_loss_weight=0.0),
-             ("ptum_mbp", "nbp"), False),
+    # (The reference forward weighted the next-behaviour loss by bsm_loss_weight 0.4.)
+    "ptum": (dict(preset="gru4rec", pretraining_objective="ptum", next_behavior_loss_weight=0.4,
+                  uniformity_loss_weight=0.0), ("ptum_mbp", "nbp"), False),
     "cp": (dict(preset="bert4rec", pretraining_objective="cp", cp_temperature=0.5, uniformity_loss_weight=0.0),
            ("cp",), False),
 }
@@ -106,6 +107,64 @@ def test_total_loss_and_every_component_equal_the_single_forward(name):
             assert got[key] is None, key
         else:
             assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), key
+
+
+def test_every_logged_component_has_its_row_count():
+    model, inputs = build_case("userbert_projection_uniformity")
+    out = model(**inputs)
+    assert out.loss_rows == {"mbp": 5, "bsm": 3, "uniformity": 4}  # masked behaviours, valid BSM users, users
+    logged = {k.rsplit("_", 1)[0] for k, v in out.items() if k != "loss" and k.endswith(("_loss", "_accuracy"))}
+    assert logged == set(out.loss_rows)
+
+
+def test_each_loss_method_is_its_pure_loss_function():
+    """The weighted sum of the per-loss methods is the total; each method equals the pure function it wraps."""
+    model, inputs = build_case("userbert_gru_masked")
+    out = model(**inputs)
+    config = model.config
+    table = model.userbert.encode_behaviors(inputs["behavior_ids"])  # (U, H)
+    mask = inputs["attention_mask"].bool()
+    encoded = model.userbert.encode_sequences(table[inputs["behavior_index"]], mask, inputs["masked_positions"])
+    mbp = model.masked_behavior_loss(table, encoded, inputs["behavior_index"], mask, inputs["masked_positions"],
+                                     inputs["mbp_candidate_index"], None, inputs["mbp_normalizer"])
+    rows, cols = inputs["masked_positions"].nonzero(as_tuple=True)
+    scores = matching_scores(encoded.last_hidden_state[rows, cols], table[inputs["mbp_candidate_index"]])
+    torch.testing.assert_close(mbp.loss, contrastive_loss_from_scores(scores, 7.0)[0])
+    bsm = model.sequence_matching_loss(table, encoded, inputs["bsm_candidate_index"], inputs["bsm_candidate_mask"],
+                                       inputs["bsm_valid"], inputs["bsm_normalizer"])
+    torch.testing.assert_close(out.loss, config.mbp_loss_weight * mbp.loss + config.bsm_loss_weight * bsm.loss)
+
+    model, inputs = build_case("cp")
+    out = model(**inputs)
+    table = model.userbert.encode_behaviors(inputs["behavior_ids"])
+    first = model.userbert.encode_sequences(table[inputs["behavior_index"]], inputs["attention_mask"].bool(),
+                                            inputs["masked_positions"]).user_embedding
+    second = model.userbert.encode_sequences(table[inputs["view_index"]], inputs["view_attention_mask"],
+                                             inputs["view_masked_positions"]).user_embedding
+    expected = in_batch_contrastive_loss(first, second, 0.5, 10.0, model.config.matching_similarity)
+    torch.testing.assert_close(out.loss, expected[0])
+    torch.testing.assert_close(out.cp_accuracy, expected[2])
+
+
+def test_a_ptum_config_saved_before_next_behavior_loss_weight_loads_to_the_same_loss(tmp_path):
+    """Configs written before ``next_behavior_loss_weight`` weighted PTUM's next-behaviour loss by
+    ``bsm_loss_weight``; loading one keeps that weight."""
+    model, inputs = build_case("ptum")
+    model.config.save_pretrained(tmp_path)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    del stored["next_behavior_loss_weight"]
+    stored["bsm_loss_weight"] = 0.4
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    old = UserBertConfig.from_pretrained(tmp_path)
+    assert old.next_behavior_loss_weight == 0.4
+    model.config = old
+    expected = json.loads(FIXTURE.read_text())["ptum"]
+    assert float(model(**inputs).loss) == pytest.approx(expected["loss"], rel=1e-5)
+    # A config that names the weight keeps it, whatever bsm_loss_weight says; so does a new PTUM config.
+    stored["next_behavior_loss_weight"] = 1.0
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    assert UserBertConfig.from_pretrained(tmp_path).next_behavior_loss_weight == 1.0
+    assert UserBertConfig(pretraining_objective="ptum", bsm_loss_weight=0.0).next_behavior_loss_weight == 1.0
 
 
 if __name__ == "__main__":  # writes the reference values (run once on the code that is the reference)

@@ -138,6 +138,9 @@ class UserBertConfig(PreTrainedConfig):
     pretraining_objective: str = "userbert"
     mbp_loss_weight: float = 1.0
     bsm_loss_weight: float = 1.0
+    # PTUM's next-behaviour prediction (configs saved without this field weighted it by bsm_loss_weight; from_dict
+    # reads them so).
+    next_behavior_loss_weight: float = 1.0
     # Which contextual state predicts a masked behaviour: "masked" (the state at the masked position, the paper)
     # or "previous" (left-to-right encoders only: the state at the position before it, i.e. the user embedding of
     # the prefix, read the way next-behaviour heads read the model; causal attention hides the target from that
@@ -214,10 +217,11 @@ class UserBertConfig(PreTrainedConfig):
                 f"transformer with causal_attention=True), not context_encoder={self.context_encoder!r} with "
                 f"causal_attention={self.causal_attention}"
             )
-        if self.mbp_loss_weight < 0 or self.bsm_loss_weight < 0:
+        if min(self.mbp_loss_weight, self.bsm_loss_weight, self.next_behavior_loss_weight) < 0:
             raise ValueError("UserBertConfig loss weights must be >= 0")
-        if self.mbp_loss_weight == 0 and self.bsm_loss_weight == 0:
-            raise ValueError("UserBertConfig: mbp_loss_weight and bsm_loss_weight cannot both be 0")
+        second = "next_behavior_loss_weight" if self.uses_next_behavior_prediction else "bsm_loss_weight"
+        if self.mbp_loss_weight == 0 and getattr(self, second) == 0:
+            raise ValueError(f"UserBertConfig: mbp_loss_weight and {second} cannot both be 0")
         if self.pad_token_id != 0 or self.word_pad_token_id != 0:
             raise ValueError("UserBertConfig: padding ids must be 0 (vocabularies reserve id 0 for padding)")
         if self.cp_temperature <= 0:
@@ -244,6 +248,14 @@ class UserBertConfig(PreTrainedConfig):
     def uses_next_behavior_prediction(self) -> bool:
         """Whether the pre-training model has PTUM's next-behaviour projections."""
         return self.pretraining_objective == "ptum"
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """As transformers; a PTUM config saved before ``next_behavior_loss_weight`` existed weighted the next-behaviour
+        loss by ``bsm_loss_weight`` and still does."""
+        if config_dict.get("pretraining_objective") == "ptum" and "next_behavior_loss_weight" not in config_dict:
+            config_dict = {**config_dict, "next_behavior_loss_weight": config_dict.get("bsm_loss_weight", 1.0)}
+        return super().from_dict(config_dict, **kwargs)
 
     # ----- auto_map: only this folder's own code -----
     def to_dict(self) -> dict:

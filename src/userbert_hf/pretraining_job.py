@@ -82,6 +82,9 @@ class PretrainingModelArguments:
                   "docs/pretraining.md).", "choices": ["auto", "masked", "previous"]},
     )
     bsm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of behaviour sequence matching (0 = off)."})
+    next_behavior_loss_weight: float = field(
+        default=1.0, metadata={"help": "ptum: weight of next-behaviour prediction (0 = off)."}
+    )
     dropout: float = field(default=0.2, metadata={"help": "Dropout (paper: 0.2)."})
     initializer_range: float = field(default=0.02, metadata={"help": "Std of embedding initialisation."})
     matching_similarity: str = field(
@@ -192,6 +195,7 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         mbp_loss_weight=model_args.mbp_loss_weight,
         mbp_query=mbp_query,
         bsm_loss_weight=model_args.bsm_loss_weight,
+        next_behavior_loss_weight=model_args.next_behavior_loss_weight,
         dropout=model_args.dropout,
         initializer_range=model_args.initializer_range,
         matching_similarity=model_args.matching_similarity,

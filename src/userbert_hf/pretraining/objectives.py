@@ -245,7 +245,7 @@ class PtumObjective(PretrainingObjective):
             candidates["mbp_candidate_index"] = self._mbp_candidates(batch, user_model, step)  # (M, 1 + K)
             inputs["mbp_query_rows"] = batch.masked_rows  # (M,)
             counts["mbp"] = len(batch.masked_ids)
-        if config.bsm_loss_weight > 0:
+        if config.next_behavior_loss_weight > 0:
             flat_next = batch.next_ids.reshape(-1).clamp(min=1)
             flat_users = batch.user_index[:, None].expand_as(batch.next_ids).reshape(-1)
             negatives = self.sampler.random_behavior_negatives(flat_next, flat_users, step, RandomStream.NEXT_BEHAVIOR_NEGATIVES)

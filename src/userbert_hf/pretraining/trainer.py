@@ -21,10 +21,6 @@ from .objectives import build_objective
 from .samplers import STRATEGIES
 
 BSM_POSITIVES = ("period", "crop")
-_LOGGED = (
-    "mbp_loss", "bsm_loss", "nbp_loss", "cp_loss", "mbp_accuracy", "bsm_accuracy", "nbp_accuracy", "cp_accuracy",
-    "uniformity_loss",
-)
 
 
 def validate_training_length(args: TrainingArguments) -> None:
@@ -195,30 +191,21 @@ class UserBertTrainer(Trainer):
     # ------------------------------------------------------------------ loss and logging
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
-        rows = self._rows_per_task(inputs)
-        for name in _LOGGED:
-            value = getattr(outputs, name, None)
-            if value is not None:  # weighted by rows so logs are means over the whole step, all ranks
-                weight = rows[name.split("_")[0]]
-                self._task_sums[name] = self._task_sums.get(name, 0.0) + float(value) * weight
-                self._task_counts[name] = self._task_counts.get(name, 0) + weight
+        self.track_loss_components(outputs)
         # Normalisers are global over ranks; DDP averages gradients over ranks, so scale back to a sum.
         loss = outputs.loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
-    @staticmethod
-    def _rows_per_task(model_inputs: dict) -> dict[str, int]:
-        """How many rows each task's mean loss of a micro-batch was taken over."""
-        rows = {"mbp": 0, "bsm": 0, "nbp": 0, "cp": 0, "uniformity": int(model_inputs["behavior_index"].shape[0])}
-        if "mbp_candidate_index" in model_inputs:
-            rows["mbp"] = int(model_inputs["mbp_candidate_index"].shape[0])
-        if "bsm_valid" in model_inputs:
-            rows["bsm"] = int(model_inputs["bsm_valid"].sum())
-        if "nbp_valid" in model_inputs:
-            rows["nbp"] = int(model_inputs["nbp_valid"].sum())
-        if "view_index" in model_inputs:
-            rows["cp"] = 2 * int(model_inputs["view_index"].shape[0])
-        return rows
+    def track_loss_components(self, outputs) -> None:
+        """Add every loss component the model output carries (each ``<task>_loss`` / ``<task>_accuracy`` beside the
+        total) to the running sums, weighted by the rows its mean was taken over (``outputs.loss_rows``), so the
+        logs are means over the whole step and all ranks."""
+        for name, value in outputs.items():
+            if name == "loss" or not name.endswith(("_loss", "_accuracy")):
+                continue
+            weight = int(outputs.loss_rows[name.rsplit("_", 1)[0]])
+            self._task_sums[name] = self._task_sums.get(name, 0.0) + float(value) * weight
+            self._task_counts[name] = self._task_counts.get(name, 0) + weight
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._task_sums and "loss" in logs:
