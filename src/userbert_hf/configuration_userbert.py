@@ -16,7 +16,6 @@ BEHAVIOR_TYPES = ("id", "text")
 TEXT_ENCODERS = ("cnn", "self_attention")
 CONTEXT_ENCODERS = ("none", "self_attention", "transformer", "gru", "cnn")
 AGGREGATORS = ("attention", "mean", "max", "last")
-OBJECTIVES = ("userbert", "ptum", "cp")
 SIMILARITIES = ("dot", "cosine")
 MBP_QUERIES = ("masked", "previous")
 
@@ -68,6 +67,17 @@ PRESETS: dict[str, dict] = {
         num_hidden_layers=2, num_attention_heads=2,
     ),
 }
+
+
+def registered_objectives() -> tuple[str, ...] | None:
+    """The names of the pre-training objective registry (``userbert_hf.pretraining.objectives.OBJECTIVES``, the one
+    list), or ``None`` where the package is not installed (this file loaded from a Hub folder with
+    ``trust_remote_code``: any name is then accepted; it only decides whether PTUM's heads are built)."""
+    try:
+        from userbert_hf.pretraining.objectives import OBJECTIVES
+    except ImportError:
+        return None
+    return tuple(OBJECTIVES)
 
 
 # The files ``save_pretrained`` copies next to a checkpoint; ``auto_map`` may name nothing else.
@@ -168,12 +178,12 @@ class UserBertConfig(PreTrainedConfig):
             ("text_encoder", TEXT_ENCODERS),
             ("context_encoder", CONTEXT_ENCODERS),
             ("aggregator", AGGREGATORS),
-            ("pretraining_objective", OBJECTIVES),
+            ("pretraining_objective", registered_objectives()),
             ("matching_similarity", SIMILARITIES),
             ("mbp_query", MBP_QUERIES),
         ):
             value = getattr(self, name)
-            if value not in allowed:
+            if allowed is not None and value not in allowed:
                 raise ValueError(f"UserBertConfig.{name}={value!r} is not one of {allowed}")
 
     def validate_sizes(self):

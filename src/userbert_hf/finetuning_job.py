@@ -41,30 +41,18 @@ from .downstream_data import split_statistics
 from .model_card import build_model_card, example_histories, save_run_results, usage_snippet
 from .output_dir import OutputDirError, claim_output_dir, prepare_output_dir, push_output_dir
 from .pretraining.trainer import validate_training_length
-from .tasks import (  # noqa: F401  (the metric factories stay importable from here)
-    TASK_REGISTRY,
-    TASKS,
-    get_task,
-    make_classification_compute_metrics,
-    make_pairwise_ctr_compute_metrics,
-    pretraining_users_for,
-)
+from .tasks import TASK_REGISTRY, get_task, pretraining_users_for
 from .tokenization_userbert import build_word_tokenizer
 from .vocabulary import BehaviorVocabulary
 
 logger = logging.getLogger(__name__)
-
-# Kept for code that imported these tables: the registry in ``tasks.py`` is the one definition.
-HEADS = {name: task.head for name, task in TASK_REGISTRY.items()}
-CARD_METRICS = {name: task.card_metrics for name, task in TASK_REGISTRY.items()}
-TASK_NAMES = {name: (task.hub_task_type, task.hub_task_name) for name, task in TASK_REGISTRY.items()}
 
 
 @dataclass
 class FinetuningDataArguments(EventLogColumnArguments):
     """Which downstream task and labelled data."""
 
-    task: str = field(default="ctr", metadata={"help": "Downstream task.", "choices": list(TASKS)})
+    task: str = field(default="ctr", metadata={"help": "Downstream task.", "choices": TASK_REGISTRY})  # live registry
     data: str = field(
         default="movielens",
         metadata={"help": "ctr, implicit_ctr: 'movielens' (bundled) or a MovieLens folder; next_item: Beauty.txt or any behaviour "
@@ -129,8 +117,8 @@ class FinetuningDataArguments(EventLogColumnArguments):
     )
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"--task {self.task!r} is not one of {TASKS}")
+        if self.task not in TASK_REGISTRY:
+            raise ValueError(f"--task {self.task!r} is not one of {tuple(TASK_REGISTRY)}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"--train_fraction must be in (0, 1], got {self.train_fraction}")
         if not 0 < self.history_fraction < 1:
@@ -515,7 +503,6 @@ __all__ = [
     "FinetuningDataArguments",
     "FinetuningModelArguments",
     "FinetuningArguments",
-    "HEADS",
     "run_finetuning",
     "main",
 ]

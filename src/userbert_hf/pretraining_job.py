@@ -25,6 +25,8 @@ from .model_card import build_model_card, example_histories, save_run_results, s
 from .modeling_userbert import UserBertForPreTraining
 from .output_dir import OutputDirError, claim_output_dir, push_output_dir
 from .tokenization_userbert import build_word_tokenizer
+from .pretraining.objectives import OBJECTIVES
+from .pretraining.samplers import SAMPLERS
 from .pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -66,8 +68,9 @@ class PretrainingModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Continue pre-training a saved UserBERT model (folder or Hub name)."}
     )
-    objective: str = field(
-        default="userbert", metadata={"help": "userbert (MBP+BSM), ptum or cp.", "choices": ["userbert", "ptum", "cp"]}
+    objective: str = field(  # choices: the live registry of userbert_hf.pretraining.objectives
+        default="userbert", metadata={"help": "Pre-training objective: userbert (MBP+BSM), ptum, cp, or a registered one.",
+                                      "choices": OBJECTIVES}
     )
     hidden_size: int | None = field(default=64, metadata={"help": "Hidden size (paper: 256)."})
     attention_query_size: int | None = field(default=32, metadata={"help": "Additive attention query size (paper: 200)."})
@@ -116,8 +119,8 @@ class PretrainingArguments(UserBertTrainingArguments):
     negative_sampling: str = field(
         default="random",
         metadata={"help": "Negative sampling: 'random' (this job's default: on the bundled data it fine-tuned better "
-                  "than the paper's sampler, see docs/pretraining.md), 'medium_hard' (the paper) or 'hardest'.",
-                  "choices": ["random", "medium_hard", "hardest"]},
+                  "than the paper's sampler, see docs/pretraining.md), 'medium_hard' (the paper), 'hardest', or a "
+                  "registered sampler.", "choices": SAMPLERS},  # the live registry of userbert_hf.pretraining.samplers
     )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Users per batch (paper: 32)."})
     learning_rate: float = field(
@@ -180,7 +183,8 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
     preset = UserBertConfig.from_preset(model_args.preset)
     mbp_query = model_args.mbp_query
     if mbp_query == "auto":
-        mbp_query = "previous" if preset.is_left_to_right and model_args.objective == "userbert" else "masked"
+        uses_mbp_query = model_args.objective in OBJECTIVES and OBJECTIVES[model_args.objective].uses_mbp_query
+        mbp_query = "previous" if preset.is_left_to_right and uses_mbp_query else "masked"
     if vocabulary is not None and preset.behavior_type == "text" and not vocabulary.has_text:
         raise ValueError(
             f"preset {model_args.preset!r} encodes behaviour texts but {data_args.data} has none; "
@@ -211,7 +215,8 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     # 0. The output folder: refuse one this job did not write (nothing is loaded or written before this), or
     #    resume from its last complete checkpoint.
-    resume_from = claim_output_dir(training_args, "pretrain", expect_sampler_state=model_args.objective != "cp")
+    resume_from = claim_output_dir(training_args, "pretrain",
+                                   expect_sampler_state=OBJECTIVES[model_args.objective].uses_sampler)
     if training_args.device.type == "cpu":
         training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on CPU)
     set_seed(training_args.seed)

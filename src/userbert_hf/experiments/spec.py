@@ -40,10 +40,10 @@ from pathlib import Path
 
 import yaml
 
-from ..tasks import TASKS, get_task
+from ..pretraining.objectives import OBJECTIVES
+from ..tasks import TASK_REGISTRY, get_task
 from .baselines import BASELINES
 
-OBJECTIVES = ("userbert", "ptum", "cp")
 NO_PRETRAINING = "none"
 # Arguments that describe the data the user model reads: pre-training takes them from the task arguments too.
 SHARED_DATA_ARGS = ("max_behaviors",)
@@ -108,8 +108,8 @@ class ExperimentSpec:
 
     def __post_init__(self):
         where = f"experiment {self.name!r}"
-        if self.task not in TASKS:
-            raise ValueError(f"{where}: task {self.task!r} is not one of {TASKS}")
+        if self.task not in TASK_REGISTRY:
+            raise ValueError(f"{where}: task {self.task!r} is not one of {tuple(TASK_REGISTRY)}")
         if not self.split_seeds or not self.seeds or not self.label_fractions:
             raise ValueError(f"{where}: split_seeds, seeds and label_fractions must each list at least one value")
         for name, values in (("split_seeds", self.split_seeds), ("seeds", self.seeds),
@@ -122,7 +122,7 @@ class ExperimentSpec:
             settings = settings or {}
             objective = settings.get("objective", method)
             if method != NO_PRETRAINING and objective not in OBJECTIVES:
-                raise ValueError(f"{where}: method {method!r} needs an objective in {OBJECTIVES} (or the name "
+                raise ValueError(f"{where}: method {method!r} needs an objective in {tuple(OBJECTIVES)} (or the name "
                                  f"{NO_PRETRAINING!r} for no pre-training), got {objective!r}")
         self.fraction_args = {float(k): dict(v or {}) for k, v in (self.fraction_args or {}).items()}
         if set(self.fraction_args) - set(self.label_fractions):
@@ -192,4 +192,4 @@ class ExperimentSpec:
         return self.fraction_seeds.get(float(fraction), self.seeds)
 
 
-__all__ = ["Cell", "ExperimentSpec", "OBJECTIVES", "NO_PRETRAINING"]
+__all__ = ["Cell", "ExperimentSpec", "NO_PRETRAINING"]

@@ -18,7 +18,7 @@ from ..collation import UserBertPretrainingCollator
 from .checkpoints import checkpoint_problem, last_complete_checkpoint
 from .evaluation import PretrainingEvaluator
 from .objectives import build_objective
-from .samplers import STRATEGIES
+from .samplers import SAMPLERS
 
 BSM_POSITIVES = ("period", "crop")
 
@@ -40,7 +40,7 @@ class UserBertTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus the pre-training task and negative-sampler settings (paper defaults)."""
 
     negative_sampling: str = field(
-        default="medium_hard", metadata={"help": "Negative sampling strategy.", "choices": list(STRATEGIES)}
+        default="medium_hard", metadata={"help": "Negative sampling strategy.", "choices": SAMPLERS}  # the live registry
     )
     behavior_pool_size: int = field(default=1000, metadata={"help": "m: behaviours drawn into the pool each step."})
     sequence_pool_size: int = field(default=100, metadata={"help": "u: sequences cropped into the sequence pool."})
@@ -79,7 +79,7 @@ class UserBertTrainingArguments(TrainingArguments):
             value = getattr(self, name, low)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"--{name} must be an integer >= {low}, got {value!r}")
-        for name, allowed in (("negative_sampling", STRATEGIES), ("bsm_positive", BSM_POSITIVES)):
+        for name, allowed in (("negative_sampling", tuple(SAMPLERS)), ("bsm_positive", BSM_POSITIVES)):
             if getattr(self, name, allowed[0]) not in allowed:
                 raise ValueError(f"--{name} {getattr(self, name)!r} is not one of {list(allowed)}")
         if not 0 < self.mask_ratio <= 1:
