@@ -23,23 +23,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from transformers import Trainer, TrainingArguments, set_seed
-from transformers.dynamic_module_utils import custom_object_save
+from transformers import Trainer, TrainingArguments
 
 from .assets import build_catalog, load_user_model_assets
-from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import split_statistics
-from .model_card import build_model_card, example_histories, save_run_results, usage_snippet
-from .output_dir import OutputDirError, claim_output_dir, prepare_output_dir, push_output_dir
+from .job_steps import finish_job, save_loading_files, start_job
+from .model_card import example_histories, usage_snippet
+from .output_dir import OutputDirError
 from .pretraining.trainer import validate_training_length
 from .tasks import TASK_REGISTRY, get_task, pretraining_users_for
 from .tokenization_userbert import build_word_tokenizer
@@ -306,10 +304,6 @@ def eval_ignore_keys(task: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # Saving
 # ----------------------------------------------------------------------------------------------
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def card_metrics(task: str, metrics: dict, prefix: str = "test_") -> dict[str, float]:
     return get_task(task).card_metrics_from(metrics, prefix)
 
@@ -319,17 +313,9 @@ def card_metrics(task: str, metrics: dict, prefix: str = "test_") -> dict[str, f
 # ----------------------------------------------------------------------------------------------
 def run_finetuning(data_args, model_args, training_args) -> dict:
     """Fine-tune, evaluate on test and save; returns the test metrics (``test_*``)."""
-    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     # 0. The output folder: refuse one this job did not write (before anything is loaded or written), or resume
     #    from its last complete checkpoint.
-    resume_from = None
-    if data_args.export_pretraining_data:
-        prepare_output_dir(data_args.export_pretraining_data, "export", overwrite=training_args.overwrite_output_dir)
-    else:
-        resume_from = claim_output_dir(training_args, "finetune")
-    if training_args.device.type == "cpu":
-        training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on CPU)
-    set_seed(training_args.seed)
+    resume_from = start_job(training_args, "finetune", export_dir=data_args.export_pretraining_data)
     task, source = data_args.task, model_args.model_name_or_path
     from_scratch = is_preset(source)
     if training_args.remove_unused_columns:
@@ -416,9 +402,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits["validation"] or None,
         data_collator=task_spec.collator(catalog, model.config.max_behaviors), compute_metrics=task_compute_metrics(task),
     )
-    if trainer.is_world_process_zero():  # processor and model code first: checkpoint pushes while training load too
-        save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
-        custom_object_save(model, training_args.output_dir)
+    save_loading_files(trainer, model, vocabulary, tokenizer)  # first: checkpoint pushes while training load too
     ignore_keys = eval_ignore_keys(task)
     started = time.time()
     trainer.train(resume_from_checkpoint=resume_from, ignore_keys_for_eval=ignore_keys)
@@ -429,64 +413,54 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     # 6. Save a Hub-ready folder: weights + config + code, vocabulary, tokenizer, results and a model card. The
     #    auto_map inherited from a pre-training checkpoint is dropped: it is rebuilt for this head on saving.
     model.config.auto_map = None
-    trainer.save_model(training_args.output_dir)
-    if trainer.is_world_process_zero():
-        save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
-        settings = {
-            "task": task, "data": data_args.data, "test_data": data_args.test_data,
-            "model_name_or_path": source, "from_scratch": from_scratch, "preset_or_base": source,
-            "train_fraction": data_args.train_fraction, "freeze_user_model": model_args.freeze_user_model,
-            "split_seed": data_args.split_seed, "seed": training_args.seed,
-            "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
-            "max_steps": training_args.max_steps,
-            "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
-            "max_behaviors": data_args.max_behaviors,
-        }
-        settings.update(task_spec.settings_of(data_args))
-        results = {
-            "test": test_metrics, "validation": validation, "train_runtime_seconds": round(train_seconds, 1),
-            "settings": settings, "splits": stats,
-        }
-        if behavior_data is not None:
-            results["data_summary"] = behavior_data.summary.to_dict()
-        save_run_results(training_args.output_dir, results)
-        task_type, task_name = task_spec.hub_task_type, task_spec.hub_task_name
-        origin = f"trained from scratch (preset `{source}`)" if from_scratch else f"fine-tuned from `{source}`"
-        dataset_name = os.path.basename(os.path.normpath(str(data_args.data)))
-        card = build_model_card(
-            title=f"UserBERT {model.config.context_encoder}/{model.config.aggregator} user model fine-tuned for "
-                  f"{task_name.lower()} on {dataset_name}",
-            summary=(
-                f"A `{head.__name__}` {origin} on {stats['train'].get('pairs', stats['train']['rows']):,} labelled "
-                f"training {'(user, candidate) pairs' if task_spec.packs_candidates else 'rows'} "
-                f"({data_args.train_fraction:.0%} of the training {task_spec.group_column.removesuffix('_id')}s); metrics are on the held-out test "
-                "split."
-            ),
-            config=model.config,
-            dataset_name=dataset_name,
-            data_description=(
-                f"`{data_args.data}`" + (f" (test: `{data_args.test_data}`)" if data_args.test_data else "")
-                + f", split with `userbert_hf.downstream_data`:\n\n```\n{json.dumps(stats, indent=2)}\n```"
-            ),
-            settings=settings,
-            metrics=card_metrics(task, test_metrics),
-            task_type=task_type,
-            task_name=task_name,
-            usage=(
-                f"from userbert_hf import {head.__name__}  # pip install userbert_hf\n"
-                f"model = {head.__name__}.from_pretrained('{training_args.hub_model_id or training_args.output_dir}')\n"
-                "# the user model alone, without the package:\n"
-                + usage_snippet(training_args.hub_model_id or training_args.output_dir, example_histories(vocabulary))
-            ),
-            data=str(data_args.data),
-            tags=[task.replace("_", "-")],
-            base_model=None if from_scratch or os.path.isdir(source) else source,
-        )
-        card.save(os.path.join(training_args.output_dir, "README.md"))
-        print(f"Saved the fine-tuned model to {training_args.output_dir}: "
-              f"{json.dumps({k: v for k, v in test_metrics.items() if _finite(v)})}")
-        if training_args.push_to_hub:  # the folder as written: our card, results, code, vocabulary, processor
-            push_output_dir(trainer, training_args.output_dir)
+    settings = {
+        "task": task, "data": data_args.data, "test_data": data_args.test_data,
+        "model_name_or_path": source, "from_scratch": from_scratch, "preset_or_base": source,
+        "train_fraction": data_args.train_fraction, "freeze_user_model": model_args.freeze_user_model,
+        "split_seed": data_args.split_seed, "seed": training_args.seed,
+        "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
+        "max_steps": training_args.max_steps,
+        "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
+        "max_behaviors": data_args.max_behaviors,
+    }
+    settings.update(task_spec.settings_of(data_args))
+    results = {
+        "test": test_metrics, "validation": validation, "train_runtime_seconds": round(train_seconds, 1),
+        "settings": settings, "splits": stats,
+    }
+    if behavior_data is not None:
+        results["data_summary"] = behavior_data.summary.to_dict()
+    task_type, task_name = task_spec.hub_task_type, task_spec.hub_task_name
+    origin = f"trained from scratch (preset `{source}`)" if from_scratch else f"fine-tuned from `{source}`"
+    dataset_name = os.path.basename(os.path.normpath(str(data_args.data)))
+    card = dict(
+        title=f"UserBERT {model.config.context_encoder}/{model.config.aggregator} user model fine-tuned for "
+              f"{task_name.lower()} on {dataset_name}",
+        summary=(
+            f"A `{head.__name__}` {origin} on {stats['train'].get('pairs', stats['train']['rows']):,} labelled "
+            f"training {'(user, candidate) pairs' if task_spec.packs_candidates else 'rows'} "
+            f"({data_args.train_fraction:.0%} of the training {task_spec.group_column.removesuffix('_id')}s); metrics are on the held-out test "
+            "split."
+        ),
+        dataset_name=dataset_name,
+        data_description=(
+            f"`{data_args.data}`" + (f" (test: `{data_args.test_data}`)" if data_args.test_data else "")
+            + f", split with `userbert_hf.downstream_data`:\n\n```\n{json.dumps(stats, indent=2)}\n```"
+        ),
+        metrics=card_metrics(task, test_metrics),
+        task_type=task_type,
+        task_name=task_name,
+        usage=(
+            f"from userbert_hf import {head.__name__}  # pip install userbert_hf\n"
+            f"model = {head.__name__}.from_pretrained('{training_args.hub_model_id or training_args.output_dir}')\n"
+            "# the user model alone, without the package:\n"
+            + usage_snippet(training_args.hub_model_id or training_args.output_dir, example_histories(vocabulary))
+        ),
+        data=str(data_args.data),
+        tags=[task.replace("_", "-")],
+        base_model=None if from_scratch or os.path.isdir(source) else source,
+    )
+    finish_job(trainer, model, vocabulary, tokenizer, results, card, "Saved the fine-tuned model", test_metrics)
     return test_metrics
 
 

@@ -6,24 +6,20 @@ small NRMS-style user model on the bundled MovieLens ml-latest-small data.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 
-from transformers import set_seed
-from transformers.dynamic_module_utils import custom_object_save
-
 from .assets import build_catalog, load_user_model_assets
-from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import EventLogColumnArguments, column_options, load_behavior_data
+from .job_steps import finish_job, save_loading_files, start_job
 from .sharded_data import load_user_shards
-from .model_card import build_model_card, example_histories, save_run_results, source_dataset_name
+from .model_card import example_histories, source_dataset_name
 from .modeling_userbert import UserBertForPreTraining
-from .output_dir import OutputDirError, claim_output_dir, push_output_dir
+from .output_dir import OutputDirError
 from .tokenization_userbert import build_word_tokenizer
 from .pretraining.objectives import OBJECTIVES
 from .pretraining.samplers import SAMPLERS
@@ -212,14 +208,9 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
 
 def run_pretraining(data_args, model_args, training_args) -> dict:
     """Pre-train and save; returns the final metrics."""
-    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     # 0. The output folder: refuse one this job did not write (nothing is loaded or written before this), or
     #    resume from its last complete checkpoint.
-    resume_from = claim_output_dir(training_args, "pretrain",
-                                   expect_sampler_state=OBJECTIVES[model_args.objective].uses_sampler)
-    if training_args.device.type == "cpu":
-        training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on CPU)
-    set_seed(training_args.seed)
+    resume_from = start_job(training_args, "pretrain", expect_sampler_state=OBJECTIVES[model_args.objective].uses_sampler)
 
     # 1. Load the behaviour logs (one row per user, behaviours in time order). Continuing from a saved model
     #    reuses its vocabulary and tokenizer so ids map the same way.
@@ -265,9 +256,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     trainer = UserBertTrainer(
         model=model, args=training_args, train_dataset=train_users, eval_dataset=eval_users, catalog=catalog
     )
-    if trainer.is_world_process_zero():
-        save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
-        custom_object_save(model, training_args.output_dir, config=model.config)
+    save_loading_files(trainer, model, vocabulary, tokenizer, config=model.config)
     started = time.time()
     trainer.train(resume_from_checkpoint=resume_from)
     elapsed = time.time() - started
@@ -278,51 +267,43 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     # 5. Save a Hub-ready folder: config + safetensors + model code, vocabulary, tokenizer, model card.
     metrics = final_task_metrics(trainer.state.log_history)
     metrics["train_runtime_seconds"] = round(elapsed, 1)
-    if trainer.is_world_process_zero():
-        trainer.save_model(training_args.output_dir)
-        save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
-        settings = {
-            "data": data_args.data, "users": len(data.users), "behaviours": len(vocabulary) - 1,
-            "preset": model_args.preset, "objective": model_args.objective,
-            "negative_sampling": training_args.negative_sampling,
-            "behavior_pool_size": training_args.behavior_pool_size,
-            "sequence_pool_size": training_args.sequence_pool_size,
-            "sequence_pool_interval": training_args.sequence_pool_interval,
-            "num_behavior_negatives": training_args.num_behavior_negatives,
-            "num_sequence_negatives": training_args.num_sequence_negatives,
-            "mask_ratio": training_args.mask_ratio, "max_steps": training_args.max_steps,
-            "bsm_positive": training_args.bsm_positive,
-            "matching_similarity": model.config.matching_similarity,
-            "matching_temperature": model.config.matching_temperature,
-            "uniformity_loss_weight": model.config.uniformity_loss_weight,
-            "projection_head": model.config.projection_head,
-            "held_out_users": len(eval_users) if eval_users is not None else 0,
-            "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
-            "learning_rate": training_args.learning_rate, "seed": training_args.seed,
-        }
-        save_run_results(training_args.output_dir, {"metrics": metrics, "settings": settings, "data_summary": data.summary.to_dict()})
-        dataset_name = source_dataset_name(data_args.data, getattr(data.summary, "path", None))
-        card = build_model_card(
-            title=f"UserBERT {model_args.preset} user model pre-trained on {dataset_name}",
-            summary=(
-                f"A {model_args.preset} user model pre-trained with the `{model_args.objective}` objective on "
-                f"{len(data.users):,} users and {len(vocabulary) - 1:,} distinct behaviours."
-            ),
-            config=model.config,
-            dataset_name=dataset_name,
-            data_description=f"`{data_args.data}`, loaded with `userbert_hf.data`:\n\n```\n{data.summary}\n```",
-            settings=settings,
-            metrics={k: v for k, v in metrics.items() if k != "train_runtime_seconds"},
-            task_type="feature-extraction",
-            task_name="User model pre-training",
-            model_id=training_args.hub_model_id or training_args.output_dir,
-            data=str(data_args.data),
-            example_behaviors=example_histories(vocabulary),
-        )
-        card.save(os.path.join(training_args.output_dir, "README.md"))
-        print(f"Saved the pre-trained user model to {training_args.output_dir}: {json.dumps(metrics)}")
-        if training_args.push_to_hub:  # the folder as written: our card, results, code, vocabulary, processor
-            push_output_dir(trainer, training_args.output_dir)
+    settings = {
+        "data": data_args.data, "users": len(data.users), "behaviours": len(vocabulary) - 1,
+        "preset": model_args.preset, "objective": model_args.objective,
+        "negative_sampling": training_args.negative_sampling,
+        "behavior_pool_size": training_args.behavior_pool_size,
+        "sequence_pool_size": training_args.sequence_pool_size,
+        "sequence_pool_interval": training_args.sequence_pool_interval,
+        "num_behavior_negatives": training_args.num_behavior_negatives,
+        "num_sequence_negatives": training_args.num_sequence_negatives,
+        "mask_ratio": training_args.mask_ratio, "max_steps": training_args.max_steps,
+        "bsm_positive": training_args.bsm_positive,
+        "matching_similarity": model.config.matching_similarity,
+        "matching_temperature": model.config.matching_temperature,
+        "uniformity_loss_weight": model.config.uniformity_loss_weight,
+        "projection_head": model.config.projection_head,
+        "held_out_users": len(eval_users) if eval_users is not None else 0,
+        "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
+        "learning_rate": training_args.learning_rate, "seed": training_args.seed,
+    }
+    dataset_name = source_dataset_name(data_args.data, getattr(data.summary, "path", None))
+    card = dict(
+        title=f"UserBERT {model_args.preset} user model pre-trained on {dataset_name}",
+        summary=(
+            f"A {model_args.preset} user model pre-trained with the `{model_args.objective}` objective on "
+            f"{len(data.users):,} users and {len(vocabulary) - 1:,} distinct behaviours."
+        ),
+        dataset_name=dataset_name,
+        data_description=f"`{data_args.data}`, loaded with `userbert_hf.data`:\n\n```\n{data.summary}\n```",
+        metrics={k: v for k, v in metrics.items() if k != "train_runtime_seconds"},
+        task_type="feature-extraction",
+        task_name="User model pre-training",
+        model_id=training_args.hub_model_id or training_args.output_dir,
+        data=str(data_args.data),
+        example_behaviors=example_histories(vocabulary),
+    )
+    results = {"metrics": metrics, "settings": settings, "data_summary": data.summary.to_dict()}
+    finish_job(trainer, model, vocabulary, tokenizer, results, card, "Saved the pre-trained user model", metrics)
     return metrics
 
 
