@@ -553,8 +553,8 @@ def build_sampler(strategy: str, catalog: BehaviorCatalog, users=None, **setting
     if strategy not in SAMPLERS:
         raise ValueError(f"negative sampling strategy {strategy!r} is not one of {tuple(SAMPLERS)}")
     sampler = SAMPLERS[strategy]
-    for name in ("behavior_table_interval",):  # settings only some samplers have
-        if name not in sampler.own_settings:
+    for other in SAMPLERS.values():  # settings only some samplers have go to those only
+        for name in set(other.own_settings) - set(sampler.own_settings):
             settings.pop(name, None)
     return sampler(catalog, users, **settings)
 
