@@ -96,18 +96,30 @@ def test_a_registered_sampler_and_objective_pretrain_through_the_cli(registered,
     assert spec.methods["toy"]["objective"] == LastBehaviorObjective.name
 
 
-def test_a_registered_task_is_a_finetune_choice(tmp_path):
-    toy = register_task(dataclasses.replace(get_task("ctr"), name="toy_ctr"))
+def test_a_registered_task_finetunes_through_the_cli(tmp_path):
+    """A task registered here (CTR's parts, its own name, card metrics and Hub task name) is a --task choice, and
+    the job takes its splits, head, metrics and card from it."""
+    toy = register_task(dataclasses.replace(get_task("ctr"), name="toy_ctr", card_metrics=("auc",),
+                                            hub_task_name="Toy click prediction"))
+    out = tmp_path / "out"
     try:
-        data_args, _, _ = finetuning_job.parse_args(["--task", "toy_ctr", "--output_dir", str(tmp_path / "out")])
-        assert data_args.task == "toy_ctr" and get_task("toy_ctr") is toy
         assert ExperimentSpec(name="toy", task="toy_ctr").task == "toy_ctr"
         with pytest.raises(ValueError, match="already registered"):
             register_task(dataclasses.replace(toy, head=None))
+        metrics = finetuning_job.main([
+            "--task", "toy_ctr", "--model_name_or_path", "gru4rec", "--output_dir", str(out), "--train_fraction",
+            "0.25", "--hidden_size", "16", "--attention_query_size", "8", "--num_attention_heads", "2",
+            "--max_behaviors", "20", "--max_steps", "2", "--per_device_train_batch_size", "4",
+            "--per_device_eval_batch_size", "32", "--eval_strategy", "no", "--disable_tqdm", "true", "--seed", "0",
+        ])
     finally:
         del TASK_REGISTRY["toy_ctr"]
+    assert 0 <= metrics["test_auc"] <= 1
+    assert json.loads((out / "training_results.json").read_text())["settings"]["task"] == "toy_ctr"
+    card = (out / "README.md").read_text()
+    assert "Toy click prediction" in card and "type: auc" in card and "type: ap" not in card
     with pytest.raises(SystemExit):
-        finetuning_job.parse_args(["--task", "toy_ctr", "--output_dir", str(tmp_path / "out")])
+        finetuning_job.parse_args(["--task", "toy_ctr", "--output_dir", str(out)])
 
 
 def test_the_trainer_logs_every_component_the_output_carries():
