@@ -1,7 +1,7 @@
 """Behavioural tests for userbert_hf.modeling_userbert: UserBertModel, the pure losses and UserBertForPreTraining.
 
-Models use tiny configs (see conftest.py) and random, non-default parameters (``_randomize``): the default init
-zeroes every bias, which would hide padding leaks through biases.
+Models use tiny configs (see conftest.py) and random, non-default parameters (``model_helpers.randomize_weights``):
+the default init zeroes every bias, which would hide padding leaks through biases.
 """
 
 from __future__ import annotations

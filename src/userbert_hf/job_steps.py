@@ -70,7 +70,8 @@ def finish_job(trainer, model, vocabulary, tokenizer, results: dict, card: dict,
         return
     save_processor(output_dir, model.config, vocabulary, tokenizer)
     save_run_results(output_dir, results)
-    build_model_card(config=model.config, settings=results["settings"], **card).save(os.path.join(output_dir, "README.md"))
+    card = build_model_card(config=model.config, settings=results["settings"], **card)
+    card.save(os.path.join(output_dir, "README.md"))
     print(f"{message} to {output_dir}: {json.dumps({k: v for k, v in shown.items() if _finite(v)})}")
     if trainer.args.push_to_hub:  # the folder as written: our card, results, code, vocabulary, processor
         push_output_dir(trainer, output_dir)

@@ -838,9 +838,11 @@ class UserBertProjectionHead(nn.Module):
 
 class UserBertForPreTraining(UserBertPreTrainedModel):
     """UserBERT pre-training heads: masked behaviour prediction (MBP), behaviour sequence matching (BSM), and the
-    PTUM (next behaviour prediction, NBP) and CP (contrastive views) baselines. ``forward`` runs each loss whose
-    inputs are present; which inputs a batch carries is decided by the objective
-    (``userbert_hf.pretraining.objectives``).
+    PTUM (next behaviour prediction, NBP) and CP (contrastive views) baselines. ``forward`` encodes the behaviour
+    table and the input sequences once, then runs each loss whose inputs are present, one method per loss
+    (``masked_behavior_loss``, ``sequence_matching_loss``, ``next_behavior_loss``, ``contrastive_views_loss``,
+    ``embedding_uniformity_loss``), and adds them with their weights; which inputs a batch carries is decided by
+    the objective (``userbert_hf.pretraining.objectives``).
 
     All behaviours of a step live in one table (``behavior_ids`` (U,) or ``behavior_token_ids`` (U, W)),
     encoded once; every sequence and candidate input is an index into it. Negatives are chosen outside the

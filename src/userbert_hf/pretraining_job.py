@@ -210,7 +210,8 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     """Pre-train and save; returns the final metrics."""
     # 0. The output folder: refuse one this job did not write (nothing is loaded or written before this), or
     #    resume from its last complete checkpoint.
-    resume_from = start_job(training_args, "pretrain", expect_sampler_state=OBJECTIVES[model_args.objective].uses_sampler)
+    resume_from = start_job(training_args, "pretrain",
+                            expect_sampler_state=OBJECTIVES[model_args.objective].uses_sampler)
 
     # 1. Load the behaviour logs (one row per user, behaviours in time order). Continuing from a saved model
     #    reuses its vocabulary and tokenizer so ids map the same way.

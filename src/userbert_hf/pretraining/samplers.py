@@ -103,7 +103,8 @@ def register_sampler(sampler: type["NegativeSampler"]) -> type["NegativeSampler"
     if not sampler.name or sampler.name == NegativeSampler.name:
         raise ValueError(f"{sampler.__name__} needs its own name (a class attribute) to be registered")
     if SAMPLERS.get(sampler.name, sampler) is not sampler:
-        raise ValueError(f"a negative sampler named {sampler.name!r} is already registered ({SAMPLERS[sampler.name].__name__})")
+        raise ValueError(f"a negative sampler named {sampler.name!r} is already registered "
+                         f"({SAMPLERS[sampler.name].__name__})")
     SAMPLERS[sampler.name] = sampler
     return sampler
 
