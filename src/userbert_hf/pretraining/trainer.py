@@ -211,10 +211,16 @@ class UserBertTrainer(Trainer):
         if self._task_sums and "loss" in logs:
             names = sorted(self._task_sums)
             counters = sorted(k for k in self.objective.stats if k != "users")
-            values = [[self._task_sums[n], self._task_counts[n]] for n in names]
-            values += [[float(self.objective.stats[c]), 0.0] for c in counters]
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            if distributed:  # a rank may lack a component (e.g. no valid BSM target): reduce the union of names
+                gathered = [None] * torch.distributed.get_world_size()
+                torch.distributed.all_gather_object(gathered, (names, counters))
+                names = sorted(set().union(*(g[0] for g in gathered)))
+                counters = sorted(set().union(*(g[1] for g in gathered)))
+            values = [[self._task_sums.get(n, 0.0), self._task_counts.get(n, 0)] for n in names]
+            values += [[float(self.objective.stats.get(c, 0)), 0.0] for c in counters]
             values = torch.tensor(values, dtype=torch.float64, device=self.args.device)
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if distributed:
                 torch.distributed.all_reduce(values)  # sums over ranks
             for name, (total, count) in zip(names, values[: len(names)].tolist()):
                 logs[name] = round(total / max(count, 1), 4)
