@@ -20,7 +20,7 @@ import pandas as pd
 
 _CHILD = """
 import json, resource, sys, time
-from userbert_hf.data_loading import load_event_log
+from userbert_hf.data import load_event_log
 started, cpu_started = time.perf_counter(), time.process_time()
 data = load_event_log(sys.argv[1], verbose=False, max_behaviors=None)
 elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started

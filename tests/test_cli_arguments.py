@@ -39,6 +39,8 @@ def no_data_loading(monkeypatch):
     (["--hidden_size", "30", "--num_attention_heads", "4"], "--hidden_size"),
     (["--dropout", "1.0"], "--dropout"),
     (["--mbp_loss_weight", "0", "--bsm_loss_weight", "0"], "loss_weight"),
+    (["--objective", "ptum", "--mbp_loss_weight", "0", "--next_behavior_loss_weight", "0"], "next_behavior_loss_weight"),
+    (["--next_behavior_loss_weight", "-1"], "loss weights"),
     (["--max_behaviors", "0"], "--max_behaviors"),
     (["--no_such_option", "1"], "--no_such_option"),
 ])

@@ -60,16 +60,3 @@ def test_summary_round_trips_as_dict():
     summary = LoadSummary(source="x", path="p", rows_read=2)
     summary.add_skip("r", "p:2: bad")
     assert LoadSummary.from_dict(summary.to_dict()) == summary
-
-
-def test_data_loading_is_a_deprecated_alias():
-    import importlib
-    import sys
-
-    import userbert_hf.data as data
-
-    sys.modules.pop("userbert_hf.data_loading", None)
-    with pytest.warns(DeprecationWarning, match="import from userbert_hf.data instead"):
-        old = importlib.import_module("userbert_hf.data_loading")
-    assert all(getattr(old, name) is getattr(data, name) for name in data.__all__)
-    assert old.load_event_log is load_event_log and old.DataFormatError is DataFormatError

@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from torch import nn
 
 from userbert_hf import UserBertConfig, UserBertForPreTraining
 from userbert_hf.assets import build_catalog, save_user_model_assets
@@ -27,6 +26,7 @@ from userbert_hf.embedding_export import (
 )
 from userbert_hf.tokenization_userbert import build_word_tokenizer
 from userbert_hf.vocabulary import BehaviorVocabulary
+from model_helpers import randomize_weights
 
 SMALL = dict(hidden_size=16, word_embedding_size=16, attention_query_size=8, intermediate_size=32,
              num_attention_heads=2, dropout=0.2)  # dropout > 0: embedding must switch it off (eval mode)
@@ -46,24 +46,13 @@ def small_data(movielens):
     return BehaviorData(movielens.users.select(range(40)), movielens.vocabulary, movielens.summary, movielens.source)
 
 
-def _randomize(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * scale)
-        for module in model.modules():
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                module.weight[module.padding_idx] = 0.0
-    return model
-
-
 def _save_model_folder(preset: str, vocabulary: BehaviorVocabulary, path):
     """Save a tiny user model with random weights plus its vocabulary (and tokenizer) as a "pre-trained" folder."""
     tokenizer = build_word_tokenizer(vocabulary.texts) if preset == "nrms" else None
     config = UserBertConfig.from_preset(
         preset, behavior_vocab_size=len(vocabulary), word_vocab_size=len(tokenizer) if tokenizer else 2, **SMALL
     )
-    model = _randomize(UserBertForPreTraining(config))
+    model = randomize_weights(UserBertForPreTraining(config))
     model.save_pretrained(path)
     save_user_model_assets(str(path), vocabulary, tokenizer)
     return path, model.userbert.eval(), tokenizer

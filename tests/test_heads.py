@@ -13,7 +13,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from torch import nn
 from transformers import AutoModel, AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
 from userbert_hf import (
@@ -26,20 +25,10 @@ from userbert_hf import (
 )
 from userbert_hf.collation import BehaviorCatalog, build_behavior_table, pad_sequences
 from userbert_hf.modeling_userbert import candidate_softmax_loss
+from model_helpers import randomize_weights
 
 HEADS = [UserBertForNewsRecommendation, UserBertForCTRPrediction, UserBertForNextBehaviorPrediction,
          UserBertForUserClassification]
-
-
-def _randomize(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * scale)
-        for module in model.modules():
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                module.weight[module.padding_idx] = 0.0
-    return model.eval()
 
 
 def _text_catalog(config, seed=0) -> BehaviorCatalog:
@@ -95,7 +84,7 @@ def test_candidate_softmax_loss_matches_hand_computation():
 @pytest.mark.parametrize("preset", ["gru4rec", "nrms"])
 def test_news_recommendation_scores_and_loss(tiny_config, preset):
     config = tiny_config(preset)
-    model = _randomize(UserBertForNewsRecommendation(config))
+    model = randomize_weights(UserBertForNewsRecommendation(config))
     candidates = torch.tensor([[12, 13, 14, 15, 16], [17, 3, 18, 19, 20], [21, 22, 23, 24, 25]])
     labels = torch.tensor([[1.0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0], [0, 0, 1.0, 0, 1.0]])
     inputs, (candidate_index,) = _batch(config, HISTORIES, candidates)
@@ -113,7 +102,7 @@ def test_news_recommendation_scores_and_loss(tiny_config, preset):
 
 def test_news_padding_candidates_change_nothing(tiny_config):
     config = tiny_config("nrms")
-    model = _randomize(UserBertForNewsRecommendation(config))
+    model = randomize_weights(UserBertForNewsRecommendation(config))
     candidates = torch.tensor([[12, 13, 14], [17, 3, 18], [21, 22, 23]])
     labels = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
     # Two extra candidates per row pointing at real behaviours (not zeros) but masked, labels -100.
@@ -133,7 +122,7 @@ def test_news_padding_candidates_change_nothing(tiny_config):
 @pytest.mark.parametrize("preset", ["gru4rec", "nrms"])
 def test_ctr_logits_bias_and_bce(tiny_config, preset):
     config = tiny_config(preset)
-    model = _randomize(UserBertForCTRPrediction(config))
+    model = randomize_weights(UserBertForCTRPrediction(config))
     candidates = torch.tensor([12, 3, 25])
     labels = torch.tensor([1.0, 0.0, 1.0])
     inputs, (candidate_index,) = _batch(config, HISTORIES, candidates)
@@ -151,7 +140,7 @@ def test_ctr_logits_bias_and_bce(tiny_config, preset):
 def test_heads_score_with_the_pretraining_matcher(tiny_config):
     # With the default cosine matcher, heads score as pre-training did: cos(user, candidate) / temperature.
     config = tiny_config("gru4rec", matching_similarity="cosine", matching_temperature=0.2)
-    ctr = _randomize(UserBertForCTRPrediction(config))
+    ctr = randomize_weights(UserBertForCTRPrediction(config))
     candidates = torch.tensor([12, 3, 25])
     inputs, (candidate_index,) = _batch(config, HISTORIES, candidates)
     with torch.no_grad():
@@ -160,7 +149,7 @@ def test_heads_score_with_the_pretraining_matcher(tiny_config):
     expected = F.cosine_similarity(users, table[candidate_index], dim=-1) / 0.2 + ctr.ctr_bias
     torch.testing.assert_close(out.logits, expected)
     assert out.logits.abs().max() <= 1 / 0.2 + ctr.ctr_bias.abs() + 1e-5
-    next_item = _randomize(UserBertForNextBehaviorPrediction(config))
+    next_item = randomize_weights(UserBertForNextBehaviorPrediction(config))
     with torch.no_grad():
         logits = next_item(**inputs).logits
         users, _ = _users_and_vectors(next_item, inputs)
@@ -172,7 +161,7 @@ def test_heads_score_with_the_pretraining_matcher(tiny_config):
 def test_ctr_packed_rows_equal_one_candidate_rows(tiny_config):
     """Several candidates of a user in one row (padded) give the same logits and loss as one row per pair."""
     config = tiny_config("nrms")
-    model = _randomize(UserBertForCTRPrediction(config))
+    model = randomize_weights(UserBertForCTRPrediction(config))
     pairs = [(0, 12, 1.0), (0, 13, 0.0), (0, 14, 1.0), (1, 15, 0.0), (2, 16, 1.0), (2, 17, 0.0)]
     flat_histories = [HISTORIES[u] for u, _, _ in pairs]
     flat_inputs, (flat_index,) = _batch(config, flat_histories, torch.tensor([c for _, c, _ in pairs]))
@@ -192,7 +181,7 @@ def test_ctr_packed_rows_equal_one_candidate_rows(tiny_config):
 @pytest.mark.parametrize("preset", ["gru4rec", "bert4rec"])
 def test_next_behavior_rank_matches_brute_force(tiny_config, preset):
     config = tiny_config(preset)
-    model = _randomize(UserBertForNextBehaviorPrediction(config))
+    model = randomize_weights(UserBertForNextBehaviorPrediction(config))
     histories = [[3, 5, 7], [2, 9], [11, 4, 6, 8], [20]]
     labels = torch.tensor([5, 30, 11, -100])  # row 0: target in the history (a repeat); row 3 ignored
     exclude = pad_sequences(histories)
@@ -241,7 +230,7 @@ def test_next_behavior_rank_counts_ties_against_the_target(tiny_config):
 
 def test_next_behavior_text_model_needs_all_behaviors(tiny_config):
     config = tiny_config("nrms")
-    model = _randomize(UserBertForNextBehaviorPrediction(config))
+    model = randomize_weights(UserBertForNextBehaviorPrediction(config))
     catalog = _text_catalog(config)
     inputs, _ = _batch(config, HISTORIES)
     with pytest.raises(ValueError, match="all_behavior_token_ids"):
@@ -253,7 +242,7 @@ def test_next_behavior_text_model_needs_all_behaviors(tiny_config):
 
 def test_user_classification_dropout_linear_and_ce(tiny_config):
     config = tiny_config("gru4rec", num_labels=3)
-    model = _randomize(UserBertForUserClassification(config))
+    model = randomize_weights(UserBertForUserClassification(config))
     inputs, _ = _batch(config, HISTORIES)
     labels = torch.tensor([2, 0, 1])
     with torch.no_grad():
@@ -272,7 +261,7 @@ def test_heads_accept_the_plain_padded_layout(tiny_config, head, preset):
     """The plain (B, L) layout of UserBertModel (candidates as behaviour ids, or word ids for text behaviours)
     gives the logits and loss of the batch-table layout."""
     config = tiny_config(preset)
-    model = _randomize(head(config))
+    model = randomize_weights(head(config))
     candidates = torch.tensor([[12, 3], [13, 14], [2, 15]])  # (B, C) behaviour ids, some also in histories
     table_inputs, (candidate_index,) = _batch(config, HISTORIES, candidates)
     ids = pad_sequences(HISTORIES)  # (B, L)
@@ -324,7 +313,7 @@ def transformers_logs(caplog):
 @pytest.mark.parametrize("head", HEADS)
 def test_from_pretrained_keeps_user_model_and_initialises_head(tiny_config, tmp_path, transformers_logs, source, head):
     config = tiny_config("gru4rec")
-    pretrained = _randomize(source(config))
+    pretrained = randomize_weights(source(config))
     pretrained.save_pretrained(tmp_path)
     user_model = pretrained.userbert if source is UserBertForPreTraining else pretrained
     model, info = head.from_pretrained(tmp_path, output_loading_info=True)
@@ -342,7 +331,7 @@ def test_from_pretrained_keeps_user_model_and_initialises_head(tiny_config, tmp_
 
 def test_fine_tuned_heads_save_and_reload_with_auto_classes(tiny_config, tmp_path):
     config = tiny_config("gru4rec", num_labels=2)
-    classifier = _randomize(UserBertForUserClassification(config))
+    classifier = randomize_weights(UserBertForUserClassification(config))
     classifier.save_pretrained(tmp_path / "cls")
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "cls")
     assert type(reloaded) is UserBertForUserClassification
@@ -350,7 +339,7 @@ def test_fine_tuned_heads_save_and_reload_with_auto_classes(tiny_config, tmp_pat
     auto_map = json.loads((tmp_path / "cls" / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForSequenceClassification"] == "modeling_userbert.UserBertForUserClassification"
     assert auto_map["AutoModel"] == "modeling_userbert.UserBertModel"
-    news = _randomize(UserBertForNewsRecommendation(config))
+    news = randomize_weights(UserBertForNewsRecommendation(config))
     news.save_pretrained(tmp_path / "news")
     assert type(AutoModelForMultipleChoice.from_pretrained(tmp_path / "news")) is UserBertForNewsRecommendation
     base = AutoModel.from_pretrained(tmp_path / "news")
@@ -361,7 +350,7 @@ def test_fine_tuned_heads_save_and_reload_with_auto_classes(tiny_config, tmp_pat
 @pytest.mark.parametrize("head", [UserBertForCTRPrediction, UserBertForUserClassification])
 def test_freeze_user_model_keeps_it_unchanged(tiny_config, head):
     config = tiny_config("nrms", dropout=0.1)
-    model = _randomize(head(config)).train()
+    model = randomize_weights(head(config)).train()
     model.freeze_user_model()
     before = {k: v.clone() for k, v in model.userbert.state_dict().items()}
     head_before = {k: v.clone() for k, v in model.named_parameters() if not k.startswith("userbert.")}

@@ -1,7 +1,7 @@
 """Behavioural tests for userbert_hf.modeling_userbert: UserBertModel, the pure losses and UserBertForPreTraining.
 
-Models use tiny configs (see conftest.py) and random, non-default parameters (``_randomize``): the default init
-zeroes every bias, which would hide padding leaks through biases.
+Models use tiny configs (see conftest.py) and random, non-default parameters (``model_helpers.randomize_weights``):
+the default init zeroes every bias, which would hide padding leaks through biases.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import AutoModel, AutoModelForPreTraining
 
 import userbert_hf
@@ -26,6 +25,7 @@ from userbert_hf import configuration_userbert, modeling_userbert
 from userbert_hf.collation import BehaviorCatalog, UserBertCollator, build_behavior_table, pad_sequences
 from userbert_hf.configuration_userbert import AGGREGATORS, CONTEXT_ENCODERS
 from userbert_hf.modeling_userbert import contrastive_loss_from_scores, in_batch_contrastive_loss
+from model_helpers import randomize_weights
 
 ALL_PRESETS = sorted(PRESETS)
 TEXT_PRESETS = sorted(name for name, p in PRESETS.items() if p["behavior_type"] == "text")
@@ -36,22 +36,9 @@ ATOL = 1e-5
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def _randomize(model: nn.Module, seed: int = 0, scale: float = 0.3) -> nn.Module:
-    """Random values for every parameter (biases and LayerNorms included); padding rows stay zero, as training
-    keeps them (``padding_idx`` rows get no gradient)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * scale)
-        for module in model.modules():
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                module.weight[module.padding_idx] = 0.0
-    return model.eval()
-
-
 def _model(config: UserBertConfig, cls=UserBertModel, seed: int = 0):
     torch.manual_seed(seed)
-    return _randomize(cls(config), seed)
+    return randomize_weights(cls(config), seed)
 
 
 def _inputs(config: UserBertConfig, lengths, length=None, words=5, seed=0):
@@ -774,7 +761,7 @@ def _masked(batch):
 
 
 def test_ptum_objective(tiny_config):
-    config = tiny_config("gru4rec", pretraining_objective="ptum", mbp_loss_weight=0.6, bsm_loss_weight=1.5)
+    config = tiny_config("gru4rec", pretraining_objective="ptum", mbp_loss_weight=0.6, next_behavior_loss_weight=1.5)
     model = _model(config, UserBertForPreTraining)
     _, batch = _ptum_batch(config)
     out = model(**_ptum_inputs(batch))

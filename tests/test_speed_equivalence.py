@@ -16,7 +16,7 @@ from torch import nn
 from userbert_hf import PRESETS, UserBertConfig, UserBertForPreTraining, UserBertModel
 from userbert_hf.collation import BehaviorCatalog, build_behavior_table
 from userbert_hf.modeling_userbert import UserBertContextEncoder, UserBertSelfAttention, UserBertTextEncoder
-from test_modeling_userbert import _randomize  # random parameters, biases included; padding rows stay zero
+from model_helpers import randomize_weights  # random parameters, biases included; padding rows stay zero
 
 ATOL = 1e-5
 
@@ -111,7 +111,7 @@ def _token_table(config: UserBertConfig, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("output_projection", [False, True])
 def test_fused_self_attention_matches_softmax_attention(output_projection):
     torch.manual_seed(0)
-    module = _randomize(UserBertSelfAttention(16, 4, dropout=0.0, output_projection=output_projection))
+    module = randomize_weights(UserBertSelfAttention(16, 4, dropout=0.0, output_projection=output_projection))
     hidden = torch.randn(5, 7, 16, requires_grad=True)
     mask = torch.arange(7)[None] < torch.tensor([7, 3, 1, 0, 5])[:, None]  # (5, 7), row 3 fully padded
     fast = module(hidden, mask)
@@ -129,7 +129,7 @@ def test_fused_self_attention_matches_softmax_attention(output_projection):
 def test_gru_paths_match_packed_gru(tiny_config, lengths):
     """Ragged CPU batches run packed, dense ones (and every batch on accelerators) padded: same states."""
     config = tiny_config("gru4rec", num_hidden_layers=2)
-    encoder = _randomize(UserBertContextEncoder(config))
+    encoder = randomize_weights(UserBertContextEncoder(config))
     hidden = torch.randn(4, 6, config.hidden_size)
     mask = torch.arange(6)[None] < torch.tensor(lengths)[:, None]
     hidden = hidden * mask[..., None]
@@ -142,7 +142,7 @@ def test_length_chunked_text_encoding_matches_one_padded_batch(tiny_config, text
     gradients) of encoding the whole padded table at once."""
     config = tiny_config("nrms", text_encoder=text_encoder, max_words=8)
     torch.manual_seed(0)
-    encoder = _randomize(UserBertTextEncoder(config))
+    encoder = randomize_weights(UserBertTextEncoder(config))
     encoder.length_chunk_rows = 3  # chunk even this small table
     tokens = _token_table(config)[torch.randperm(config.behavior_vocab_size, generator=torch.Generator().manual_seed(0))]
     chunked, padded = encoder(tokens), encoder.encode_padded(tokens)  # (40, H) each
@@ -159,7 +159,7 @@ def test_user_model_matches_reference_blocks(tiny_config, preset):
     """Every preset: user embeddings and contextual states equal those of the reference blocks."""
     config = tiny_config(preset, num_hidden_layers=2)
     torch.manual_seed(0)
-    model = _randomize(UserBertModel(config))
+    model = randomize_weights(UserBertModel(config))
     batch = _batch(config, [16, 3, 1, 0, 9])
     with torch.no_grad():
         fast = model(**batch)
@@ -173,7 +173,7 @@ def test_user_model_matches_reference_blocks(tiny_config, preset):
 def test_pretraining_loss_and_gradients_match_reference_blocks(tiny_config, preset):
     config = tiny_config(preset, num_hidden_layers=2)
     torch.manual_seed(0)
-    model = _randomize(UserBertForPreTraining(config)).train()  # dropout 0 in the tiny config
+    model = randomize_weights(UserBertForPreTraining(config)).train()  # dropout 0 in the tiny config
     batch = _batch(config, [16, 12, 5, 9])
     masked = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
     masked[:, 1] = True
@@ -232,7 +232,7 @@ def test_behavior_table_indices_point_at_the_same_ids():
 def test_bf16_autocast_gives_finite_losses_close_to_fp32(tiny_config, preset):
     config = tiny_config(preset, num_hidden_layers=2)
     torch.manual_seed(0)
-    model = _randomize(UserBertForPreTraining(config), scale=0.2)
+    model = randomize_weights(UserBertForPreTraining(config), scale=0.2)
     batch = _batch(config, [16, 12, 5, 9])
     masked = torch.zeros_like(batch["attention_mask"], dtype=torch.bool)
     masked[:, 0] = True

@@ -202,3 +202,17 @@ def test_bsm_that_can_never_run_is_refused_and_targets_sitting_out_are_counted(m
     assert [e["bsm_excluded_users"] for e in logs] == [37, 74]
     assert all("bsm_loss" not in e for e in logs)
     assert all(math.isfinite(e["mbp_loss"]) for e in logs)
+
+
+def test_ptum_next_behavior_prediction_has_its_own_weight(movielens, tmp_path):
+    """PTUM's next-behaviour task runs on next_behavior_loss_weight, whatever bsm_loss_weight says."""
+    trainer = make_trainer(movielens, tmp_path, objective="ptum")
+    config, objective = trainer.model.config, trainer.objective
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
+
+    def model_inputs(bsm_loss_weight, next_behavior_loss_weight):
+        config.bsm_loss_weight, config.next_behavior_loss_weight = bsm_loss_weight, next_behavior_loss_weight
+        return objective.model_inputs(objective.prepare(batch, 0), trainer.model.userbert, 0, config)[0]
+
+    assert "nbp_candidate_index" in model_inputs(0.0, 1.0)
+    assert "nbp_candidate_index" not in model_inputs(1.0, 0.0)

@@ -17,7 +17,6 @@ PLM_POOLINGS = ("mean", "cls")
 TEXT_ENCODERS = ("cnn", "self_attention")
 CONTEXT_ENCODERS = ("none", "self_attention", "transformer", "gru", "cnn")
 AGGREGATORS = ("attention", "mean", "max", "last")
-OBJECTIVES = ("userbert", "ptum", "cp")
 SIMILARITIES = ("dot", "cosine")
 MBP_QUERIES = ("masked", "previous")
 # Published pre-training recipes (``userbert pretrain --recipe``; settings in userbert_hf/pretraining/recipes.py).
@@ -77,6 +76,17 @@ PRESETS: dict[str, dict] = {
         num_hidden_layers=2, num_attention_heads=2, attention_probs_dropout_prob=0.2,
     ),
 }
+
+
+def registered_objectives() -> tuple[str, ...] | None:
+    """The names of the pre-training objective registry (``userbert_hf.pretraining.objectives.OBJECTIVES``, the one
+    list), or ``None`` where the package is not installed (this file loaded from a Hub folder with
+    ``trust_remote_code``: any name is then accepted; it only decides whether PTUM's heads are built)."""
+    try:
+        from userbert_hf.pretraining.objectives import OBJECTIVES
+    except ImportError:
+        return None
+    return tuple(OBJECTIVES)
 
 
 # The files ``save_pretrained`` copies next to a checkpoint; ``auto_map`` may name nothing else.
@@ -154,6 +164,9 @@ class UserBertConfig(PreTrainedConfig):
     pretraining_objective: str = "userbert"
     mbp_loss_weight: float = 1.0
     bsm_loss_weight: float = 1.0
+    # PTUM's next-behaviour prediction (configs saved without this field weighted it by bsm_loss_weight; from_dict
+    # reads them so).
+    next_behavior_loss_weight: float = 1.0
     # Which contextual state predicts a masked behaviour: "masked" (the state at the masked position, the paper)
     # or "previous" (left-to-right encoders only: the state at the position before it, i.e. the user embedding of
     # the prefix, read the way next-behaviour heads read the model; causal attention hides the target from that
@@ -194,14 +207,14 @@ class UserBertConfig(PreTrainedConfig):
             ("text_encoder", TEXT_ENCODERS),
             ("context_encoder", CONTEXT_ENCODERS),
             ("aggregator", AGGREGATORS),
-            ("pretraining_objective", OBJECTIVES),
+            ("pretraining_objective", registered_objectives()),
             ("matching_similarity", SIMILARITIES),
             ("cp_matching_similarity", SIMILARITIES),
             ("mbp_query", MBP_QUERIES),
             ("plm_pooling", PLM_POOLINGS),
         ):
             value = getattr(self, name)
-            if value not in allowed:
+            if allowed is not None and value not in allowed:
                 raise ValueError(f"UserBertConfig.{name}={value!r} is not one of {allowed}")
         if self.recipe is not None and self.recipe not in RECIPE_NAMES:
             raise ValueError(f"UserBertConfig.recipe={self.recipe!r} is not one of {RECIPE_NAMES} (or None)")
@@ -256,10 +269,11 @@ class UserBertConfig(PreTrainedConfig):
                 f"transformer with causal_attention=True), not context_encoder={self.context_encoder!r} with "
                 f"causal_attention={self.causal_attention}"
             )
-        if self.mbp_loss_weight < 0 or self.bsm_loss_weight < 0:
+        if min(self.mbp_loss_weight, self.bsm_loss_weight, self.next_behavior_loss_weight) < 0:
             raise ValueError("UserBertConfig loss weights must be >= 0")
-        if self.mbp_loss_weight == 0 and self.bsm_loss_weight == 0:
-            raise ValueError("UserBertConfig: mbp_loss_weight and bsm_loss_weight cannot both be 0")
+        second = "next_behavior_loss_weight" if self.uses_next_behavior_prediction else "bsm_loss_weight"
+        if self.mbp_loss_weight == 0 and getattr(self, second) == 0:
+            raise ValueError(f"UserBertConfig: mbp_loss_weight and {second} cannot both be 0")
         if self.pad_token_id != 0 or self.word_pad_token_id != 0:
             raise ValueError("UserBertConfig: padding ids must be 0 (vocabularies reserve id 0 for padding)")
         if not self.cp_matching_temperature > 0:
@@ -294,6 +308,14 @@ class UserBertConfig(PreTrainedConfig):
     def uses_next_behavior_prediction(self) -> bool:
         """Whether the pre-training model has PTUM's next-behaviour projections."""
         return self.pretraining_objective == "ptum"
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """As transformers; a PTUM config saved before ``next_behavior_loss_weight`` existed weighted the next-behaviour
+        loss by ``bsm_loss_weight`` and still does."""
+        if config_dict.get("pretraining_objective") == "ptum" and "next_behavior_loss_weight" not in config_dict:
+            config_dict = {**config_dict, "next_behavior_loss_weight": config_dict.get("bsm_loss_weight", 1.0)}
+        return super().from_dict(config_dict, **kwargs)
 
     # ----- auto_map: only this folder's own code -----
     def to_dict(self) -> dict:

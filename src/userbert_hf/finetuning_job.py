@@ -23,52 +23,36 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from transformers import TrainingArguments, set_seed
-from transformers.dynamic_module_utils import custom_object_save
+from transformers import TrainingArguments
 
 from .assets import build_catalog, load_user_model_assets
-from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import split_statistics
-from .finetuning_optim import FinetuningTrainer
-from .model_card import (
-    build_model_card, data_record, example_histories, portable_path, save_run_results, usage_snippet,
-)
-from .output_dir import OutputDirError, claim_output_dir, prepare_output_dir, push_output_dir
-from .pretraining.trainer import validate_training_length
 from .early_stopping import configure_early_stopping, validate_patience
-from .tasks import (  # noqa: F401  (the metric factories stay importable from here)
-    TASK_REGISTRY,
-    TASKS,
-    get_task,
-    make_classification_compute_metrics,
-    make_pairwise_ctr_compute_metrics,
-    pretraining_users_for,
-)
+from .finetuning_optim import FinetuningTrainer
+from .job_steps import finish_job, save_loading_files, start_job
+from .model_card import data_record, example_histories, portable_path, usage_snippet
+from .output_dir import OutputDirError
+from .pretraining.trainer import validate_training_length
+from .tasks import TASK_REGISTRY, get_task, pretraining_users_for
 from .tokenization_userbert import build_word_tokenizer
 from .vocabulary import BehaviorVocabulary
 
 logger = logging.getLogger(__name__)
-
-# Kept for code that imported these tables: the registry in ``tasks.py`` is the one definition.
-HEADS = {name: task.head for name, task in TASK_REGISTRY.items()}
-CARD_METRICS = {name: task.card_metrics for name, task in TASK_REGISTRY.items()}
-TASK_NAMES = {name: (task.hub_task_type, task.hub_task_name) for name, task in TASK_REGISTRY.items()}
 
 
 @dataclass
 class FinetuningDataArguments(EventLogColumnArguments):
     """Which downstream task and labelled data."""
 
-    task: str = field(default="ctr", metadata={"help": "Downstream task.", "choices": list(TASKS)})
+    task: str = field(default="ctr", metadata={"help": "Downstream task.", "choices": TASK_REGISTRY})  # live registry
     data: str = field(
         default="movielens",
         metadata={"help": "ctr, implicit_ctr: 'movielens' (bundled) or a MovieLens folder; next_item: Beauty.txt or any behaviour "
@@ -138,8 +122,8 @@ class FinetuningDataArguments(EventLogColumnArguments):
     )
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"--task {self.task!r} is not one of {TASKS}")
+        if self.task not in TASK_REGISTRY:
+            raise ValueError(f"--task {self.task!r} is not one of {tuple(TASK_REGISTRY)}")
         if not 0 < self.train_fraction <= 1:
             raise ValueError(f"--train_fraction must be in (0, 1], got {self.train_fraction}")
         if not 0 < self.history_fraction < 1:
@@ -376,10 +360,6 @@ def eval_ignore_keys(task: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # Saving
 # ----------------------------------------------------------------------------------------------
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def card_metrics(task: str, metrics: dict, prefix: str = "test_") -> dict[str, float]:
     return get_task(task).card_metrics_from(metrics, prefix)
 
@@ -389,17 +369,9 @@ def card_metrics(task: str, metrics: dict, prefix: str = "test_") -> dict[str, f
 # ----------------------------------------------------------------------------------------------
 def run_finetuning(data_args, model_args, training_args) -> dict:
     """Fine-tune, evaluate on test and save; returns the test metrics (``test_*``)."""
-    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     # 0. The output folder: refuse one this job did not write (before anything is loaded or written), or resume
     #    from its last complete checkpoint.
-    resume_from = None
-    if data_args.export_pretraining_data:
-        prepare_output_dir(data_args.export_pretraining_data, "export", overwrite=training_args.overwrite_output_dir)
-    else:
-        resume_from = claim_output_dir(training_args, "finetune")
-    if training_args.device.type == "cpu":
-        training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on CPU)
-    set_seed(training_args.seed)
+    resume_from = start_job(training_args, "finetune", export_dir=data_args.export_pretraining_data)
     task, source = data_args.task, model_args.model_name_or_path
     from_scratch = is_preset(source)
     if training_args.remove_unused_columns:
@@ -514,9 +486,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         user_model_learning_rate=training_args.user_model_learning_rate,
         freeze_user_model_steps=training_args.freeze_user_model_steps,
     )
-    if trainer.is_world_process_zero():  # processor and model code first: checkpoint pushes while training load too
-        save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
-        custom_object_save(model, training_args.output_dir)
+    save_loading_files(trainer, model, vocabulary, tokenizer)  # first: checkpoint pushes while training load too
     ignore_keys = eval_ignore_keys(task)
     started = time.time()
     trainer.train(resume_from_checkpoint=resume_from, ignore_keys_for_eval=ignore_keys)
@@ -530,72 +500,62 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     # 6. Save a Hub-ready folder: weights + config + code, vocabulary, tokenizer, results and a model card. The
     #    auto_map inherited from a pre-training checkpoint is dropped: it is rebuilt for this head on saving.
     model.config.auto_map = None
-    trainer.save_model(training_args.output_dir)
-    if trainer.is_world_process_zero():
-        save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
-        settings = {  # data by name, relative path or file name and content hash; never a local absolute path
-            "task": task, **data_record(data_args.data, getattr(getattr(behavior_data, "summary", None), "path", None)),
-            "test_data": portable_path(data_args.test_data) if data_args.test_data else None,
-            "model_name_or_path": portable_path(source), "from_scratch": from_scratch,
-            "preset_or_base": portable_path(source),
-            "train_fraction": data_args.train_fraction, "freeze_user_model": model_args.freeze_user_model,
-            "split_seed": data_args.split_seed, "seed": training_args.seed,
-            "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
-            "max_steps": training_args.max_steps, "early_stopping_patience": training_args.early_stopping_patience,
-            "eval_sample_users": training_args.eval_sample_users, "steps_trained": trainer.state.global_step,
-            "user_model_learning_rate": training_args.user_model_learning_rate,
-            "freeze_user_model_steps": training_args.freeze_user_model_steps,
-            "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
-            "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
-            "max_behaviors": data_args.max_behaviors,
-        }
-        settings.update(task_spec.settings_of(data_args))
-        results = {
-            "test": test_metrics if data_args.evaluate_test else {}, "validation": validation, "train_runtime_seconds": round(train_seconds, 1),
-            "settings": settings, "splits": stats,
-        }
-        if behavior_data is not None:
-            behavior_data.summary.path = portable_path(behavior_data.summary.path)
-            results["data_summary"] = behavior_data.summary.to_dict()
-        save_run_results(training_args.output_dir, results)
-        task_type, task_name = task_spec.hub_task_type, task_spec.hub_task_name
-        origin = (f"trained from scratch (preset `{source}`)" if from_scratch
-                  else f"fine-tuned from `{settings['model_name_or_path']}`")
-        dataset_name = os.path.basename(os.path.normpath(str(data_args.data)))
-        card = build_model_card(
-            title=f"UserBERT {model.config.context_encoder}/{model.config.aggregator} user model fine-tuned for "
-                  f"{task_name.lower()} on {dataset_name}",
-            summary=(
-                f"A `{head.__name__}` {origin} on {stats['train'].get('pairs', stats['train']['rows']):,} labelled "
-                f"training {'(user, candidate) pairs' if task_spec.packs_candidates else 'rows'} "
-                f"({data_args.train_fraction:.0%} of the training {task_spec.group_column.removesuffix('_id')}s); metrics are on the held-out test "
-                "split."
-            ),
-            config=model.config,
-            dataset_name=dataset_name,
-            data_description=(
-                f"`{settings['data']}`" + (f" (test: `{settings['test_data']}`)" if data_args.test_data else "")
-                + f", split with `userbert_hf.downstream_data`:\n\n```\n{json.dumps(stats, indent=2)}\n```"
-            ),
-            settings=settings,
-            metrics=card_metrics(task, test_metrics),
-            task_type=task_type,
-            task_name=task_name,
-            usage=(
-                f"from userbert_hf import {head.__name__}  # pip install userbert_hf\n"
-                f"model = {head.__name__}.from_pretrained('{training_args.hub_model_id or training_args.output_dir}')\n"
-                "# the user model alone, without the package:\n"
-                + usage_snippet(training_args.hub_model_id or training_args.output_dir, example_histories(vocabulary))
-            ),
-            data=str(data_args.data),
-            tags=[task.replace("_", "-")],
-            base_model=None if from_scratch or os.path.isdir(source) else source,
-        )
-        card.save(os.path.join(training_args.output_dir, "README.md"))
-        print(f"Saved the fine-tuned model to {training_args.output_dir}: "
-              f"{json.dumps({k: v for k, v in test_metrics.items() if _finite(v)})}")
-        if training_args.push_to_hub:  # the folder as written: our card, results, code, vocabulary, processor
-            push_output_dir(trainer, training_args.output_dir)
+    settings = {  # data by name, relative path or file name and content hash; never a local absolute path
+        "task": task, **data_record(data_args.data, getattr(getattr(behavior_data, "summary", None), "path", None)),
+        "test_data": portable_path(data_args.test_data) if data_args.test_data else None,
+        "model_name_or_path": portable_path(source), "from_scratch": from_scratch,
+        "preset_or_base": portable_path(source),
+        "train_fraction": data_args.train_fraction, "freeze_user_model": model_args.freeze_user_model,
+        "split_seed": data_args.split_seed, "seed": training_args.seed,
+        "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
+        "max_steps": training_args.max_steps, "early_stopping_patience": training_args.early_stopping_patience,
+        "eval_sample_users": training_args.eval_sample_users, "steps_trained": trainer.state.global_step,
+        "user_model_learning_rate": training_args.user_model_learning_rate,
+        "freeze_user_model_steps": training_args.freeze_user_model_steps,
+        "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
+        "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
+        "max_behaviors": data_args.max_behaviors,
+    }
+    settings.update(task_spec.settings_of(data_args))
+    results = {
+        "test": test_metrics if data_args.evaluate_test else {}, "validation": validation,
+        "train_runtime_seconds": round(train_seconds, 1), "settings": settings, "splits": stats,
+    }
+    if behavior_data is not None:
+        behavior_data.summary.path = portable_path(behavior_data.summary.path)
+        results["data_summary"] = behavior_data.summary.to_dict()
+    task_type, task_name = task_spec.hub_task_type, task_spec.hub_task_name
+    origin = (f"trained from scratch (preset `{source}`)" if from_scratch
+              else f"fine-tuned from `{settings['model_name_or_path']}`")
+    dataset_name = os.path.basename(os.path.normpath(str(data_args.data)))
+    card = dict(
+        title=f"UserBERT {model.config.context_encoder}/{model.config.aggregator} user model fine-tuned for "
+              f"{task_name.lower()} on {dataset_name}",
+        summary=(
+            f"A `{head.__name__}` {origin} on {stats['train'].get('pairs', stats['train']['rows']):,} labelled "
+            f"training {'(user, candidate) pairs' if task_spec.packs_candidates else 'rows'} "
+            f"({data_args.train_fraction:.0%} of the training {task_spec.group_column.removesuffix('_id')}s); metrics are on the held-out test "
+            "split."
+        ),
+        dataset_name=dataset_name,
+        data_description=(
+            f"`{settings['data']}`" + (f" (test: `{settings['test_data']}`)" if data_args.test_data else "")
+            + f", split with `userbert_hf.downstream_data`:\n\n```\n{json.dumps(stats, indent=2)}\n```"
+        ),
+        metrics=card_metrics(task, test_metrics),
+        task_type=task_type,
+        task_name=task_name,
+        usage=(
+            f"from userbert_hf import {head.__name__}  # pip install userbert_hf\n"
+            f"model = {head.__name__}.from_pretrained('{training_args.hub_model_id or training_args.output_dir}')\n"
+            "# the user model alone, without the package:\n"
+            + usage_snippet(training_args.hub_model_id or training_args.output_dir, example_histories(vocabulary))
+        ),
+        data=str(data_args.data),
+        tags=[task.replace("_", "-")],
+        base_model=None if from_scratch or os.path.isdir(source) else source,
+    )
+    finish_job(trainer, model, vocabulary, tokenizer, results, card, "Saved the fine-tuned model", test_metrics)
     return test_metrics
 
 
@@ -612,7 +572,6 @@ __all__ = [
     "FinetuningDataArguments",
     "FinetuningModelArguments",
     "FinetuningArguments",
-    "HEADS",
     "run_finetuning",
     "main",
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -796,15 +797,33 @@ def in_batch_contrastive_loss(
     return contrastive_loss_from_scores(torch.cat([positive, negatives], 1), normalizer)
 
 
+class UserBertTaskLoss(NamedTuple):
+    """One pre-training loss of a micro-batch, as each ``UserBertForPreTraining`` loss method returns it.
+
+    Args:
+        loss: the summed loss divided by its normalizer, in the graph, before its weight.
+        mean: detached mean over its rows, logged (``None``: nothing to log, e.g. BSM without a valid target).
+        accuracy: detached share of rows whose positive scores highest (``None`` for losses without one).
+        rows: how many rows ``mean`` was taken over (the trainer weights logged means by it).
+    """
+
+    loss: torch.Tensor
+    mean: torch.Tensor | None
+    accuracy: torch.Tensor | None
+    rows: int | torch.Tensor
+
+
 @dataclass
 class UserBertForPreTrainingOutput(ModelOutput):
     """Output of [`UserBertForPreTraining`]. Losses are ``None`` for tasks that did not run.
 
     Args:
         loss: weighted sum of the task losses (the training objective).
-        mbp_loss / bsm_loss / nbp_loss / cp_loss: detached mean cross-entropy of each task, for logging.
+        mbp_loss / bsm_loss / nbp_loss / cp_loss / uniformity_loss: detached mean of each task's loss, for logging.
         mbp_accuracy / bsm_accuracy / nbp_accuracy / cp_accuracy: share of rows whose positive ranks first.
         user_embedding: (B, H) user embeddings of the (masked) input sequences.
+        loss_rows: rows each logged task's mean was taken over (``{"mbp": M, ...}``, keyed by the prefix of its
+            ``<task>_loss`` / ``<task>_accuracy`` fields): the trainer logs every such field, weighted by it.
     """
 
     loss: torch.FloatTensor | None = None
@@ -818,6 +837,7 @@ class UserBertForPreTrainingOutput(ModelOutput):
     cp_accuracy: torch.FloatTensor | None = None
     uniformity_loss: torch.FloatTensor | None = None
     user_embedding: torch.FloatTensor | None = None
+    loss_rows: dict | None = None
 
 
 class UserBertProjectionHead(nn.Module):
@@ -835,9 +855,11 @@ class UserBertProjectionHead(nn.Module):
 
 class UserBertForPreTraining(UserBertPreTrainedModel):
     """UserBERT pre-training heads: masked behaviour prediction (MBP), behaviour sequence matching (BSM), and the
-    PTUM (next behaviour prediction, NBP) and CP (contrastive views) baselines. ``forward`` runs each loss whose
-    inputs are present; which inputs a batch carries is decided by the objective
-    (``userbert_hf.pretraining.objectives``).
+    PTUM (next behaviour prediction, NBP) and CP (contrastive views) baselines. ``forward`` encodes the behaviour
+    table and the input sequences once, then runs each loss whose inputs are present, one method per loss
+    (``masked_behavior_loss``, ``sequence_matching_loss``, ``next_behavior_loss``, ``contrastive_views_loss``,
+    ``embedding_uniformity_loss``), and adds them with their weights; which inputs a batch carries is decided by
+    the objective (``userbert_hf.pretraining.objectives``).
 
     All behaviours of a step live in one table (``behavior_ids`` (U,) or ``behavior_token_ids`` (U, W)),
     encoded once; every sequence and candidate input is an index into it. Negatives are chosen outside the
@@ -928,73 +950,121 @@ class UserBertForPreTraining(UserBertPreTrainedModel):
         # target stays in the input: no [MASK] token that the model would never meet downstream.
         input_masked = masked_positions if config.mbp_query == "masked" else None
         encoded = self.userbert.encode_sequences(table[behavior_index], sequence_mask, input_masked)
+
+        # (task, weight, loss) of each loss whose inputs are present, in a fixed order.
+        losses = []
+        if mbp_candidate_index is not None:
+            losses.append(("mbp", config.mbp_loss_weight, self.masked_behavior_loss(
+                table, encoded, behavior_index, sequence_mask, masked_positions, mbp_candidate_index, mbp_query_rows,
+                mbp_normalizer,
+            )))
+        if bsm_candidate_index is not None:
+            losses.append(("bsm", config.bsm_loss_weight, self.sequence_matching_loss(
+                table, encoded, bsm_candidate_index, bsm_candidate_mask, bsm_valid, bsm_normalizer
+            )))
+        if nbp_candidate_index is not None:
+            losses.append(("nbp", config.next_behavior_loss_weight, self.next_behavior_loss(
+                table, encoded, nbp_candidate_index, nbp_valid, nbp_normalizer
+            )))
+        if view_index is not None:
+            losses.append(("cp", 1.0, self.contrastive_views_loss(
+                table, encoded, view_index, view_attention_mask, view_masked_positions, cp_normalizer
+            )))
+        if config.uniformity_loss_weight > 0 and self.training:
+            losses.append(("uniformity", config.uniformity_loss_weight, self.embedding_uniformity_loss(
+                encoded, uniformity_normalizer)))
+
         out = UserBertForPreTrainingOutput(user_embedding=encoded.user_embedding)
         total = table.sum() * 0.0  # keeps every parameter of the table in the graph
-
-        if mbp_candidate_index is not None:
-            if mbp_query_rows is not None:  # the masked behaviours were removed from the sequence (PTUM)
-                queries = encoded.user_embedding[mbp_query_rows]  # (M, H)
-            elif config.context_encoder != "none":  # UserBERT: the contextual state at the masked position
-                rows, cols = masked_positions.bool().nonzero(as_tuple=True)  # (M,), (M,)
-                if config.mbp_query == "previous":  # left-to-right: the prefix's state just before it
-                    if bool((cols == 0).any()):
-                        raise ValueError("mbp_query='previous' cannot predict a masked first behaviour")
-                    cols = cols - 1
-                queries = encoded.last_hidden_state[rows, cols]  # (M, H)
-            else:
-                # Without a context encoder (NAML, NativeCTR) the masked position sees no other behaviour:
-                # predict from the user embedding of the sequence without the masked behaviours.
-                rows, _ = masked_positions.bool().nonzero(as_tuple=True)
-                kept_index, kept_mask = compact_left(behavior_index, sequence_mask & ~masked_positions.bool())
-                queries = self.userbert.encode_sequences(table[kept_index], kept_mask).user_embedding[rows]  # (M, H)
-            scores = self._score(queries, table[mbp_candidate_index])  # (M, 1 + K)
-            loss, out.mbp_loss, out.mbp_accuracy = contrastive_loss_from_scores(scores, mbp_normalizer)
-            total = total + config.mbp_loss_weight * loss
-
-        if bsm_candidate_index is not None:
-            valid = bsm_valid.bool() if bsm_valid is not None else torch.ones_like(bsm_candidate_index[:, 0, 0]).bool()
-            b, c, l2 = bsm_candidate_index.shape
-            index = bsm_candidate_index[valid].reshape(-1, l2)  # (V * (1 + P), L2)
-            mask = bsm_candidate_mask[valid].reshape(-1, l2)
-            candidates = self.userbert.encode_sequences(table[index], mask).user_embedding.view(-1, c, table.shape[-1])
-            scores = self._score(self._project(encoded.user_embedding[valid]), self._project(candidates))  # (V, 1 + P)
-            loss, out.bsm_loss, out.bsm_accuracy = contrastive_loss_from_scores(scores, bsm_normalizer)
-            total = total + config.bsm_loss_weight * loss
-            if not bool(valid.any()):
-                out.bsm_loss = out.bsm_accuracy = None  # nothing to log; the zero loss keeps the graph whole
-
-        if nbp_candidate_index is not None:
-            queries = torch.stack([proj(encoded.user_embedding) for proj in self.nbp_projections], 1)  # (B, k, H)
-            scores = self._score(queries, table[nbp_candidate_index])  # (B, k, 1 + K)
-            valid = nbp_valid.bool() if nbp_valid is not None else torch.ones_like(scores[..., 0]).bool()
-            loss, out.nbp_loss, out.nbp_accuracy = contrastive_loss_from_scores(scores[valid], nbp_normalizer)
-            total = total + config.bsm_loss_weight * loss
-
-        if view_index is not None:
-            view = self.userbert.encode_sequences(table[view_index], view_attention_mask, view_masked_positions)
-            loss, out.cp_loss, out.cp_accuracy = in_batch_contrastive_loss(
-                self._project(encoded.user_embedding), self._project(view.user_embedding),
-                config.cp_matching_temperature, cp_normalizer, config.cp_matching_similarity,
-                gather_across_ranks=torch.distributed.is_available() and torch.distributed.is_initialized(),
-            )
-            total = total + loss
-
-        if config.uniformity_loss_weight > 0 and self.training:
-            # An in-batch term (like CP's negatives): over the users of this micro-batch, gathered from every rank
-            # with gradients under torch.distributed. Each rank adds it times its share of the step's users
-            # (rows / uniformity_normalizer; default 1 / world): the ranks' sum is the term of one large batch, and
-            # under gradient accumulation the micro-batches' terms average (weighted by users) instead of adding up.
-            embeddings, rows, world = encoded.user_embedding, encoded.user_embedding.shape[0], 1
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                embeddings, world = _gather_with_gradients(embeddings)[0], torch.distributed.get_world_size()
-            uniformity = uniformity_loss(embeddings)
-            out.uniformity_loss = uniformity.detach()
-            share = 1.0 / world if uniformity_normalizer is None else rows / uniformity_normalizer
-            total = total + config.uniformity_loss_weight * uniformity * share
-
+        rows = {}
+        for task, weight, task_loss in losses:
+            total = total + weight * task_loss.loss
+            if task_loss.mean is not None:  # e.g. BSM without a valid target: nothing to log
+                setattr(out, f"{task}_loss", task_loss.mean)
+                if task_loss.accuracy is not None:
+                    setattr(out, f"{task}_accuracy", task_loss.accuracy)
+                rows[task] = task_loss.rows
+        out.loss_rows = rows
         out.loss = total
         return_dict = return_dict if return_dict is not None else config.return_dict
         return out if return_dict else out.to_tuple()
+
+    # ----- one method per loss: each returns a UserBertTaskLoss (its weight is applied in forward) -----
+    def masked_behavior_loss(
+        self, table, encoded, behavior_index, sequence_mask, masked_positions, candidate_index, query_rows=None,
+        normalizer=None,
+    ) -> UserBertTaskLoss:
+        """MBP: each masked behaviour against its candidates ``candidate_index`` (M, 1 + K), positive first.
+
+        The query is the contextual state at the masked position (``mbp_query`` "previous": at the position before
+        it); with ``query_rows`` (M,) (PTUM: masked behaviours removed from the sequence) the user embedding of its
+        row; without a context encoder, the user embedding of the sequence without its masked behaviours."""
+        if query_rows is not None:  # the masked behaviours were removed from the sequence (PTUM)
+            queries = encoded.user_embedding[query_rows]  # (M, H)
+        elif self.config.context_encoder != "none":  # UserBERT: the contextual state at the masked position
+            rows, cols = masked_positions.bool().nonzero(as_tuple=True)  # (M,), (M,)
+            if self.config.mbp_query == "previous":  # left-to-right: the prefix's state just before it
+                if bool((cols == 0).any()):
+                    raise ValueError("mbp_query='previous' cannot predict a masked first behaviour")
+                cols = cols - 1
+            queries = encoded.last_hidden_state[rows, cols]  # (M, H)
+        else:
+            # Without a context encoder (NAML, NativeCTR) the masked position sees no other behaviour:
+            # predict from the user embedding of the sequence without the masked behaviours.
+            rows, _ = masked_positions.bool().nonzero(as_tuple=True)
+            kept_index, kept_mask = compact_left(behavior_index, sequence_mask & ~masked_positions.bool())
+            queries = self.userbert.encode_sequences(table[kept_index], kept_mask).user_embedding[rows]  # (M, H)
+        scores = self._score(queries, table[candidate_index])  # (M, 1 + K)
+        return UserBertTaskLoss(*contrastive_loss_from_scores(scores, normalizer), rows=scores.shape[0])
+
+    def sequence_matching_loss(self, table, encoded, candidate_index, candidate_mask, valid=None, normalizer=None):
+        """BSM: each valid user's embedding against its candidate sequences ``candidate_index`` (B, 1 + P, L2), the
+        later period first. Without a valid user the loss is a graph-keeping zero and nothing is logged."""
+        valid = valid.bool() if valid is not None else torch.ones_like(candidate_index[:, 0, 0]).bool()  # (B,)
+        b, c, l2 = candidate_index.shape
+        index = candidate_index[valid].reshape(-1, l2)  # (V * (1 + P), L2)
+        mask = candidate_mask[valid].reshape(-1, l2)
+        candidates = self.userbert.encode_sequences(table[index], mask).user_embedding.view(-1, c, table.shape[-1])
+        scores = self._score(self._project(encoded.user_embedding[valid]), self._project(candidates))  # (V, 1 + P)
+        loss, mean, accuracy = contrastive_loss_from_scores(scores, normalizer)
+        if not bool(valid.any()):
+            return UserBertTaskLoss(loss, None, None, 0)
+        return UserBertTaskLoss(loss, mean, accuracy, valid.sum())
+
+    def next_behavior_loss(self, table, encoded, candidate_index, valid=None, normalizer=None) -> UserBertTaskLoss:
+        """PTUM's next-behaviour prediction: the k-th projection of each user embedding against the candidates of
+        its k-th next behaviour ``candidate_index`` (B, next_k, 1 + K), positive first."""
+        queries = torch.stack([proj(encoded.user_embedding) for proj in self.nbp_projections], 1)  # (B, k, H)
+        scores = self._score(queries, table[candidate_index])  # (B, k, 1 + K)
+        valid = valid.bool() if valid is not None else torch.ones_like(scores[..., 0]).bool()  # (B, k)
+        scores = scores[valid]  # (V, 1 + K)
+        return UserBertTaskLoss(*contrastive_loss_from_scores(scores, normalizer), rows=scores.shape[0])
+
+    def contrastive_views_loss(
+        self, table, encoded, view_index, view_attention_mask, view_masked_positions, normalizer=None
+    ) -> UserBertTaskLoss:
+        """CP: NT-Xent between each user's two views (the input sequence and ``view_index`` (B, L')) against the
+        views of the other users of the batch (of every rank under torch.distributed)."""
+        view = self.userbert.encode_sequences(table[view_index], view_attention_mask, view_masked_positions)
+        loss, mean, accuracy = in_batch_contrastive_loss(
+            self._project(encoded.user_embedding), self._project(view.user_embedding),
+            self.config.cp_matching_temperature, normalizer, self.config.cp_matching_similarity,
+            gather_across_ranks=torch.distributed.is_available() and torch.distributed.is_initialized(),
+        )
+        return UserBertTaskLoss(loss, mean, accuracy, 2 * view_index.shape[0])
+
+    def embedding_uniformity_loss(self, encoded, normalizer=None) -> UserBertTaskLoss:
+        """Uniformity of the micro-batch's user embeddings (no accuracy). An in-batch term (like CP's negatives):
+        under torch.distributed over the users of every rank, gathered with gradients. Each rank adds it times its
+        share of the step's users (rows / ``normalizer``, the step's number of users; default 1 / world): the
+        ranks' sum is the term of one large batch, and under gradient accumulation the micro-batches' terms
+        average (weighted by users) instead of adding up."""
+        embeddings, rows, world = encoded.user_embedding, encoded.user_embedding.shape[0], 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            embeddings, world = _gather_with_gradients(embeddings)[0], torch.distributed.get_world_size()
+        uniformity = uniformity_loss(embeddings)
+        share = 1.0 / world if normalizer is None else rows / normalizer
+        return UserBertTaskLoss(uniformity * share, uniformity.detach(), None, rows)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,27 +6,23 @@ small NRMS-style user model on the bundled MovieLens ml-latest-small data.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 
-from transformers import set_seed
-from transformers.dynamic_module_utils import custom_object_save
-
 from .assets import build_catalog, load_user_model_assets
-from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import EventLogColumnArguments, column_options, load_behavior_data
+from .job_steps import finish_job, save_loading_files, start_job
 from .sharded_data import load_user_shards
-from .model_card import (
-    build_model_card, data_record, example_histories, portable_path, save_run_results, source_dataset_name,
-)
+from .model_card import data_record, example_histories, portable_path, source_dataset_name
 from .modeling_userbert import UserBertForPreTraining
-from .output_dir import OutputDirError, claim_output_dir, push_output_dir
+from .output_dir import OutputDirError
 from .tokenization_userbert import build_word_tokenizer
+from .pretraining.objectives import OBJECTIVES
+from .pretraining.samplers import SAMPLERS
 from .pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
 from .pretraining.recipes import recipe_settings
 from .early_stopping import configure_early_stopping, validate_patience
@@ -70,8 +66,9 @@ class PretrainingModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Continue pre-training a saved UserBERT model (folder or Hub name)."}
     )
-    objective: str = field(
-        default="userbert", metadata={"help": "userbert (MBP+BSM), ptum or cp.", "choices": ["userbert", "ptum", "cp"]}
+    objective: str = field(  # choices: the live registry of userbert_hf.pretraining.objectives
+        default="userbert", metadata={"help": "Pre-training objective: userbert (MBP+BSM), ptum, cp, or a registered one.",
+                                      "choices": OBJECTIVES}
     )
     hidden_size: int | None = field(default=64, metadata={"help": "Hidden size (paper: 256)."})
     attention_query_size: int | None = field(default=32, metadata={"help": "Additive attention query size (paper: 200)."})
@@ -86,6 +83,9 @@ class PretrainingModelArguments:
                   "docs/pretraining.md).", "choices": ["auto", "masked", "previous"]},
     )
     bsm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of behaviour sequence matching (0 = off)."})
+    next_behavior_loss_weight: float = field(
+        default=1.0, metadata={"help": "ptum: weight of next-behaviour prediction (0 = off)."}
+    )
     dropout: float = field(default=0.2, metadata={"help": "Dropout (paper: 0.2)."})
     attention_probs_dropout_prob: float | None = field(
         default=None, metadata={"help": "Dropout on attention probabilities (default: the preset's, 0 for nrms; set it "
@@ -165,8 +165,8 @@ class PretrainingArguments(UserBertTrainingArguments):
     negative_sampling: str = field(
         default="random",
         metadata={"help": "Negative sampling: 'random' (this job's default: on the bundled data it fine-tuned better "
-                  "than the paper's sampler, see docs/pretraining.md), 'medium_hard' (the paper) or 'hardest'.",
-                  "choices": ["random", "medium_hard", "hardest"]},
+                  "than the paper's sampler, see docs/pretraining.md), 'medium_hard' (the paper), 'hardest', or a "
+                  "registered sampler.", "choices": SAMPLERS},  # the live registry of userbert_hf.pretraining.samplers
     )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Users per batch (paper: 32)."})
     learning_rate: float = field(
@@ -243,7 +243,8 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         preset = UserBertConfig.from_preset(model_args.preset, behavior_type="text")
     mbp_query = model_args.mbp_query
     if mbp_query == "auto":
-        mbp_query = "previous" if preset.is_left_to_right and model_args.objective == "userbert" else "masked"
+        uses_mbp_query = model_args.objective in OBJECTIVES and OBJECTIVES[model_args.objective].uses_mbp_query
+        mbp_query = "previous" if preset.is_left_to_right and uses_mbp_query else "masked"
     if vocabulary is not None and preset.behavior_type == "text" and not vocabulary.has_text:
         raise ValueError(
             f"preset {model_args.preset!r} encodes behaviour texts but {data_args.data} has none; "
@@ -258,6 +259,7 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         mbp_loss_weight=model_args.mbp_loss_weight,
         mbp_query=mbp_query,
         bsm_loss_weight=model_args.bsm_loss_weight,
+        next_behavior_loss_weight=model_args.next_behavior_loss_weight,
         dropout=model_args.dropout,
         initializer_range=model_args.initializer_range,
         matching_similarity=model_args.matching_similarity,
@@ -273,13 +275,10 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
 
 def run_pretraining(data_args, model_args, training_args) -> dict:
     """Pre-train and save; returns the final metrics."""
-    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     # 0. The output folder: refuse one this job did not write (nothing is loaded or written before this), or
     #    resume from its last complete checkpoint.
-    resume_from = claim_output_dir(training_args, "pretrain", expect_sampler_state=model_args.objective != "cp")
-    if training_args.device.type == "cpu":
-        training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on CPU)
-    set_seed(training_args.seed)
+    resume_from = start_job(training_args, "pretrain",
+                            expect_sampler_state=OBJECTIVES[model_args.objective].uses_sampler)
 
     # 1. Load the behaviour logs (one row per user, behaviours in time order). Continuing from a saved model
     #    reuses its vocabulary and tokenizer so ids map the same way.
@@ -343,9 +342,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
         model=model, args=training_args, train_dataset=train_users, eval_dataset=eval_users, catalog=catalog,
         callbacks=callbacks,
     )
-    if trainer.is_world_process_zero():
-        save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
-        custom_object_save(model, training_args.output_dir, config=model.config)
+    save_loading_files(trainer, model, vocabulary, tokenizer, config=model.config)
     started = time.time()
     trainer.train(resume_from_checkpoint=resume_from)
     elapsed = time.time() - started
@@ -359,47 +356,39 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     # 5. Save a Hub-ready folder: config + safetensors + model code, vocabulary, tokenizer, model card.
     metrics = final_task_metrics(trainer.state.log_history)
     metrics["train_runtime_seconds"] = round(elapsed, 1)
-    if trainer.is_world_process_zero():
-        trainer.save_model(training_args.output_dir)
-        save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
-        dataset_name = source_dataset_name(data_args.data, getattr(data.summary, "path", None))
-        settings = pretraining_settings(data_args, model_args, training_args, model.config, data, vocabulary, eval_users)
-        settings.update(
-            early_stopping_patience=training_args.early_stopping_patience, steps_trained=trainer.state.global_step,
-            best_step=int(trainer.state.best_model_checkpoint.rsplit("-", 1)[1]) if best_loaded else None,
-        )
-        if model_args.objective != "cp":
-            settings.update(behavior_pool_fraction=training_args.behavior_pool_fraction,
-                            exclude_own_behaviors=training_args.exclude_own_behaviors,
-                            hard_negative_fraction=training_args.hard_negative_fraction)
-        # every recipe option and the recipe's name first; the values above (what ran) win. Sampler and task
-        # options that the objective does not use are left out (a CP run draws no behaviour pool).
-        unused = set() if model_args.objective == "userbert" else set(_UNUSED_BY_OBJECTIVE[model_args.objective])
-        recorded = {k: v for k, v in recipe_settings(model_args, training_args).items() if k not in unused}
-        settings = {**recorded, **settings}
-        data.summary.path = portable_path(data.summary.path)  # recorded and shown without the local layout
-        save_run_results(training_args.output_dir, {"metrics": metrics, "settings": settings, "data_summary": data.summary.to_dict()})
-        card = build_model_card(
-            title=f"UserBERT {model_args.preset} user model pre-trained on {dataset_name}",
-            summary=(
-                f"A {model_args.preset} user model pre-trained with the `{model_args.objective}` objective on "
-                f"{len(data.users):,} users and {len(vocabulary) - 1:,} distinct behaviours."
-            ),
-            config=model.config,
-            dataset_name=dataset_name,
-            data_description=f"`{settings['data']}`, loaded with `userbert_hf.data`:\n\n```\n{data.summary}\n```",
-            settings=settings,
-            metrics={k: v for k, v in metrics.items() if k != "train_runtime_seconds"},
-            task_type="feature-extraction",
-            task_name="User model pre-training",
-            model_id=training_args.hub_model_id or training_args.output_dir,
-            data=str(data_args.data),
-            example_behaviors=example_histories(vocabulary),
-        )
-        card.save(os.path.join(training_args.output_dir, "README.md"))
-        print(f"Saved the pre-trained user model to {training_args.output_dir}: {json.dumps(metrics)}")
-        if training_args.push_to_hub:  # the folder as written: our card, results, code, vocabulary, processor
-            push_output_dir(trainer, training_args.output_dir)
+    dataset_name = source_dataset_name(data_args.data, getattr(data.summary, "path", None))
+    settings = pretraining_settings(data_args, model_args, training_args, model.config, data, vocabulary, eval_users)
+    settings.update(
+        early_stopping_patience=training_args.early_stopping_patience, steps_trained=trainer.state.global_step,
+        best_step=int(trainer.state.best_model_checkpoint.rsplit("-", 1)[1]) if best_loaded else None,
+    )
+    if model_args.objective != "cp":
+        settings.update(behavior_pool_fraction=training_args.behavior_pool_fraction,
+                        exclude_own_behaviors=training_args.exclude_own_behaviors,
+                        hard_negative_fraction=training_args.hard_negative_fraction)
+    # every recipe option and the recipe's name first; the values above (what ran) win. Sampler and task
+    # options that the objective does not use are left out (a CP run draws no behaviour pool).
+    unused = set() if model_args.objective == "userbert" else set(_UNUSED_BY_OBJECTIVE[model_args.objective])
+    recorded = {k: v for k, v in recipe_settings(model_args, training_args).items() if k not in unused}
+    settings = {**recorded, **settings}
+    data.summary.path = portable_path(data.summary.path)  # recorded and shown without the local layout
+    card = dict(
+        title=f"UserBERT {model_args.preset} user model pre-trained on {dataset_name}",
+        summary=(
+            f"A {model_args.preset} user model pre-trained with the `{model_args.objective}` objective on "
+            f"{len(data.users):,} users and {len(vocabulary) - 1:,} distinct behaviours."
+        ),
+        dataset_name=dataset_name,
+        data_description=f"`{settings['data']}`, loaded with `userbert_hf.data`:\n\n```\n{data.summary}\n```",
+        metrics={k: v for k, v in metrics.items() if k != "train_runtime_seconds"},
+        task_type="feature-extraction",
+        task_name="User model pre-training",
+        model_id=training_args.hub_model_id or training_args.output_dir,
+        data=str(data_args.data),
+        example_behaviors=example_histories(vocabulary),
+    )
+    results = {"metrics": metrics, "settings": settings, "data_summary": data.summary.to_dict()}
+    finish_job(trainer, model, vocabulary, tokenizer, results, card, "Saved the pre-trained user model", metrics)
     return metrics
 
 

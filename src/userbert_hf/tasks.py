@@ -239,6 +239,8 @@ class Task:
 
 
 _CTR_CARD = ("auc", "ap", "logloss")
+# The one list of fine-tuning tasks, by name: ``userbert finetune --task`` and the experiment specs read it. Add a task
+# with ``register_task(Task(...))`` (docs/extending.md).
 TASK_REGISTRY: dict[str, Task] = {
     task.name: task
     for task in (
@@ -280,7 +282,22 @@ TASK_REGISTRY: dict[str, Task] = {
         ),
     )
 }
-TASKS = tuple(TASK_REGISTRY)
+
+
+def register_task(task: Task) -> Task:
+    """Make ``task`` available as ``userbert finetune --task <task.name>`` and to the experiment specs.
+
+    Example:
+        >>> from dataclasses import replace
+        >>> task = register_task(replace(get_task("ctr"), name="ctr_copy"))
+        >>> get_task("ctr_copy").head.__name__
+        'UserBertForCTRPrediction'
+        >>> del TASK_REGISTRY["ctr_copy"]
+    """
+    if TASK_REGISTRY.get(task.name, task) is not task:
+        raise ValueError(f"a fine-tuning task named {task.name!r} is already registered")
+    TASK_REGISTRY[task.name] = task
+    return task
 
 
 def get_task(name: str) -> Task:
@@ -288,7 +305,7 @@ def get_task(name: str) -> Task:
     try:
         return TASK_REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown task {name!r}; choose one of {TASKS}") from None
+        raise ValueError(f"unknown task {name!r}; choose one of {tuple(TASK_REGISTRY)}") from None
 
 
 def pretraining_users_for(task: str, data, *, history_fraction: float = 0.8,
@@ -303,7 +320,7 @@ __all__ = [
     "Task",
     "TaskData",
     "TASK_REGISTRY",
-    "TASKS",
+    "register_task",
     "get_task",
     "pretraining_users_for",
     "make_classification_compute_metrics",

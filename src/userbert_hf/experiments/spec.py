@@ -49,10 +49,10 @@ from pathlib import Path
 
 import yaml
 
-from ..tasks import TASKS, get_task
+from ..pretraining.objectives import OBJECTIVES
+from ..tasks import TASK_REGISTRY, get_task
 from .baselines import BASELINES
 
-OBJECTIVES = ("userbert", "ptum", "cp")
 # The objective of each published recipe (``recipe:`` in a method's settings; userbert_hf.pretraining.recipes).
 RECIPE_OBJECTIVES = {"paper": "userbert", "ptum_paper": "ptum", "cp_paper": "cp"}
 NO_PRETRAINING = "none"
@@ -123,8 +123,8 @@ class ExperimentSpec:
 
     def __post_init__(self):
         where = f"experiment {self.name!r}"
-        if self.task not in TASKS:
-            raise ValueError(f"{where}: task {self.task!r} is not one of {TASKS}")
+        if self.task not in TASK_REGISTRY:
+            raise ValueError(f"{where}: task {self.task!r} is not one of {tuple(TASK_REGISTRY)}")
         if not self.split_seeds or not self.seeds or not self.label_fractions:
             raise ValueError(f"{where}: split_seeds, seeds and label_fractions must each list at least one value")
         for name, values in (("split_seeds", self.split_seeds), ("seeds", self.seeds),
@@ -137,7 +137,7 @@ class ExperimentSpec:
             settings = settings or {}
             objective = method_objective(method, settings)
             if method != NO_PRETRAINING and objective not in OBJECTIVES:
-                raise ValueError(f"{where}: method {method!r} needs an objective in {OBJECTIVES} (or the name "
+                raise ValueError(f"{where}: method {method!r} needs an objective in {tuple(OBJECTIVES)} (or the name "
                                  f"{NO_PRETRAINING!r} for no pre-training), got {objective!r}")
         self.fraction_args = {float(k): dict(v or {}) for k, v in (self.fraction_args or {}).items()}
         if set(self.fraction_args) - set(self.label_fractions):
@@ -233,4 +233,4 @@ def method_objective(method: str, settings: dict | None) -> str:
     return settings.get("objective", RECIPE_OBJECTIVES.get(settings.get("recipe"), method))
 
 
-__all__ = ["Cell", "ExperimentSpec", "OBJECTIVES", "NO_PRETRAINING", "RECIPE_OBJECTIVES", "method_objective"]
+__all__ = ["Cell", "ExperimentSpec", "NO_PRETRAINING", "RECIPE_OBJECTIVES", "method_objective"]

@@ -15,7 +15,8 @@ import torch
 class PretrainingBatch:
     """One micro-batch of pre-training examples.
 
-    ``item_counts`` says how many rows each task's loss sums over (after every exclusion), so the trainer can
+    The rows each task's loss sums over (after every exclusion) are counted later, when the objective's
+    ``model_inputs`` has chosen the negatives (it returns them beside the model inputs), so the trainer can
     normalise by the counts of the whole step over all micro-batches and ranks; ``excluded_users`` counts the
     users that sit out a task (logged, never silent).
 
@@ -43,7 +44,7 @@ class PretrainingBatch:
     next_ids: torch.Tensor | None = None  # (B, k)
     next_valid: torch.Tensor | None = None  # (B, k) bool
     # Second augmented view (CP)
-    view_ids: torch.Tensor | None = None  # (B, L') bool
+    view_ids: torch.Tensor | None = None  # (B, L') behaviour ids of the second view
     view_attention_mask: torch.Tensor | None = None  # (B, L')
     view_masked_positions: torch.Tensor | None = None  # (B, L')
     excluded_users: dict[str, int] = field(default_factory=dict)

@@ -3,8 +3,11 @@
 An objective turns the collated rows of a micro-batch into a :class:`PretrainingBatch` (``prepare``: masking,
 periods, targets; per user, seeded by ``(seed, step, user)``), then into model inputs with their negatives
 (``model_inputs``), and says how many rows each of its losses sums over (the trainer normalises by the counts of
-the whole step over all micro-batches and ranks). The model runs each loss whose inputs are present: adding an
-objective touches this file only.
+the whole step over all micro-batches and ranks). The model runs each loss whose inputs are present.
+
+``OBJECTIVES`` is the one list of objectives: the config, ``userbert pretrain --objective`` and the experiment
+specs read it. An objective built from the model's existing losses is one ``@register_objective`` class (here or
+in a module of yours); docs/extending.md lists what a new loss adds.
 """
 
 from __future__ import annotations
@@ -45,6 +48,34 @@ class ObjectiveSettings:
     first_maskable: int = 0  # 1 when MBP reads the state before a masked behaviour (config.mbp_query "previous")
 
 
+# The one list of pre-training objectives, by name (filled by ``@register_objective``).
+OBJECTIVES: dict[str, type["PretrainingObjective"]] = {}
+
+
+def register_objective(objective: type["PretrainingObjective"]) -> type["PretrainingObjective"]:
+    """Class decorator: make ``objective`` available as ``UserBertConfig(pretraining_objective=objective.name)``
+    and ``userbert pretrain --objective <name>``.
+
+    Example:
+
+    ```python
+    >>> @register_objective
+    ... class MbpOnlyObjective(UserBertObjective):  # UserBERT's masking, MBP only
+    ...     name = "mbp_only"
+    ...     tasks = ("mbp",)
+    >>> UserBertConfig(pretraining_objective="mbp_only", bsm_loss_weight=0.0).pretraining_objective
+    'mbp_only'
+    ```
+    """
+    if not objective.name or objective.name == PretrainingObjective.name:
+        raise ValueError(f"{objective.__name__} needs its own name (a class attribute) to be registered")
+    if OBJECTIVES.get(objective.name, objective) is not objective:
+        raise ValueError(f"a pre-training objective named {objective.name!r} is already registered "
+                         f"({OBJECTIVES[objective.name].__name__})")
+    OBJECTIVES[objective.name] = objective
+    return objective
+
+
 def _rows(batch: dict):
     """(user, behaviour ids, timestamps) of each collated row, without padding."""
     ids = batch["sequence_ids"].cpu().numpy()
@@ -73,11 +104,22 @@ def _mask_for_mbp(seq: list, settings: ObjectiveSettings, seed_step_user: tuple)
 
 
 class PretrainingObjective:
-    """Base class. Subclasses set ``name`` and ``tasks`` (the losses they log) and implement ``prepare`` and
-    ``model_inputs``."""
+    """Base class. Subclasses set ``name`` and ``tasks`` (the losses whose row counts ``model_inputs`` returns: each
+    gets a ``<task>_normalizer`` input) and implement ``prepare`` and ``model_inputs``.
+
+    Class attributes that choose the objective's sampler and MBP query:
+
+    * ``uses_sampler``: whether it draws negatives (and checkpoints carry the sampler's state).
+    * ``sampler_strategy``: the sampler it always uses; ``None``: the one ``--negative_sampling`` names.
+    * ``uses_mbp_query``: whether MBP reads contextual states (so ``config.mbp_query`` "previous" applies, and
+      ``--mbp_query auto`` picks it for left-to-right models).
+    """
 
     name = "base"
     tasks: tuple[str, ...] = ()
+    uses_sampler = True
+    sampler_strategy: str | None = None
+    uses_mbp_query = False
 
     def __init__(self, settings: ObjectiveSettings, catalog: BehaviorCatalog, sampler: NegativeSampler | None = None):
         self.settings = settings
@@ -111,6 +153,7 @@ class PretrainingObjective:
             self.stats[name] = self.stats.get(name, 0) + value
 
 
+@register_objective
 class UserBertObjective(PretrainingObjective):
     """Masked behaviour prediction + behaviour sequence matching between non-overlapping periods (Section 3.2).
 
@@ -123,6 +166,7 @@ class UserBertObjective(PretrainingObjective):
 
     name = "userbert"
     tasks = ("mbp", "bsm")
+    uses_mbp_query = True
 
     def prepare(self, batch: dict, step: int) -> PretrainingBatch:
         s = self.settings
@@ -202,6 +246,7 @@ class UserBertObjective(PretrainingObjective):
         return self._with_table(inputs, seq_ids, candidates), counts
 
 
+@register_objective
 class PtumObjective(PretrainingObjective):
     """PTUM (Wu et al. 2020): masked behaviour prediction from the user embedding of the sequence without the
     masked behaviours, plus prediction of the next ``ptum_next_k`` behaviours with per-k projections; random
@@ -209,6 +254,7 @@ class PtumObjective(PretrainingObjective):
 
     name = "ptum"
     tasks = ("mbp", "nbp")
+    sampler_strategy = RandomNegativeSampler.name
 
     def prepare(self, batch, step):
         s, k = self.settings, self.settings.ptum_next_k
@@ -247,7 +293,7 @@ class PtumObjective(PretrainingObjective):
             candidates["mbp_candidate_index"] = self._mbp_candidates(batch, user_model, step)  # (M, 1 + K)
             inputs["mbp_query_rows"] = batch.masked_rows  # (M,)
             counts["mbp"] = len(batch.masked_ids)
-        if config.bsm_loss_weight > 0:
+        if config.next_behavior_loss_weight > 0:
             flat_next = batch.next_ids.reshape(-1).clamp(min=1)
             flat_users = batch.user_index[:, None].expand_as(batch.next_ids).reshape(-1)
             negatives = self.sampler.random_behavior_negatives(flat_next, flat_users, step, RandomStream.NEXT_BEHAVIOR_NEGATIVES)
@@ -257,6 +303,7 @@ class PtumObjective(PretrainingObjective):
         return self._with_table(inputs, kept_ids, candidates), counts
 
 
+@register_objective
 class CpObjective(PretrainingObjective):
     """CP / CL4SRec: two augmented views per user (crop 0.6, mask 0.3, reorder 0.6), matched against the views of
     the other users of the batch (NT-Xent). Under data parallelism the views are gathered from every rank with
@@ -266,6 +313,7 @@ class CpObjective(PretrainingObjective):
 
     name = "cp"
     tasks = ("cp",)
+    uses_sampler = False
 
     def prepare(self, batch, step):
         s = self.settings
@@ -299,24 +347,21 @@ class CpObjective(PretrainingObjective):
         return self._with_table(inputs, batch.sequence_ids, {"view_index": batch.view_ids}), {"cp": 2 * batch.num_users}
 
 
-OBJECTIVES: dict[str, type[PretrainingObjective]] = {
-    objective.name: objective for objective in (UserBertObjective, PtumObjective, CpObjective)
-}
-
-
 def build_objective(name: str, args, config, catalog: BehaviorCatalog, users) -> PretrainingObjective:
-    """The objective ``name`` with its sampler, from ``UserBertTrainingArguments`` ``args`` and the model config.
-    UserBERT uses ``args.negative_sampling``; PTUM uses random negatives; CP needs no sampler."""
+    """The objective ``name`` with its sampler, from ``UserBertTrainingArguments`` ``args`` and the model config:
+    the objective's own ``sampler_strategy`` (PTUM: random negatives), else ``args.negative_sampling`` (UserBERT);
+    none for an objective without ``uses_sampler`` (CP)."""
     if name not in OBJECTIVES:
         raise ValueError(f"pre-training objective {name!r} is not one of {tuple(OBJECTIVES)}")
+    objective = OBJECTIVES[name]
     settings = ObjectiveSettings(
         mask_ratio=args.mask_ratio, bsm_min_behaviors=args.bsm_min_behaviors, bsm_gap=args.bsm_gap,
         bsm_positive=args.bsm_positive, seed=args.seed, ptum_next_k=config.ptum_next_k,
-        first_maskable=int(name == "userbert" and config.mbp_query == "previous"),
+        first_maskable=int(objective.uses_mbp_query and config.mbp_query == "previous"),
     )
     sampler = None
-    if name != "cp":
-        strategy = args.negative_sampling if name == "userbert" else RandomNegativeSampler.name
+    if objective.uses_sampler:
+        strategy = objective.sampler_strategy or args.negative_sampling
         sampler = build_sampler(
             strategy, catalog, users,
             behavior_pool_size=args.behavior_pool_size, sequence_pool_size=args.sequence_pool_size,
@@ -328,7 +373,7 @@ def build_objective(name: str, args, config, catalog: BehaviorCatalog, users) ->
             exclude_own_behaviors=getattr(args, "exclude_own_behaviors", False),
             hard_negative_fraction=getattr(args, "hard_negative_fraction", 1.0),
         )
-    return OBJECTIVES[name](settings, catalog, sampler)
+    return objective(settings, catalog, sampler)
 
 
 __all__ = [
@@ -338,5 +383,6 @@ __all__ = [
     "PtumObjective",
     "CpObjective",
     "OBJECTIVES",
+    "register_objective",
     "build_objective",
 ]

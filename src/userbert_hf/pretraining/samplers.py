@@ -88,6 +88,33 @@ class SequenceNegatives:
     has_negatives: list
 
 
+# The one list of negative samplers, by name: ``--negative_sampling`` accepts exactly these (the trainer's and the
+# job's choices and checks read it when they run). Add a sampler with ``@register_sampler`` on its class.
+SAMPLERS: dict[str, type["NegativeSampler"]] = {}
+
+
+def register_sampler(sampler: type["NegativeSampler"]) -> type["NegativeSampler"]:
+    """Class decorator: make ``sampler`` available as ``--negative_sampling <sampler.name>``.
+
+    Example:
+
+    ```python
+    >>> @register_sampler
+    ... class ShuffledNegativeSampler(RandomNegativeSampler):
+    ...     name = "shuffled"
+    >>> "shuffled" in SAMPLERS
+    True
+    ```
+    """
+    if not sampler.name or sampler.name == NegativeSampler.name:
+        raise ValueError(f"{sampler.__name__} needs its own name (a class attribute) to be registered")
+    if SAMPLERS.get(sampler.name, sampler) is not sampler:
+        raise ValueError(f"a negative sampler named {sampler.name!r} is already registered "
+                         f"({SAMPLERS[sampler.name].__name__})")
+    SAMPLERS[sampler.name] = sampler
+    return sampler
+
+
 class NegativeSampler:
     """Shared machinery of the samplers: pool drawing, sharded encoding, cropping, state. Subclasses choose among
     the candidates (:meth:`choose_behaviors`, :meth:`choose_sequences`).
@@ -474,6 +501,7 @@ class NegativeSampler:
         return True
 
 
+@register_sampler
 class RandomNegativeSampler(NegativeSampler):
     """Uniform negatives: K random behaviours per masked behaviour and P random allowed sequences of the pool per
     target (the "random" ablation of Section 4.4, and PTUM's negatives).
@@ -501,6 +529,7 @@ class RandomNegativeSampler(NegativeSampler):
         return top_k_allowed(scores, allowed, self.num_sequence_negatives if count is None else count)
 
 
+@register_sampler
 class MediumHardNegativeSampler(NegativeSampler):
     """The paper's medium-hard negatives: top-K cosine neighbours within a behaviour pool re-drawn every step and
     top-P cosine neighbours within a sequence pool refreshed every T steps.
@@ -550,6 +579,7 @@ class MediumHardNegativeSampler(NegativeSampler):
         return torch.cat([picks, random_picks], 1), torch.cat([ok, random_ok], 1)
 
 
+@register_sampler
 class HardestNegativeSampler(MediumHardNegativeSampler):
     """The "hardest" ablation: top-K over the whole behaviour set, whose encodings are refreshed every
     ``behavior_table_interval`` steps, and top-P over a sequence pool ten times the usual size.
@@ -595,19 +625,13 @@ class HardestNegativeSampler(MediumHardNegativeSampler):
             self.full_behavior_embeddings = tensors["full_behavior_embeddings"]
 
 
-SAMPLERS: dict[str, type[NegativeSampler]] = {
-    sampler.name: sampler for sampler in (MediumHardNegativeSampler, RandomNegativeSampler, HardestNegativeSampler)
-}
-STRATEGIES = tuple(SAMPLERS)
-
-
 def build_sampler(strategy: str, catalog: BehaviorCatalog, users=None, **settings) -> NegativeSampler:
-    """The sampler registered under ``strategy`` (``medium_hard``, ``random``, ``hardest``)."""
+    """The sampler registered under ``strategy`` (``medium_hard``, ``random``, ``hardest``, or any registered one)."""
     if strategy not in SAMPLERS:
-        raise ValueError(f"negative sampling strategy {strategy!r} is not one of {STRATEGIES}")
+        raise ValueError(f"negative sampling strategy {strategy!r} is not one of {tuple(SAMPLERS)}")
     sampler = SAMPLERS[strategy]
-    for name in ("behavior_table_interval",):  # settings only some samplers have
-        if name not in sampler.own_settings:
+    for other in SAMPLERS.values():  # settings only some samplers have go to those only
+        for name in set(other.own_settings) - set(sampler.own_settings):
             settings.pop(name, None)
     return sampler(catalog, users, **settings)
 
@@ -618,7 +642,7 @@ __all__ = [
     "MediumHardNegativeSampler",
     "HardestNegativeSampler",
     "SAMPLERS",
-    "STRATEGIES",
+    "register_sampler",
     "SequencePool",
     "SequenceNegatives",
     "build_sampler",

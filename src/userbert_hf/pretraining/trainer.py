@@ -18,13 +18,9 @@ from ..collation import UserBertPretrainingCollator
 from .checkpoints import checkpoint_problem, last_complete_checkpoint
 from .evaluation import PretrainingEvaluator
 from .objectives import build_objective
-from .samplers import STRATEGIES
+from .samplers import SAMPLERS
 
 BSM_POSITIVES = ("period", "crop", "balanced")
-_LOGGED = (
-    "mbp_loss", "bsm_loss", "nbp_loss", "cp_loss", "mbp_accuracy", "bsm_accuracy", "nbp_accuracy", "cp_accuracy",
-    "uniformity_loss",
-)
 
 
 def validate_training_length(args: TrainingArguments) -> None:
@@ -68,7 +64,7 @@ class UserBertTrainingArguments(TrainingArguments):
     """
 
     negative_sampling: str = field(
-        default="medium_hard", metadata={"help": "Negative sampling strategy.", "choices": list(STRATEGIES)}
+        default="medium_hard", metadata={"help": "Negative sampling strategy.", "choices": SAMPLERS}  # the live registry
     )
     behavior_pool_size: int = field(default=1000, metadata={"help": "m: behaviours drawn into the pool each step."})
     sequence_pool_size: int = field(default=100, metadata={"help": "u: sequences cropped into the sequence pool."})
@@ -118,7 +114,7 @@ class UserBertTrainingArguments(TrainingArguments):
             value = getattr(self, name, low)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"--{name} must be an integer >= {low}, got {value!r}")
-        for name, allowed in (("negative_sampling", STRATEGIES), ("bsm_positive", BSM_POSITIVES)):
+        for name, allowed in (("negative_sampling", tuple(SAMPLERS)), ("bsm_positive", BSM_POSITIVES)):
             if getattr(self, name, allowed[0]) not in allowed:
                 raise ValueError(f"--{name} {getattr(self, name)!r} is not one of {list(allowed)}")
         if self.behavior_pool_fraction is not None and not 0 < self.behavior_pool_fraction <= 1:
@@ -238,39 +234,36 @@ class UserBertTrainer(Trainer):
     # ------------------------------------------------------------------ loss and logging
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
-        rows = self._rows_per_task(inputs)
-        for name in _LOGGED:
-            value = getattr(outputs, name, None)
-            if value is not None:  # weighted by rows so logs are means over the whole step, all ranks
-                weight = rows[name.split("_")[0]]
-                self._task_sums[name] = self._task_sums.get(name, 0.0) + float(value) * weight
-                self._task_counts[name] = self._task_counts.get(name, 0) + weight
+        self.track_loss_components(outputs)
         # Normalisers are global over ranks; DDP averages gradients over ranks, so scale back to a sum.
         loss = outputs.loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
-    @staticmethod
-    def _rows_per_task(model_inputs: dict) -> dict[str, int]:
-        """How many rows each task's mean loss of a micro-batch was taken over."""
-        rows = {"mbp": 0, "bsm": 0, "nbp": 0, "cp": 0, "uniformity": int(model_inputs["behavior_index"].shape[0])}
-        if "mbp_candidate_index" in model_inputs:
-            rows["mbp"] = int(model_inputs["mbp_candidate_index"].shape[0])
-        if "bsm_valid" in model_inputs:
-            rows["bsm"] = int(model_inputs["bsm_valid"].sum())
-        if "nbp_valid" in model_inputs:
-            rows["nbp"] = int(model_inputs["nbp_valid"].sum())
-        if "view_index" in model_inputs:
-            rows["cp"] = 2 * int(model_inputs["view_index"].shape[0])
-        return rows
+    def track_loss_components(self, outputs) -> None:
+        """Add every loss component the model output carries (each ``<task>_loss`` / ``<task>_accuracy`` beside the
+        total) to the running sums, weighted by the rows its mean was taken over (``outputs.loss_rows``), so the
+        logs are means over the whole step and all ranks."""
+        for name, value in outputs.items():
+            if name == "loss" or not name.endswith(("_loss", "_accuracy")):
+                continue
+            weight = int(outputs.loss_rows[name.rsplit("_", 1)[0]])
+            self._task_sums[name] = self._task_sums.get(name, 0.0) + float(value) * weight
+            self._task_counts[name] = self._task_counts.get(name, 0) + weight
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._task_sums and "loss" in logs:
             names = sorted(self._task_sums)
             counters = sorted(k for k in self.objective.stats if k != "users")
-            values = [[self._task_sums[n], self._task_counts[n]] for n in names]
-            values += [[float(self.objective.stats[c]), 0.0] for c in counters]
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            if distributed:  # a rank may lack a component (e.g. no valid BSM target): reduce the union of names
+                gathered = [None] * torch.distributed.get_world_size()
+                torch.distributed.all_gather_object(gathered, (names, counters))
+                names = sorted(set().union(*(g[0] for g in gathered)))
+                counters = sorted(set().union(*(g[1] for g in gathered)))
+            values = [[self._task_sums.get(n, 0.0), self._task_counts.get(n, 0)] for n in names]
+            values += [[float(self.objective.stats.get(c, 0)), 0.0] for c in counters]
             values = torch.tensor(values, dtype=torch.float64, device=self.args.device)
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if distributed:
                 torch.distributed.all_reduce(values)  # sums over ranks
             for name, (total, count) in zip(names, values[: len(names)].tolist()):
                 logs[name] = round(total / max(count, 1), 4)
