@@ -29,13 +29,14 @@ CASES = {
                               ("mbp", "bsm"), False),
     "userbert_no_context_encoder": (dict(behavior_type="id", context_encoder="none", aggregator="attention"),
                                     ("mbp", "bsm"), False),
-    "userbert_projection_uniformity": (dict(preset="bert4rec", projection_head=True, uniformity_loss_weight=0.3),
+    "userbert_projection_uniformity": (dict(preset="bert4rec", projection_head=True, uniformity_loss_weight=0.3,
+                                            attention_probs_dropout_prob=0.0),  # SIZES: dropout 0, as the reference ran
                                        ("mbp", "bsm"), True),
     "userbert_text_nrms": (dict(preset="nrms"), ("mbp", "bsm"), False),
     # (The reference forward weighted the next-behaviour loss by bsm_loss_weight 0.4.)
     "ptum": (dict(preset="gru4rec", pretraining_objective="ptum", next_behavior_loss_weight=0.4,
                   uniformity_loss_weight=0.0), ("ptum_mbp", "nbp"), False),
-    "cp": (dict(preset="bert4rec", pretraining_objective="cp", cp_temperature=0.5, uniformity_loss_weight=0.0),
+    "cp": (dict(preset="bert4rec", pretraining_objective="cp", cp_matching_temperature=0.5, uniformity_loss_weight=0.0),
            ("cp",), False),
 }
 

@@ -368,7 +368,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
                         hard_negative_fraction=training_args.hard_negative_fraction)
     # every recipe option and the recipe's name first; the values above (what ran) win. Sampler and task
     # options that the objective does not use are left out (a CP run draws no behaviour pool).
-    unused = set() if model_args.objective == "userbert" else set(_UNUSED_BY_OBJECTIVE[model_args.objective])
+    unused = set() if model_args.objective == "userbert" else set(_UNUSED_BY_OBJECTIVE.get(model_args.objective, ()))
     recorded = {k: v for k, v in recipe_settings(model_args, training_args).items() if k not in unused}
     settings = {**recorded, **settings}
     data.summary.path = portable_path(data.summary.path)  # recorded and shown without the local layout
