@@ -286,21 +286,43 @@ def test_stop_after_runs_that_many_cells(tmp_path):
     assert [c[0] for c in jobs.calls] == ["export", "pretrain"]
 
 
-def test_shards_split_the_fine_tunings_and_together_finish_the_grid(tmp_path):
-    grid = _grid()
+def test_shards_split_the_pretraining_and_fine_tunings_and_together_finish_the_grid(tmp_path):
+    import threading
+
+    grid = _grid()  # pretrain_per_split: two pre-training runs, 16 fine-tunings
     early = FakeJobs()
-    with pytest.raises(ValueError, match="shard 1/2 needs the export and pre-training"):
+    with pytest.raises(ValueError, match="shard 1/2 needs export finished first"):
         ExperimentRunner(grid, tmp_path, pretrain_fn=early.pretrain, finetune_fn=early.finetune).run(shard=(1, 2))
-    assert early.calls == []  # nothing started before the shared cells exist
+    assert early.calls == []  # nothing started before the export existed
     zero, one = FakeJobs(), FakeJobs()
-    ExperimentRunner(grid, tmp_path, pretrain_fn=zero.pretrain, finetune_fn=zero.finetune).run(shard=(0, 2))
-    records = ExperimentRunner(grid, tmp_path, pretrain_fn=one.pretrain, finetune_fn=one.finetune).run(shard=(1, 2))
-    assert [c[0] for c in zero.calls[:3]] == ["export", "pretrain", "pretrain"]  # shard 0 owns the shared cells
-    assert all(c[0] == "finetune" for c in one.calls)
+    runners = [ExperimentRunner(grid, tmp_path, pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune)
+               for jobs in (zero, one)]
+    errors = []
+
+    def run(runner, k):
+        try:
+            runner.run(shard=(k, 2), wait_seconds=60, poll_seconds=0.01)
+        except Exception as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(runner, k)) for k, runner in enumerate(runners)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    assert [c[0] for c in zero.calls[:2]] == ["export", "pretrain"]  # shard 0 exports, then its pre-training
+    assert [c[0] for c in one.calls[:1]] == ["pretrain"]  # the other pre-training runs beside it
     tuned_zero = {c[1] for c in zero.calls if c[0] == "finetune"}
-    tuned_one = {c[1] for c in one.calls}
+    tuned_one = {c[1] for c in one.calls if c[0] == "finetune"}
     assert len(tuned_zero) == len(tuned_one) == 8 and not tuned_zero & tuned_one  # disjoint halves of 16
-    assert sorted(r["cell"] for r in records) == sorted(c.cell_id for c in grid.cells())  # the whole grid
+    records = ResultsStore(tmp_path / "results.jsonl").records
+    assert sorted(r["cell"] for r in records) == sorted(c.cell_id for c in grid.cells())  # the whole grid, once
+    # Every fine-tuning of a pre-trained model started after that model was finished (by whichever shard).
+    order = [r["cell"] for r in records]
+    for r in records:
+        if r["kind"] == "finetune" and r["method"] != "none":
+            assert order.index(f"pretrain/userbert/split{r['split_seed']}") < order.index(r["cell"])
     with pytest.raises(ValueError, match="0 <= K < N"):
         ExperimentRunner(grid, tmp_path).run(shard=(2, 2))
 
@@ -312,8 +334,8 @@ def test_shard_option_errors_are_usage_errors(tmp_path, capsys):
     config.write_text("name: g\ntask: ctr\nmethods: {none: {}, userbert: {objective: userbert}}\n")
     base = [str(config), "--output_dir", str(tmp_path / "out"), "--report", str(tmp_path / "r.md")]
     with pytest.raises(SystemExit):
-        main([*base, "--shard", "1/2"])  # the pre-training cells are not finished: nothing runs
-    assert "shard 1/2 needs the export and pre-training cells finished first" in capsys.readouterr().err
+        main([*base, "--shard", "1/2", "--shard_wait", "0"])  # the export is not finished: nothing runs
+    assert "shard 1/2 needs export finished first" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*base, "--shard", "2"])
     assert "expected K/N" in capsys.readouterr().err

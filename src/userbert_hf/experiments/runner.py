@@ -239,27 +239,27 @@ class ExperimentRunner:
         return self.task_argv(cell.split_seed) + _argv(settings)
 
     # ------------------------------------------------------------------ cells
-    def run(self, stop_after: int | None = None, shard: tuple[int, int] = (0, 1)) -> list[dict]:
+    def run(self, stop_after: int | None = None, shard: tuple[int, int] = (0, 1),
+            wait_seconds: float = 0.0, poll_seconds: float = 5.0) -> list[dict]:
         """Run every unfinished cell (at most ``stop_after`` of them); returns all records.
 
-        ``shard=(k, n)`` runs only the k-th of n interleaved shares of the fine-tuning and baseline cells, so n
-        processes (or machines sharing the output folder) can work on one grid at once. The export and the
-        pre-training runs belong to shard 0; another shard refuses to start before they are finished.
+        ``shard=(k, n)`` runs only the k-th of n interleaved shares of the cells, so n processes (or machines
+        sharing the output folder) work on one grid at once: the export belongs to shard 0, the pre-training runs
+        and then the fine-tuning and baseline cells are dealt out in turn. A cell whose export or pre-trained model
+        another shard has not finished yet is waited for (the results file is re-read every ``poll_seconds``) for
+        at most ``wait_seconds``; after that the shard stops with a :class:`ShardError` naming what is missing.
         """
         k, n = shard
         if not 0 <= k < n:
             raise ShardError(f"shard {k}/{n}: need 0 <= K < N")
         cells = self.spec.cells()
         if n > 1:
-            shared = [c for c in cells if c.kind in ("export", "pretrain")]
-            if k > 0 and any(not self.store.done(c.cell_id) for c in shared):
-                missing = [c.cell_id for c in shared if not self.store.done(c.cell_id)]
-                raise ShardError(
-                    f"shard {k}/{n} needs the export and pre-training cells finished first ({', '.join(missing)} "
-                    f"not in {self.store.path}): run shard 0/{n}, or the grid without --shard, until they are"
-                )
+            exports = [c for c in cells if c.kind == "export"]
+            pretrains = [c for c in cells if c.kind == "pretrain"]
             rest = [c for c in cells if c.kind not in ("export", "pretrain")]
-            cells = (shared if k == 0 else []) + [c for i, c in enumerate(rest) if i % n == k]
+            cells = ((exports if k == 0 else []) + [c for i, c in enumerate(pretrains) if i % n == k]
+                     + [c for i, c in enumerate(rest) if i % n == k])
+        self._wait = (wait_seconds, poll_seconds, (k, n))
         mixed = {r.get("evaluated_on", "test") for r in self.store.records if r.get("kind") in ("finetune", "baseline")}
         if mixed - {self.evaluated_on}:
             raise ShardError(
@@ -271,6 +271,7 @@ class ExperimentRunner:
         logger.info("experiment %s: %d cells, %d finished, %d to run", self.spec.name, len(cells),
                     len(cells) - len(todo), len(todo))
         for number, cell in enumerate(todo[:stop_after] if stop_after is not None else todo, start=1):
+            self._wait_for(self.dependencies(cell))
             started = time.time()
             print(f"[{self.spec.name}] {number}/{len(todo)} {cell.cell_id}", flush=True)
             record = getattr(self, f"_run_{cell.kind}")(cell)
@@ -281,6 +282,32 @@ class ExperimentRunner:
                 record["evaluated_on"] = self.evaluated_on
             self.store.add(record)
         return self.store.records
+
+    def dependencies(self, cell: Cell) -> list[str]:
+        """The cells that must be finished before ``cell`` runs: the export before a pre-training, the pre-trained
+        model before its fine-tunings."""
+        if cell.kind == "pretrain":
+            return ["export"]
+        if cell.kind == "finetune" and cell.method != NO_PRETRAINING:
+            split = cell.split_seed if self.spec.pretrain_per_split else None
+            return [Cell("pretrain", cell.method, split, pretrain_seed=cell.pretrain_seed).cell_id]
+        return []
+
+    def _wait_for(self, cell_ids: list[str]) -> None:
+        """Block until every cell of ``cell_ids`` is in the results file (written by another shard)."""
+        wait_seconds, poll_seconds, (k, n) = getattr(self, "_wait", (0.0, 5.0, (0, 1)))
+        deadline = time.time() + wait_seconds
+        while True:
+            missing = [c for c in cell_ids if not self.store.done(c)]
+            if not missing:
+                return
+            if time.time() >= deadline:
+                raise ShardError(
+                    f"shard {k}/{n} needs {', '.join(missing)} finished first (not in {self.store.path}): run the "
+                    f"shard that owns it, or the grid without --shard, or give the shards time with --shard_wait"
+                )
+            time.sleep(poll_seconds)
+            self.store = ResultsStore(self.store.path)  # other shards append to the same file
 
     def _run_export(self, cell: Cell) -> dict:
         if self.export_dir.exists():  # a half-written export of an interrupted run
@@ -376,9 +403,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--keep_models", action="store_true", help="Keep every fine-tuned model's weights.")
     parser.add_argument(
         "--shard", default="0/1", metavar="K/N",
-        help="Run the K-th of N interleaved shares of the fine-tuning and baseline cells (several processes on one "
-             "grid; shard 0 also runs the export and pre-training, which the others wait for). The report covers "
-             "every finished cell of the results file.",
+        help="Run the K-th of N interleaved shares of the cells (several single-thread processes on one grid: shard "
+             "0 runs the export, the pre-training runs and then the fine-tunings are dealt out in turn). The report "
+             "covers every finished cell of the results file.",
+    )
+    parser.add_argument(
+        "--shard_wait", type=float, default=None, metavar="SECONDS",
+        help="How long a shard waits for an export or a pre-trained model that another shard is still producing "
+             "(default with --shard K/N, N > 1: 24 hours).",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING)
@@ -405,7 +437,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         log.record(frozen, code=version, command=command)  # from here on, test numbers of this hash can be seen
     if not args.report_only:
         try:
-            runner.run(shard=shard)
+            wait = args.shard_wait if args.shard_wait is not None else (86400.0 if shard[1] > 1 else 0.0)
+            runner.run(shard=shard, wait_seconds=wait)
         except ShardError as err:
             parser.error(str(err))
     from .report import write_model_cards, write_report
