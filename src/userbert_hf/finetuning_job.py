@@ -39,7 +39,8 @@ from .configuration_userbert import PRESETS, UserBertConfig
 from .data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import split_statistics
 from .model_card import build_model_card, example_histories, save_run_results, usage_snippet
-from .output_dir import OutputDirError, claim_output_dir, prepare_output_dir, push_output_dir
+from .output_dir import (OutputDirError, checkpoint_mark_callback, claim_output_dir, prepare_output_dir,
+                         push_output_dir, release_output_dir, run_fingerprint)
 from .pretraining.trainer import validate_training_length
 from .tasks import (  # noqa: F401  (the metric factories stay importable from here)
     TASK_REGISTRY,
@@ -338,7 +339,8 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     if data_args.export_pretraining_data:
         prepare_output_dir(data_args.export_pretraining_data, "export", overwrite=training_args.overwrite_output_dir)
     else:
-        resume_from = claim_output_dir(training_args, "finetune")
+        resume_from = claim_output_dir(training_args, "finetune",
+                                       fingerprint=run_fingerprint(data_args.data, data_args, model_args, training_args))
     if training_args.device.type == "cpu":
         training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on CPU)
     set_seed(training_args.seed)
@@ -428,6 +430,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         model=model, args=training_args, train_dataset=splits["train"], eval_dataset=splits["validation"] or None,
         data_collator=task_spec.collator(catalog, model.config.max_behaviors), compute_metrics=task_compute_metrics(task),
     )
+    trainer.add_callback(checkpoint_mark_callback(training_args))
     if trainer.is_world_process_zero():  # processor and model code first: checkpoint pushes while training load too
         save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
         custom_object_save(model, training_args.output_dir)
@@ -509,6 +512,8 @@ def main(argv: list[str] | None = None) -> dict:
         return run_finetuning(data_args, model_args, training_args)
     except OutputDirError as err:
         parser.error(str(err))
+    finally:
+        release_output_dir(training_args)
 
 
 __all__ = [

@@ -23,7 +23,8 @@ from .data import EventLogColumnArguments, column_options, load_behavior_data
 from .sharded_data import load_user_shards
 from .model_card import build_model_card, example_histories, save_run_results, source_dataset_name
 from .modeling_userbert import UserBertForPreTraining
-from .output_dir import OutputDirError, claim_output_dir, push_output_dir
+from .output_dir import (OutputDirError, checkpoint_mark_callback, claim_output_dir, push_output_dir,
+                         release_output_dir, run_fingerprint)
 from .tokenization_userbert import build_word_tokenizer
 from .pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
 
@@ -207,7 +208,10 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     # 0. The output folder: refuse one this job did not write (nothing is loaded or written before this), or
     #    resume from its last complete checkpoint.
-    resume_from = claim_output_dir(training_args, "pretrain", expect_sampler_state=model_args.objective != "cp")
+    resume_from = claim_output_dir(
+        training_args, "pretrain", expect_sampler_state=model_args.objective != "cp",
+        fingerprint=run_fingerprint(data_args.data, data_args, model_args, training_args),
+    )
     if training_args.device.type == "cpu":
         training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on CPU)
     set_seed(training_args.seed)
@@ -256,6 +260,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     trainer = UserBertTrainer(
         model=model, args=training_args, train_dataset=train_users, eval_dataset=eval_users, catalog=catalog
     )
+    trainer.add_callback(checkpoint_mark_callback(training_args))
     if trainer.is_world_process_zero():
         save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
         custom_object_save(model, training_args.output_dir, config=model.config)
@@ -358,6 +363,8 @@ def main(argv: list[str] | None = None) -> dict:
         return run_pretraining(data_args, model_args, training_args)
     except OutputDirError as err:
         parser.error(str(err))
+    finally:
+        release_output_dir(training_args)
 
 
 __all__ = ["PretrainingDataArguments", "PretrainingModelArguments", "PretrainingArguments", "run_pretraining", "main"]
