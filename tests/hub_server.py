@@ -523,7 +523,7 @@ def _regular(content: bytes) -> StoredFile:
 
 
 def _lfs_info(stored: StoredFile) -> dict:
-    return {"oid": stored.lfs_sha256, "size": stored.size, "pointerSize": stored.pointer_size}
+    return {"oid": stored.lfs_sha256, "sha256": stored.lfs_sha256, "size": stored.size, "pointerSize": stored.pointer_size}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -60,7 +60,9 @@ def save_user_model_assets(output_dir: str, vocabulary: BehaviorVocabulary, toke
     os.makedirs(output_dir, exist_ok=True)
     vocabulary.save(output_dir)
     if tokenizer is not None:
-        tokenizer.save_pretrained(output_dir)
+        from .tokenization_userbert import own_word_tokenizer
+
+        own_word_tokenizer(tokenizer).save_pretrained(output_dir)
 
 
 def load_user_model_assets(name_or_path: str, config) -> tuple[BehaviorVocabulary, object | None]:
