@@ -334,12 +334,14 @@ def write_report(spec: ExperimentSpec, records: list[dict], report_path: str | P
     return report_path
 
 
-def reference_model_folders(runner) -> list[Path]:
+def reference_model_folders(runner, finished_only: bool = True) -> list[Path]:
     """The reference models of a grid (first split: each pre-trained model, and each method fine-tuned on all labels
-    with the first seed) that have finished."""
+    with the first seed); with ``finished_only``, those whose runs have finished."""
     spec = runner.spec
     folders = [runner.pretrained_dir(m, spec.split_seeds[0]) for m in spec.pretrained_methods]  # or the shared one
     folders += [runner.run_dir(c) for c in spec.cells() if c.kind == "finetune" and runner.is_reference(c)]
+    if not finished_only:
+        return folders
     return [f for f in folders if (f / "config.json").exists() and (f / "training_results.json").exists()]
 
 

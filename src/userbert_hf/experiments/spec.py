@@ -35,6 +35,7 @@ early has every pair of the first fractions.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,8 @@ import yaml
 
 from ..tasks import TASKS, get_task
 from .baselines import BASELINES
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 OBJECTIVES = ("userbert", "ptum", "cp")
 NO_PRETRAINING = "none"
@@ -108,6 +111,11 @@ class ExperimentSpec:
 
     def __post_init__(self):
         where = f"experiment {self.name!r}"
+        # Names become folder and file names under the output folder and next to the report: one plain component.
+        for kind, value in [("name", self.name), *(("method", m) for m in self.methods)]:
+            if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
+                raise ValueError(f"{where}: {kind} {value!r} must be a plain name (letters, digits, '_', '-', '.'; "
+                                 "no '/', no '..'): it names folders and files")
         if self.task not in TASKS:
             raise ValueError(f"{where}: task {self.task!r} is not one of {TASKS}")
         if not self.split_seeds or not self.seeds or not self.label_fractions:
