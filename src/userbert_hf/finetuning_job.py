@@ -33,7 +33,7 @@ import numpy as np
 from transformers import Trainer, TrainingArguments, set_seed
 from transformers.dynamic_module_utils import custom_object_save
 
-from .assets import build_catalog, load_user_model_assets
+from .assets import build_catalog, check_finite_run, load_user_model_assets
 from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
@@ -444,6 +444,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     # 6. Save a Hub-ready folder: weights + config + code, vocabulary, tokenizer, results and a model card. The
     #    auto_map inherited from a pre-training checkpoint is dropped: it is rebuilt for this head on saving.
     model.config.auto_map = None
+    check_finite_run(model, test_metrics, f"userbert finetune {training_args.output_dir}")
     trainer.save_model(training_args.output_dir)
     if trainer.is_world_process_zero():
         save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from transformers import set_seed
 from transformers.dynamic_module_utils import custom_object_save
 
-from .assets import build_catalog, load_user_model_assets
+from .assets import build_catalog, check_finite_run, load_user_model_assets
 from .processing_userbert import save_processor
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import EventLogColumnArguments, column_options, load_behavior_data
@@ -274,6 +274,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     # 5. Save a Hub-ready folder: config + safetensors + model code, vocabulary, tokenizer, model card.
     metrics = final_task_metrics(trainer.state.log_history)
     metrics["train_runtime_seconds"] = round(elapsed, 1)
+    check_finite_run(model, metrics, f"userbert pretrain {training_args.output_dir}")
     if trainer.is_world_process_zero():
         trainer.save_model(training_args.output_dir)
         save_processor(training_args.output_dir, model.config, vocabulary, tokenizer)
@@ -338,6 +339,9 @@ def split_held_out_users(users, eval_fraction: float | None, seed: int):
     if not 0 <= eval_fraction < 1:
         raise ValueError(f"--eval_fraction must be in [0, 1), got {eval_fraction}")
     n_eval = int(round(len(users) * eval_fraction))
+    if eval_fraction > 0 and not 0 < n_eval < len(users):
+        raise ValueError(f"--eval_fraction {eval_fraction} of {len(users)} users holds out {n_eval}: choose a share that "
+                         "leaves at least one held-out and one training user, or 0 for no held-out evaluation")
     if n_eval == 0:
         return users, None
     order = np.random.default_rng(seed).permutation(len(users))
