@@ -128,6 +128,7 @@ def estimate_parameters(config) -> dict[str, int]:
         "gru": layers * 6 * h * h, "cnn": config.cnn_window_size * h * h,
     }.get(config.context_encoder, 0)
     parts["heads"] = h * q + (2 * h * h if config.projection_head else 0) + config.ptum_next_k * h * h + 4 * h * h
+    parts["biases_and_norms"] = (layers + 4) * (10 * max(h, w) + inter) + 4 * q
     return parts
 
 
