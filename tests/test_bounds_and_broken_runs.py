@@ -4,6 +4,7 @@ model with missing, empty or non-finite weights ends in an error naming the caus
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -179,3 +180,43 @@ def test_an_eval_fraction_that_holds_out_nobody_is_an_error():
         pretraining_job.split_held_out_users(Users(users), 0.01, seed=0)
     train, held_out = pretraining_job.split_held_out_users(Users(users), 0.1, seed=0)
     assert len(held_out) == 3 and sorted(train + held_out) == users
+
+
+# ---------------------------------------------------------------------------------------------- loader defects
+def _events(users=3, items=5) -> list[tuple[str, str, int]]:
+    return [(f"u{u}", f"i{k}", k) for u in range(users) for k in range(items)]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(where=st.integers(0, 13), column=st.sampled_from([0, 1]), gap=st.integers(1, 12))
+def test_no_id_with_a_line_break_is_accepted(tmp_path_factory, where, column, gap):
+    """A quoted id with line breaks, as stray quotes ``gap`` lines apart make, is skipped and counted."""
+    from userbert_hf.data import load_behavior_data
+
+    rows = [list(map(str, e)) for e in _events()]
+    rows[where][column] = '"' + rows[where][column]
+    closing = min(where + gap, len(rows) - 1)
+    rows[closing][column] = rows[closing][column] + '"'
+    path = tmp_path_factory.mktemp("csv") / "events.csv"
+    path.write_text("user_id,item_id,timestamp\n" + "".join(",".join(r) + "\n" for r in rows))
+    try:
+        data = load_behavior_data(str(path), verbose=False)
+    except Exception:
+        return  # refused as a whole: nothing merged either
+    ids = list(data.users["user_id"]) + list(data.vocabulary.raw_ids)
+    assert not any("\n" in str(i) or "\r" in str(i) for i in ids)
+    assert data.summary.to_dict()["skipped"]  # the summary never says "skipped: nothing"
+
+
+def test_duplicate_jsonl_keys_and_deep_nesting_are_skipped_and_named(tmp_path):
+    from userbert_hf.data import load_behavior_data
+
+    lines = [json.dumps({"user_id": u, "item_id": i, "timestamp": t}) for u, i, t in _events()]
+    lines.append('{"user_id": "u1", "item_id": "i1", "item_id": "i2", "timestamp": 9}')
+    lines.append('{"user_id": ' + "[" * 50_000 + "]" * 50_000 + "}")
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    data = load_behavior_data(str(path), verbose=False)
+    text = str(data.summary)
+    assert f"{path}:16: invalid JSON: duplicate key 'item_id'" in text and f"{path}:17: invalid JSON: nested too deeply" in text
+    assert sum(len(h) for h in data.users["behavior_ids"]) == 15

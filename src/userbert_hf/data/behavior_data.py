@@ -115,7 +115,10 @@ def events_from_table(
     floats = {name: parse_floats(values) for name, values in raw_floats.items()}
 
     reserved = items == PAD_TOKEN  # the padding behaviour's raw id cannot name a real behaviour
-    bad = (users == "") | (items == "") | reserved | ~time_ok  # a nested (list / struct) id is "" too
+    # An id never holds a line break: in a CSV it is the mark of stray quotes that merged lines into one field.
+    broken = np.fromiter((("\n" in u or "\r" in u) for u in users), dtype=bool, count=len(users)) | np.fromiter(
+        (("\n" in i or "\r" in i) for i in items), dtype=bool, count=len(items))
+    bad = (users == "") | (items == "") | reserved | broken | ~time_ok  # a nested (list / struct) id is "" too
     for _, ok in floats.values():
         bad |= ~ok
     for i in np.flatnonzero(bad):
@@ -133,6 +136,11 @@ def events_from_table(
         elif reserved[i]:
             issues.skip("reserved_item_id", path, where,
                         f"column {item_column!r}: {PAD_TOKEN!r} is reserved for padding", column=item_column)
+        elif broken[i]:
+            column = user_column if ("\n" in users[i] or "\r" in users[i]) else item_column
+            issues.skip("id_with_line_break", path, where,
+                        f"column {column!r} holds a line break (stray quotes merging lines?): "
+                        f"{(users[i] if column == user_column else items[i])[:60]!r}", column=column)
         elif not time_ok[i]:
             issues.skip(
                 "unparsable_timestamp", path, where,
