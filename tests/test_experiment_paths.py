@@ -112,3 +112,10 @@ def test_every_path_from_grid_names_stays_inside_the_output_folder(tmp_path_fact
     out = (root / "out").resolve()
     for path in paths:
         assert out in Path(path).resolve().parents, path
+
+
+@pytest.mark.parametrize("task", ["news", "user_classification"])
+def test_a_grid_refuses_baselines_its_task_cannot_run(task):
+    with pytest.raises(ValueError, match=f"task {task!r} cannot run them"):
+        ExperimentSpec(name="g", task=task, methods={"none": {}}, baselines=["popularity"])
+    ExperimentSpec(name="g", task=task, methods={"none": {}}, baselines=[])  # without baselines it is fine

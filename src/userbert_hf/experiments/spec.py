@@ -44,6 +44,8 @@ import yaml
 from ..tasks import TASKS, get_task
 from .baselines import BASELINES
 
+# Tasks whose test rows the baselines can score: (user, candidate, label) rows or next-item targets.
+BASELINE_TASKS = ("ctr", "implicit_ctr", "next_item")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 OBJECTIVES = ("userbert", "ptum", "cp")
@@ -144,6 +146,9 @@ class ExperimentSpec:
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise ValueError(f"{where}: unknown baselines {sorted(unknown)}; choose from {BASELINES}")
+        if self.baselines and self.task not in BASELINE_TASKS:
+            raise ValueError(f"{where}: baselines {self.baselines} rank items for a user; task {self.task!r} cannot run "
+                             f"them (tasks with baselines: {', '.join(BASELINE_TASKS)}); set baselines: []")
         if "item_mean" in self.baselines and not get_task(self.task).packs_candidates:
             raise ValueError(f"{where}: item_mean scores labelled candidates; task {self.task!r} has none")
 
