@@ -220,3 +220,19 @@ def test_duplicate_jsonl_keys_and_deep_nesting_are_skipped_and_named(tmp_path):
     text = str(data.summary)
     assert f"{path}:16: invalid JSON: duplicate key 'item_id'" in text and f"{path}:17: invalid JSON: nested too deeply" in text
     assert sum(len(h) for h in data.users["behavior_ids"]) == 15
+
+
+def test_saved_data_with_ids_beyond_the_vocabulary_is_refused_on_loading(tmp_path):
+    from userbert_hf.data import load_behavior_data
+    from userbert_hf.data.behavior_data import save_behavior_data
+
+    source = tmp_path / "events.csv"
+    source.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in _events()))
+    data = load_behavior_data(str(source), verbose=False)
+    saved = save_behavior_data(data, tmp_path / "saved")
+    assert len(load_behavior_data(str(saved), verbose=False).users) == 3  # as saved: fine
+    vocab = json.loads((saved / "behavior_vocab.json").read_text())
+    shrunk = {k: v[:3] if isinstance(v, list) else v for k, v in vocab.items()} if isinstance(vocab, dict) else vocab[:3]
+    (saved / "behavior_vocab.json").write_text(json.dumps(shrunk))
+    with pytest.raises(ValueError, match="outside the vocabulary's range"):
+        load_behavior_data(str(saved), verbose=False)

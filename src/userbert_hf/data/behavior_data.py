@@ -326,4 +326,23 @@ def load_saved_behavior_data(directory: str | os.PathLike) -> BehaviorData:
                               path=directory / _SUMMARY_FILE_NAME) from None
     if payload.get("frozen_vocabulary"):
         vocabulary.freeze()
+    _check_saved_ids(users, len(vocabulary), directory / "users")
     return BehaviorData(users=users, vocabulary=vocabulary, summary=summary, source=source)
+
+
+def _check_saved_ids(users: datasets.Dataset, vocab_size: int, where: Path) -> None:
+    """Every behaviour id of saved users in the vocabulary's range [1, vocab_size): checked on loading (batch by
+    batch, in Arrow) rather than found out of range half-way through training."""
+    if "behavior_ids" not in users.column_names:
+        raise DataFormatError(f"{where}: no 'behavior_ids' column (found {users.column_names})", path=where)
+    offset = 0
+    for batch in users.select_columns(["behavior_ids"]).with_format("arrow").iter(batch_size=10_000):
+        column = batch["behavior_ids"].combine_chunks()
+        flat = column.flatten().to_numpy(zero_copy_only=False)
+        if len(flat) and (flat.min() < 1 or flat.max() >= vocab_size):
+            lengths = np.diff(column.offsets.to_numpy())
+            bad = np.repeat(np.arange(len(lengths)), lengths)[(flat < 1) | (flat >= vocab_size)][0]
+            raise DataFormatError(
+                f"{where}: user row {offset + int(bad)} has a behaviour id outside the vocabulary's range "
+                f"[1, {vocab_size}) of behavior_vocab.json", path=where, line=offset + int(bad))
+        offset += len(batch)
