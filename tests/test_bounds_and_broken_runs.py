@@ -236,3 +236,11 @@ def test_saved_data_with_ids_beyond_the_vocabulary_is_refused_on_loading(tmp_pat
     (saved / "behavior_vocab.json").write_text(json.dumps(shrunk))
     with pytest.raises(ValueError, match="outside the vocabulary's range"):
         load_behavior_data(str(saved), verbose=False)
+
+
+def test_data_on_which_no_pretraining_task_can_run_is_refused(tmp_path):
+    data = tmp_path / "single.csv"
+    data.write_text("user_id,item_id,timestamp\n" + "".join(f"u{u},i{u % 7},{u}\n" for u in range(40)))
+    with pytest.raises(ValueError, match="no pre-training task can run on this data"):
+        pretraining_job.main(tiny_pretrain_args(tmp_path / "run", "--data", str(data)))
+    assert not (tmp_path / "run" / "model.safetensors").exists()

@@ -254,6 +254,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     # 4. Pre-train with the medium-hard negative sampler. The vocabulary, tokenizer and model code go into the
     #    output folder first, so pushes made during training (push_to_hub with hub_strategy="every_save") are
     #    loadable too.
+    check_some_task_can_run(data.users, data_args.data)
     train_users, eval_users = split_held_out_users(data.users, data_args.eval_fraction, training_args.seed)
     if eval_users is None and training_args.eval_strategy != "no":
         training_args.eval_strategy = "no"  # nothing to evaluate on
@@ -327,6 +328,18 @@ def _is_user_shard_folder(path: str) -> bool:
     return os.path.isdir(path) and os.path.exists(os.path.join(path, "behavior_vocab.json")) and any(
         name.endswith(".parquet") for name in os.listdir(path)
     )
+
+
+def check_some_task_can_run(users, source) -> None:
+    """Every pre-training task (MBP, BSM, PTUM's next behaviours, CP's augmented views) needs a user with at least
+    two behaviours: data without one would "train" on nothing and report zero losses."""
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(users.data.column("behavior_ids"))
+    longest = pc.max(lengths).as_py() if len(lengths) else 0
+    if not longest or longest < 2:
+        raise ValueError(f"{source}: no pre-training task can run on this data: every one of its {len(users)} users has "
+                         f"at most {longest or 0} behaviour (at least one user with two or more is needed)")
 
 
 def split_held_out_users(users, eval_fraction: float | None, seed: int):
