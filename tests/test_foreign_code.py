@@ -23,7 +23,9 @@ from userbert_hf.vocabulary import BehaviorVocabulary
 CODE_KEYS = ["custom_pipelines", "tokenizer_class", "processor_class", "feature_extractor_type", "image_processor_type",
              "model_class", "pipeline_class", "trust_remote_code", "auto_map"]
 _OWN_TOKENIZER_KEYS = {"backend", "model_max_length", "pad_token", "padding_side", "tokenizer_class",
-                       "truncation_side", "unk_token"}
+                       "truncation_side", "unk_token",
+                       # transformers writes the backend's padding / truncation settings (numbers, no code)
+                       "max_length", "pad_to_multiple_of", "pad_token_type_id", "stride", "truncation_strategy"}
 
 
 def _code_ref(draw_name: str) -> str:

@@ -90,9 +90,9 @@ def own_word_tokenizer(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenize
     the settings :func:`build_word_tokenizer` writes: what is saved next to a model, so that no key of a loaded
     ``tokenizer_config.json`` (``auto_map``, a ``tokenizer_class`` naming code, a chat template, ...) is copied into
     a folder this package writes."""
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())  # a copy: the caller's tokenizer is unchanged
-    backend.no_padding()
-    backend.no_truncation()
+    # A copy (the caller's tokenizer is unchanged) keeping its padding: a folder read without tokenizer_config.json
+    # (a Hub download of tokenizer.json alone) recovers the [PAD] token from it.
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token=PAD_TOKEN,
