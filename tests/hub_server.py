@@ -549,7 +549,7 @@ def _regular(content: bytes) -> StoredFile:
 
 def _lfs_info(stored: StoredFile) -> dict:
     """An LFS file in tree and paths-info entries."""
-    return {"oid": stored.lfs_sha256, "size": stored.size, "pointerSize": stored.pointer_size}
+    return {"oid": stored.lfs_sha256, "sha256": stored.lfs_sha256, "size": stored.size, "pointerSize": stored.pointer_size}
 
 
 def _sibling_lfs_info(stored: StoredFile) -> dict:

@@ -55,12 +55,51 @@ def check_model_weights(name_or_path: str) -> None:
             raise OSError(f"Cannot load the model in {name_or_path}: {problem}")
 
 
+def non_finite_parameters(model) -> list[str]:
+    """Names of the parameters of ``model`` holding a NaN or an infinity."""
+    import torch
+
+    return [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+
+
+def check_finite_run(model, metrics: dict, where: str) -> None:
+    """Raise ``ValueError`` when a trained model's weights or its reported metrics are not finite: a diverged run
+    ends with an error naming the cause, never with a saved NaN model or a NaN metric."""
+    import math
+
+    bad = non_finite_parameters(model)
+    if bad:
+        raise ValueError(f"{where}: training diverged, {len(bad)} parameter tensors hold NaN or infinite values "
+                         f"({', '.join(bad[:3])}); nothing was saved. Lower --learning_rate or check the data.")
+    bad_metrics = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad_metrics:
+        raise ValueError(f"{where}: non-finite metrics {bad_metrics}; nothing was saved")
+
+
+def load_complete_model(model_class, name_or_path: str, **kwargs):
+    """``model_class.from_pretrained`` that fails, naming the folder, when weights are missing (transformers only
+    warns and initialises them at random) or not finite: a model that was not trained is never used silently."""
+    check_model_weights(name_or_path)
+    model, info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
+    missing = list(info.get("missing_keys") or [])
+    if missing:
+        shown = ", ".join(sorted(missing)[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(f"{name_or_path}: the weights file lacks {len(missing)} of the model's tensors ({shown}); "
+                         "they would be random. Is model.safetensors empty or from another model?")
+    bad = non_finite_parameters(model)
+    if bad:
+        raise ValueError(f"{name_or_path}: the weights hold NaN or infinite values ({', '.join(bad[:5])})")
+    return model
+
+
 def save_user_model_assets(output_dir: str, vocabulary: BehaviorVocabulary, tokenizer=None) -> None:
     """Write the behaviour vocabulary (and tokenizer) next to a saved model."""
     os.makedirs(output_dir, exist_ok=True)
     vocabulary.save(output_dir)
     if tokenizer is not None:
-        tokenizer.save_pretrained(output_dir)
+        from .tokenization_userbert import own_word_tokenizer
+
+        own_word_tokenizer(tokenizer).save_pretrained(output_dir)
 
 
 def load_user_model_assets(name_or_path: str, config) -> tuple[BehaviorVocabulary, object | None]:
@@ -109,6 +148,9 @@ __all__ = [
     "check_model_weights",
     "resolve_model_file",
     "save_user_model_assets",
+    "load_complete_model",
+    "check_finite_run",
+    "non_finite_parameters",
     "load_user_model_assets",
     "build_catalog",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import math
 import os
 import sys
 import textwrap
@@ -120,10 +121,16 @@ class JobArgumentParser:
         argv = list(sys.argv[1:] if argv is None else argv)
         try:
             if len(argv) == 1 and argv[0].endswith(".json"):
-                return self.parser.parse_json_file(os.path.abspath(argv[0]))
-            return self.parser.parse_args_into_dataclasses(args=argv)
+                parsed = self.parser.parse_json_file(os.path.abspath(argv[0]))
+            else:
+                parsed = self.parser.parse_args_into_dataclasses(args=argv)
         except ValueError as err:
             self.parser.error(str(err))
+        for args in parsed:  # every number option finite: inf / nan settings give a broken model
+            for name, value in vars(args).items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    self.parser.error(f"--{name} {value}: must be a finite number")
+        return parsed
 
 
 def main(argv: list[str] | None = None) -> int:

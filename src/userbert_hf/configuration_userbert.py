@@ -8,6 +8,9 @@ arguments, not model hyperparameters, and live in ``UserBertTrainingArguments``.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
+import re
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
@@ -28,6 +31,9 @@ MAX_HIDDEN_SIZE = 16_384
 MAX_BEHAVIORS = 100_000
 MAX_WORDS = 4_096
 MAX_LAYERS = 128
+# Bounds on the whole, checked before any allocation: each size may be inside its bound and the product not.
+MAX_PARAMETERS = 1_000_000_000  # 4 GB of float32 weights (16 GB with Adam's moments and gradients)
+MAX_USER_ACTIVATION_FLOATS = 500_000_000  # one user's attention maps and word states in one forward pass (2 GB)
 
 # Presets for the user models evaluated in the paper. Each maps a published user model onto the
 # behaviour encoder / context encoder / aggregator framework of Section 3.1.
@@ -101,11 +107,61 @@ def own_auto_map(auto_map: dict | None) -> dict:
         return isinstance(ref, str) and "--" not in ref and ref.count(".") == 1 and ref.split(".")[0] in OWN_CODE_MODULES
 
     kept = {}
-    for key, ref in (auto_map or {}).items():
+    if not isinstance(auto_map, dict):
+        return kept
+    for key, ref in auto_map.items():
         refs = [r for r in (ref if isinstance(ref, (list, tuple)) else [ref]) if r is not None]
         if refs and all(own(r) for r in refs):
             kept[key] = ref
     return kept
+
+
+# Keys transformers writes into config.json besides the config's own fields.
+TRANSFORMERS_CONFIG_KEYS = frozenset({"model_type", "transformers_version", "auto_map", "_name_or_path",
+                                      "output_attentions"})
+_OWN_CLASS = re.compile(r"UserBert[A-Za-z0-9]*")
+
+
+def allowed_config_keys(config_class) -> frozenset:
+    """The keys a saved ``config.json`` may hold: the config class's own fields (transformers' base fields
+    included) and :data:`TRANSFORMERS_CONFIG_KEYS`."""
+    return frozenset(f.name for f in dataclasses.fields(config_class)) | TRANSFORMERS_CONFIG_KEYS
+
+
+def estimate_parameters(config) -> dict[str, int]:
+    """Approximate parameter count of each part of a user model with its pre-training heads, computed from the
+    config alone (nothing is allocated): used to refuse a config that would not fit before building it."""
+    h, w, q, inter = config.hidden_size, config.word_embedding_size, config.attention_query_size, config.intermediate_size
+    parts = {"position_embeddings": config.max_behaviors * h if config.use_position_embeddings else 0}
+    if config.behavior_type == "text":
+        parts["word_embeddings"] = config.word_vocab_size * w
+        if config.text_encoder == "cnn":
+            parts["text_encoder"] = config.cnn_window_size * w * h + h * q + q
+        else:
+            parts["text_encoder"] = 4 * (w * h + h * h) + h * q + q
+    else:
+        parts["behavior_embeddings"] = config.behavior_vocab_size * h
+    layers = config.num_hidden_layers
+    parts["context_encoder"] = {
+        "none": 0, "self_attention": 4 * h * h, "transformer": layers * (4 * h * h + 2 * h * inter),
+        "gru": layers * 6 * h * h, "cnn": config.cnn_window_size * h * h,
+    }.get(config.context_encoder, 0)
+    parts["heads"] = h * q + (2 * h * h if config.projection_head else 0) + config.ptum_next_k * h * h + 4 * h * h
+    parts["biases_and_norms"] = (layers + 4) * (10 * max(h, w) + inter) + 4 * q
+    return parts
+
+
+def estimate_user_activations(config) -> int:
+    """Floats held by one user's forward pass in its largest tensors (attention maps, word states)."""
+    b, heads = config.max_behaviors, config.num_attention_heads
+    floats = b * config.hidden_size * 8
+    if config.context_encoder in ("self_attention", "transformer"):
+        floats += heads * b * b
+    if config.behavior_type == "text":
+        floats += b * config.max_words * (config.word_embedding_size + config.hidden_size)
+        if config.text_encoder == "self_attention":
+            floats += b * heads * config.max_words * config.max_words
+    return floats
 
 
 @strict
@@ -220,6 +276,7 @@ class UserBertConfig(PreTrainedConfig):
             raise ValueError(f"UserBertConfig.recipe={self.recipe!r} is not one of {RECIPE_NAMES} (or None)")
 
     def validate_sizes(self):
+        self._validate_finite()
         bounds = {
             "behavior_vocab_size": (2, MAX_VOCAB_SIZE),
             "word_vocab_size": (2, MAX_VOCAB_SIZE),
@@ -290,6 +347,35 @@ class UserBertConfig(PreTrainedConfig):
                                  f"0 (frozen) or a number of top layers up to {layers}")
         if not self.matching_temperature > 0:
             raise ValueError(f"UserBertConfig.matching_temperature={self.matching_temperature} must be > 0")
+        self._validate_total()
+
+    def _validate_finite(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name, None)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"UserBertConfig.{f.name}={value!r} must be a finite number")
+
+    def _validate_total(self):
+        """The model as a whole within bounds (parameters, one user's activations), before anything is allocated."""
+        if not 0 < self.layer_norm_eps < 1:
+            raise ValueError(f"UserBertConfig.layer_norm_eps={self.layer_norm_eps} must be in (0, 1)")
+        if not 0 <= self.initializer_range <= 10:
+            raise ValueError(f"UserBertConfig.initializer_range={self.initializer_range} must be in [0, 10]")
+        parts = estimate_parameters(self)
+        total = sum(parts.values())
+        if total > MAX_PARAMETERS:
+            largest = ", ".join(f"{k} {v:,}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:3])
+            raise ValueError(
+                f"UserBertConfig: about {total:,} parameters ({largest}) exceeds the bound of {MAX_PARAMETERS:,}; "
+                "reduce the vocabulary or hidden sizes"
+            )
+        activations = estimate_user_activations(self)
+        if activations > MAX_USER_ACTIVATION_FLOATS:
+            raise ValueError(
+                f"UserBertConfig: one user's forward pass needs about {activations * 4 / 1e9:.1f} GB "
+                f"(max_behaviors={self.max_behaviors}, max_words={self.max_words}, num_attention_heads="
+                f"{self.num_attention_heads}), over the bound of {MAX_USER_ACTIVATION_FLOATS * 4 / 1e9:.0f} GB"
+            )
 
     @property
     def is_causal(self) -> bool:
@@ -317,18 +403,25 @@ class UserBertConfig(PreTrainedConfig):
             config_dict = {**config_dict, "next_behavior_loss_weight": config_dict.get("bsm_loss_weight", 1.0)}
         return super().from_dict(config_dict, **kwargs)
 
-    # ----- auto_map: only this folder's own code -----
+    # ----- config.json: written from an allow-list -----
     def to_dict(self) -> dict:
-        """As transformers, but ``auto_map`` keeps only entries that name this package's own code in the saved
-        folder: a foreign entry inherited from a loaded config (``"org/repo--modeling_x.X"``) would make
-        ``AutoModel.from_pretrained(folder, trust_remote_code=True)`` download and run someone else's code."""
+        """As transformers, but written from an allow-list: this config's own fields and the keys transformers
+        writes (``model_type``, ``transformers_version``, ...). Any other key inherited from a loaded
+        ``config.json`` (``custom_pipelines``, ``tokenizer_class``, ``processor_class``, ``*_class``, ...) is left
+        out, ``auto_map`` keeps only entries that name this package's own code in the saved folder and
+        ``architectures`` only this package's class names: a foreign entry would make
+        ``from_pretrained(folder, trust_remote_code=True)`` download and run someone else's code."""
         output = super().to_dict()
-        if "auto_map" in output:
-            auto_map = own_auto_map(output["auto_map"])
-            if auto_map:
-                output["auto_map"] = auto_map
-            else:
-                del output["auto_map"]
+        allowed = allowed_config_keys(type(self))
+        output = {key: value for key, value in output.items() if key in allowed}
+        auto_map = own_auto_map(output.pop("auto_map", None))
+        if auto_map:
+            output["auto_map"] = auto_map
+        architectures = output.get("architectures")
+        if architectures is not None:
+            kept = [a for a in architectures if isinstance(a, str) and _OWN_CLASS.fullmatch(a)] if isinstance(
+                architectures, (list, tuple)) else []
+            output["architectures"] = kept or None
         return output
 
     # ----- presets -----
@@ -348,4 +441,4 @@ class UserBertConfig(PreTrainedConfig):
         return cls(**settings)
 
 
-__all__ = ["UserBertConfig", "PRESETS", "own_auto_map"]
+__all__ = ["UserBertConfig", "PRESETS", "own_auto_map", "allowed_config_keys", "estimate_parameters"]

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from .assets import build_catalog, check_model_weights, load_user_model_assets
+from .assets import build_catalog, load_complete_model, load_user_model_assets
 from .collation import UserBertCollator
 from .data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data
 from .modeling_userbert import UserBertModel
@@ -138,8 +138,8 @@ def embed_users(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     # 1. The user model with its frozen vocabulary (and tokenizer).
-    check_model_weights(model_name_or_path)  # a truncated model.safetensors is reported by name
-    model = UserBertModel.from_pretrained(model_name_or_path).to(device).eval()
+    # A truncated model.safetensors is reported by name; missing, empty or non-finite weights are an error too.
+    model = load_complete_model(UserBertModel, model_name_or_path).to(device).eval()
     config = model.config
     vocabulary, tokenizer = load_user_model_assets(model_name_or_path, config)
     collate = UserBertCollator(build_catalog(vocabulary, config, tokenizer), max_behaviors=config.max_behaviors)
@@ -157,6 +157,10 @@ def embed_users(
             vectors[start : start + len(embedding)] = embedding.float().cpu().numpy()
             start += len(embedding)
             user_ids.extend(str(u) for u in batch["user_id"])
+    if not np.isfinite(vectors).all():
+        rows = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        raise ValueError(f"{model_name_or_path} gives non-finite embeddings for {len(rows)} of {len(vectors)} users "
+                         f"(first: {user_ids[rows[0]]!r}); nothing was written")
     return _embeddings_dataset(user_ids, vectors)
 
 
@@ -338,7 +342,7 @@ def main(argv: list[str] | None = None) -> datasets.Dataset:
             args.model_name_or_path, args.data, args.output, args.batch_size, args.device, args.overwrite_output,
             load_options=column_options(args),
         )
-    except OutputDirError as err:
+    except (OutputDirError, ValueError) as err:
         parser.error(str(err))
     size = len(embeddings[0]["embedding"]) if embeddings.num_rows else 0
     print(f"Embedded {embeddings.num_rows} users ({size} dimensions) with {args.model_name_or_path} -> {args.output}")

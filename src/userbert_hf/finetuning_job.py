@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from transformers import TrainingArguments
 
-from .assets import build_catalog, load_user_model_assets
+from .assets import build_catalog, check_finite_run, load_user_model_assets
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
 from .downstream_data import split_statistics
@@ -39,7 +39,7 @@ from .early_stopping import configure_early_stopping, validate_patience
 from .finetuning_optim import FinetuningTrainer
 from .job_steps import finish_job, save_loading_files, start_job
 from .model_card import data_record, example_histories, portable_path, usage_snippet
-from .output_dir import OutputDirError
+from .output_dir import OutputDirError, release_output_dir, run_fingerprint
 from .pretraining.trainer import validate_training_length
 from .tasks import TASK_REGISTRY, get_task, pretraining_users_for
 from .tokenization_userbert import build_word_tokenizer
@@ -371,7 +371,8 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     """Fine-tune, evaluate on test and save; returns the test metrics (``test_*``)."""
     # 0. The output folder: refuse one this job did not write (before anything is loaded or written), or resume
     #    from its last complete checkpoint.
-    resume_from = start_job(training_args, "finetune", export_dir=data_args.export_pretraining_data)
+    resume_from = start_job(training_args, "finetune", export_dir=data_args.export_pretraining_data,
+                            fingerprint=run_fingerprint(data_args.data, data_args, model_args, training_args))
     task, source = data_args.task, model_args.model_name_or_path
     from_scratch = is_preset(source)
     if training_args.remove_unused_columns:
@@ -555,6 +556,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         tags=[task.replace("_", "-")],
         base_model=None if from_scratch or os.path.isdir(source) else source,
     )
+    check_finite_run(model, test_metrics, f"userbert finetune {training_args.output_dir}")
     finish_job(trainer, model, vocabulary, tokenizer, results, card, "Saved the fine-tuned model", test_metrics)
     return test_metrics
 
@@ -566,6 +568,8 @@ def main(argv: list[str] | None = None) -> dict:
         return run_finetuning(data_args, model_args, training_args)
     except OutputDirError as err:
         parser.error(str(err))
+    finally:
+        release_output_dir(training_args)
 
 
 __all__ = [

@@ -24,11 +24,12 @@ from transformers import set_seed
 from transformers.dynamic_module_utils import custom_object_save
 
 from .model_card import build_model_card, save_run_results
-from .output_dir import claim_output_dir, prepare_output_dir, push_output_dir
+from .output_dir import checkpoint_mark_callback, claim_output_dir, prepare_output_dir, push_output_dir
 from .processing_userbert import save_processor
 
 
-def start_job(training_args, job: str, *, expect_sampler_state: bool = False, export_dir: str | None = None):
+def start_job(training_args, job: str, *, expect_sampler_state: bool = False, export_dir: str | None = None,
+              fingerprint: str | None = None):
     """Set up logging, claim the output folder and seed everything; returns the checkpoint to resume from.
 
     Nothing is loaded or written before the folder is claimed: a folder this job did not write is refused
@@ -41,7 +42,8 @@ def start_job(training_args, job: str, *, expect_sampler_state: bool = False, ex
         prepare_output_dir(export_dir, "export", overwrite=training_args.overwrite_output_dir)
         resume_from = None
     else:
-        resume_from = claim_output_dir(training_args, job, expect_sampler_state=expect_sampler_state)
+        resume_from = claim_output_dir(training_args, job, expect_sampler_state=expect_sampler_state,
+                                       fingerprint=fingerprint)
     if training_args.device.type == "cpu":
         training_args.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns on CPU)
     set_seed(training_args.seed)
@@ -51,6 +53,7 @@ def start_job(training_args, job: str, *, expect_sampler_state: bool = False, ex
 def save_loading_files(trainer, model, vocabulary, tokenizer, config=None) -> None:
     """The processor (vocabulary, tokenizer) and the model code, written into the output folder before training
     so that checkpoint pushes made while training (``hub_strategy="every_save"``) load too (main process only)."""
+    trainer.add_callback(checkpoint_mark_callback(trainer.args))  # each checkpoint carries the job's mark
     if trainer.is_world_process_zero():
         save_processor(trainer.args.output_dir, model.config, vocabulary, tokenizer)
         custom_object_save(model, trainer.args.output_dir, config=config)

@@ -12,14 +12,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .assets import build_catalog, load_user_model_assets
+from .assets import build_catalog, check_finite_run, load_user_model_assets
 from .configuration_userbert import PRESETS, UserBertConfig
 from .data import EventLogColumnArguments, column_options, load_behavior_data
 from .job_steps import finish_job, save_loading_files, start_job
 from .sharded_data import load_user_shards
 from .model_card import data_record, example_histories, portable_path, source_dataset_name
 from .modeling_userbert import UserBertForPreTraining
-from .output_dir import OutputDirError
+from .output_dir import OutputDirError, release_output_dir, run_fingerprint
 from .tokenization_userbert import build_word_tokenizer
 from .pretraining.objectives import OBJECTIVES
 from .pretraining.samplers import SAMPLERS
@@ -277,8 +277,10 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     """Pre-train and save; returns the final metrics."""
     # 0. The output folder: refuse one this job did not write (nothing is loaded or written before this), or
     #    resume from its last complete checkpoint.
-    resume_from = start_job(training_args, "pretrain",
-                            expect_sampler_state=OBJECTIVES[model_args.objective].uses_sampler)
+    resume_from = start_job(
+        training_args, "pretrain", expect_sampler_state=OBJECTIVES[model_args.objective].uses_sampler,
+        fingerprint=run_fingerprint(data_args.data, data_args, model_args, training_args),
+    )
 
     # 1. Load the behaviour logs (one row per user, behaviours in time order). Continuing from a saved model
     #    reuses its vocabulary and tokenizer so ids map the same way.
@@ -331,6 +333,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     # 4. Pre-train with --negative_sampling (random by default). The vocabulary, tokenizer and model code go into the
     #    output folder first, so pushes made during training (push_to_hub with hub_strategy="every_save") are
     #    loadable too.
+    check_some_task_can_run(data.users, data_args.data)
     train_users, eval_users = split_held_out_users(data.users, data_args.eval_fraction, training_args.seed)
     if eval_users is None and training_args.eval_strategy != "no":
         training_args.eval_strategy = "no"  # nothing to evaluate on (and no early stopping: --max_steps steps)
@@ -388,6 +391,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
         example_behaviors=example_histories(vocabulary),
     )
     results = {"metrics": metrics, "settings": settings, "data_summary": data.summary.to_dict()}
+    check_finite_run(model, metrics, f"userbert pretrain {training_args.output_dir}")
     finish_job(trainer, model, vocabulary, tokenizer, results, card, "Saved the pre-trained user model", metrics)
     return metrics
 
@@ -449,6 +453,18 @@ def _is_user_shard_folder(path: str) -> bool:
     )
 
 
+def check_some_task_can_run(users, source) -> None:
+    """Every pre-training task (MBP, BSM, PTUM's next behaviours, CP's augmented views) needs a user with at least
+    two behaviours: data without one would "train" on nothing and report zero losses."""
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(users.data.column("behavior_ids"))
+    longest = pc.max(lengths).as_py() if len(lengths) else 0
+    if not longest or longest < 2:
+        raise ValueError(f"{source}: no pre-training task can run on this data: every one of its {len(users)} users has "
+                         f"at most {longest or 0} behaviour (at least one user with two or more is needed)")
+
+
 def split_held_out_users(users, eval_fraction: float | None, seed: int):
     """``(train_users, held_out_users)``: a seeded share of users held out for pre-training evaluation (``None``
     when ``eval_fraction`` is 0, or by default with fewer than 100 users)."""
@@ -459,6 +475,9 @@ def split_held_out_users(users, eval_fraction: float | None, seed: int):
     if not 0 <= eval_fraction < 1:
         raise ValueError(f"--eval_fraction must be in [0, 1), got {eval_fraction}")
     n_eval = int(round(len(users) * eval_fraction))
+    if eval_fraction > 0 and not 0 < n_eval < len(users):
+        raise ValueError(f"--eval_fraction {eval_fraction} of {len(users)} users holds out {n_eval}: choose a share that "
+                         "leaves at least one held-out and one training user, or 0 for no held-out evaluation")
     if n_eval == 0:
         return users, None
     order = np.random.default_rng(seed).permutation(len(users))
@@ -484,6 +503,8 @@ def main(argv: list[str] | None = None) -> dict:
         return run_pretraining(data_args, model_args, training_args)
     except OutputDirError as err:
         parser.error(str(err))
+    finally:
+        release_output_dir(training_args)
 
 
 __all__ = ["PretrainingDataArguments", "PretrainingModelArguments", "PretrainingArguments", "run_pretraining", "main"]

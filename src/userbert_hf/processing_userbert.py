@@ -187,8 +187,10 @@ class UserBertProcessor(PushToHubMixin):
             repo_id = create_repo(repo_id, exist_ok=True, token=kwargs.get("token"), private=kwargs.get("private")).repo_id
             files_timestamps = self._get_files_timestamps(save_directory)
         files = [str(self.vocabulary.save(save_directory))]
-        if self.tokenizer is not None:
-            files += list(self.tokenizer.save_pretrained(save_directory))
+        if self.tokenizer is not None:  # written from an allow-list: only the settings this package produces
+            from .tokenization_userbert import own_word_tokenizer
+
+            files += list(own_word_tokenizer(self.tokenizer).save_pretrained(save_directory))
         if self._auto_class is not None:
             custom_object_save(self, save_directory)
         path = os.path.join(save_directory, PROCESSOR_CONFIG_NAME)

@@ -85,6 +85,24 @@ def build_word_tokenizer(
     return tokenizer
 
 
+def own_word_tokenizer(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """The same word-level tokenizer (its ``tokenizers`` backend: vocabulary, normaliser, pre-tokenizer) with only
+    the settings :func:`build_word_tokenizer` writes: what is saved next to a model, so that no key of a loaded
+    ``tokenizer_config.json`` (``auto_map``, a ``tokenizer_class`` naming code, a chat template, ...) is copied into
+    a folder this package writes."""
+    # A copy (the caller's tokenizer is unchanged) keeping its padding: a folder read without tokenizer_config.json
+    # (a Hub download of tokenizer.json alone) recovers the [PAD] token from it.
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD_TOKEN,
+        unk_token=UNK_TOKEN,
+        model_max_length=int(min(tokenizer.model_max_length, 1_000_000)),
+        padding_side="right",
+        truncation_side="right",
+    )
+
+
 def encode_behavior_texts(tokenizer: PreTrainedTokenizerFast, texts: list[str], max_words: int) -> np.ndarray:
     """Encode texts to a ``(len(texts), max_words)`` int32 array of word ids, right-padded with 0.
 

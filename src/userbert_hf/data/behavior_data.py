@@ -115,7 +115,10 @@ def events_from_table(
     floats = {name: parse_floats(values) for name, values in raw_floats.items()}
 
     reserved = items == PAD_TOKEN  # the padding behaviour's raw id cannot name a real behaviour
-    bad = (users == "") | (items == "") | reserved | ~time_ok  # a nested (list / struct) id is "" too
+    # An id never holds a line break: in a CSV it is the mark of stray quotes that merged lines into one field.
+    broken = np.fromiter((("\n" in u or "\r" in u) for u in users), dtype=bool, count=len(users)) | np.fromiter(
+        (("\n" in i or "\r" in i) for i in items), dtype=bool, count=len(items))
+    bad = (users == "") | (items == "") | reserved | broken | ~time_ok  # a nested (list / struct) id is "" too
     for _, ok in floats.values():
         bad |= ~ok
     for i in np.flatnonzero(bad):
@@ -133,6 +136,11 @@ def events_from_table(
         elif reserved[i]:
             issues.skip("reserved_item_id", path, where,
                         f"column {item_column!r}: {PAD_TOKEN!r} is reserved for padding", column=item_column)
+        elif broken[i]:
+            column = user_column if ("\n" in users[i] or "\r" in users[i]) else item_column
+            issues.skip("id_with_line_break", path, where,
+                        f"column {column!r} holds a line break (stray quotes merging lines?): "
+                        f"{(users[i] if column == user_column else items[i])[:60]!r}", column=column)
         elif not time_ok[i]:
             issues.skip(
                 "unparsable_timestamp", path, where,
@@ -318,4 +326,23 @@ def load_saved_behavior_data(directory: str | os.PathLike) -> BehaviorData:
                               path=directory / _SUMMARY_FILE_NAME) from None
     if payload.get("frozen_vocabulary"):
         vocabulary.freeze()
+    _check_saved_ids(users, len(vocabulary), directory / "users")
     return BehaviorData(users=users, vocabulary=vocabulary, summary=summary, source=source)
+
+
+def _check_saved_ids(users: datasets.Dataset, vocab_size: int, where: Path) -> None:
+    """Every behaviour id of saved users in the vocabulary's range [1, vocab_size): checked on loading (batch by
+    batch, in Arrow) rather than found out of range half-way through training."""
+    if "behavior_ids" not in users.column_names:
+        raise DataFormatError(f"{where}: no 'behavior_ids' column (found {users.column_names})", path=where)
+    offset = 0
+    for batch in users.select_columns(["behavior_ids"]).with_format("arrow").iter(batch_size=10_000):
+        column = batch["behavior_ids"].combine_chunks()
+        flat = column.flatten().to_numpy(zero_copy_only=False)
+        if len(flat) and (flat.min() < 1 or flat.max() >= vocab_size):
+            lengths = np.diff(column.offsets.to_numpy())
+            bad = np.repeat(np.arange(len(lengths)), lengths)[(flat < 1) | (flat >= vocab_size)][0]
+            raise DataFormatError(
+                f"{where}: user row {offset + int(bad)} has a behaviour id outside the vocabulary's range "
+                f"[1, {vocab_size}) of behavior_vocab.json", path=where, line=offset + int(bad))
+        offset += len(batch)

@@ -278,9 +278,13 @@ def _read_json(path: Path, file_format: str, issues: Issues) -> Table:
     records: list[tuple[object, object]] = []  # (location, parsed value, _BLANK or exception message)
     if file_format == "json" and text.lstrip().startswith("["):
         try:
-            values = json.loads(text)
+            values = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as e:
             raise DataFormatError(f"{path}:{e.lineno}: invalid JSON: {e.msg}", path=path, line=e.lineno) from None
+        except RecursionError:
+            raise DataFormatError(f"{path}: invalid JSON: nested too deeply", path=path) from None
+        except _DuplicateKey as e:
+            raise DataFormatError(f"{path}: invalid JSON: duplicate key {e.args[0]!r} in an object", path=path) from None
         records = [(f"record {i}", value) for i, value in enumerate(values, start=1)]
     else:
         lines = re.split(r"\r\n|\r|\n", text)  # not str.splitlines: JSON strings may hold U+2028, U+0085, ...
@@ -292,9 +296,13 @@ def _read_json(path: Path, file_format: str, issues: Issues) -> Table:
                 records.append((line_no, _BLANK))
                 continue
             try:
-                records.append((line_no, json.loads(line)))
+                records.append((line_no, json.loads(line, object_pairs_hook=_unique_keys)))
             except json.JSONDecodeError as e:
                 records.append((line_no, _JsonError(e.msg)))
+            except RecursionError:
+                records.append((line_no, _JsonError("nested too deeply")))
+            except _DuplicateKey as e:
+                records.append((line_no, _JsonError(f"duplicate key {e.args[0]!r} (which value is meant?)")))
     rows: list[dict] = []
     locations: list = []
     columns: dict[str, None] = {}
@@ -314,6 +322,20 @@ def _read_json(path: Path, file_format: str, issues: Issues) -> Table:
         rows.append(value)
         locations.append(where)
     return Table(path=path, columns=list(columns), locations=locations, _rows=rows)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    """``json`` object hook: a key given twice in one object is an error, not "the last one wins"."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 @dataclass

@@ -388,24 +388,25 @@ def write_report(spec: ExperimentSpec, records: list[dict], report_path: str | P
     return report_path
 
 
-def write_model_cards(runner, cards_dir: str | Path) -> list[Path]:
-    """Cards of the reference models (first split: each pre-trained model, and each method fine-tuned on all
-    labels with the first seed), written with ``model_cards/generate_cards.py`` when it is there."""
-    cards_dir = Path(cards_dir)
+def reference_model_folders(runner, finished_only: bool = True) -> list[Path]:
+    """The reference models of a grid (first split: each pre-trained model, and each method fine-tuned on all labels
+    with the first seed); with ``finished_only``, those whose runs have finished."""
     spec = runner.spec
     folders = [runner.pretrained_dir(m, spec.split_seeds[0], spec.effective_pretrain_seeds[0])
                for m in spec.pretrained_methods]  # or the shared one
     folders += [runner.run_dir(c) for c in spec.cells() if c.kind == "finetune" and runner.is_reference(c)]
-    folders = [f for f in folders if (f / "config.json").exists() and (f / "training_results.json").exists()]
-    script = cards_dir / "generate_cards.py"
-    if not folders or not script.exists():
-        return []
-    import importlib.util
+    if not finished_only:
+        return folders
+    return [f for f in folders if (f / "config.json").exists() and (f / "training_results.json").exists()]
 
-    module_spec = importlib.util.spec_from_file_location("generate_cards", script)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.main([str(f) for f in folders] + ["--output_dir", str(cards_dir)])
+
+def write_model_cards(runner, cards_dir: str | Path, overwrite: bool = False) -> list[Path]:
+    """Cards of the reference models, written by the package's own card code (:mod:`userbert_hf.experiments.cards`):
+    no file of the working directory is run."""
+    from .cards import write_cards
+
+    folders = reference_model_folders(runner)
+    return write_cards(folders, cards_dir, overwrite=overwrite) if folders else []
 
 
 __all__ = ["metric_values", "paired", "means_table", "comparison_table", "verdict", "write_report",

@@ -44,6 +44,7 @@ early has every pair of the first fractions.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,9 @@ from .baselines import BASELINES
 
 # The objective of each published recipe (``recipe:`` in a method's settings; userbert_hf.pretraining.recipes).
 RECIPE_OBJECTIVES = {"paper": "userbert", "ptum_paper": "ptum", "cp_paper": "cp"}
+# Tasks whose test rows the baselines can score: (user, candidate, label) rows or next-item targets.
+BASELINE_TASKS = ("ctr", "implicit_ctr", "next_item")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 NO_PRETRAINING = "none"
 # Arguments that describe the data the user model reads: pre-training takes them from the task arguments too.
 SHARED_DATA_ARGS = ("max_behaviors",)
@@ -123,6 +127,11 @@ class ExperimentSpec:
 
     def __post_init__(self):
         where = f"experiment {self.name!r}"
+        # Names become folder and file names under the output folder and next to the report: one plain component.
+        for kind, value in [("name", self.name), *(("method", m) for m in self.methods)]:
+            if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or ".." in value:
+                raise ValueError(f"{where}: {kind} {value!r} must be a plain name (letters, digits, '_', '-', '.'; "
+                                 "no '/', no '..'): it names folders and files")
         if self.task not in TASK_REGISTRY:
             raise ValueError(f"{where}: task {self.task!r} is not one of {tuple(TASK_REGISTRY)}")
         if not self.split_seeds or not self.seeds or not self.label_fractions:
@@ -160,6 +169,9 @@ class ExperimentSpec:
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise ValueError(f"{where}: unknown baselines {sorted(unknown)}; choose from {BASELINES}")
+        if self.baselines and self.task not in BASELINE_TASKS:
+            raise ValueError(f"{where}: baselines {self.baselines} rank items for a user; task {self.task!r} cannot run "
+                             f"them (tasks with baselines: {', '.join(BASELINE_TASKS)}); set baselines: []")
         if "item_mean" in self.baselines and not get_task(self.task).packs_candidates:
             raise ValueError(f"{where}: item_mean scores labelled candidates; task {self.task!r} has none")
 

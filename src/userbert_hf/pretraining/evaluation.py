@@ -67,6 +67,20 @@ def split_history_future(sequence: list, history_share: float = 0.8) -> tuple[li
     return list(sequence[:cut]), list(sequence[cut:])
 
 
+SCORE_BUDGET = 1 << 24  # floats of one chunk of (queries, catalogue) scores: 64 MB, whatever the catalogue
+
+
+def item_incidence(sequences: list[list[int]], num_items: int) -> torch.Tensor:
+    """(N, V) sparse 0/1 incidence of each sequence's behaviours: memory grows with the behaviours, not V."""
+    rows, cols = [], []
+    for i, seq in enumerate(sequences):
+        distinct = sorted(set(int(b) for b in seq))
+        rows += [i] * len(distinct)
+        cols += distinct
+    indices = torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1)
+    return torch.sparse_coo_tensor(indices, torch.ones(indices.shape[1]), (len(sequences), num_items)).coalesce()
+
+
 def knn_future_recall(
     query_embeddings: torch.Tensor,
     histories: list[list[int]],
@@ -77,12 +91,15 @@ def knn_future_recall(
     cutoff: int = 20,
 ) -> float:
     """Mean recall@``cutoff`` of each query user's future behaviours, ranked by its ``k`` nearest base users.
+    Scores are computed for a chunk of query users at a time (at most :data:`SCORE_BUDGET` floats), so memory stays
+    bounded whatever the size of the catalogue.
 
     Args:
         query_embeddings: (Q, H) embeddings of the query users' histories.
         histories / futures: behaviour ids per query user (history items are never recommended).
         base_embeddings: (N, H) embeddings of the base users; ``None`` ranks by popularity among them instead.
-        base_items: (N, V) 0/1 float incidence of the base users' behaviours (V = vocabulary size).
+        base_items: (N, V) 0/1 float incidence of the base users' behaviours (V = vocabulary size), dense or sparse
+            (:func:`item_incidence`).
 
     Example:
 
@@ -92,23 +109,32 @@ def knn_future_recall(
     1.0
     ```
     """
-    if base_embeddings is None:
-        scores = base_items.sum(0, keepdim=True).expand(len(histories), -1).clone()  # (Q, V) popularity
-    else:
-        sim = F.normalize(query_embeddings.float(), dim=-1) @ F.normalize(base_embeddings.float(), dim=-1).T  # (Q, N)
-        values, indices = sim.topk(min(k, sim.shape[1]), dim=-1)  # (Q, k)
-        weights = torch.zeros_like(sim).scatter_(1, indices, values.clamp(min=0) + 1e-6)  # (Q, N), k non-zeros per row
-        scores = weights @ base_items  # (Q, V)
-    scores[:, 0] = float("-inf")  # padding id
+    items_t = (base_items if base_items.is_sparse else base_items.to_sparse()).t().coalesce().float()  # (V, N)
+    num_items = items_t.shape[0]
+    popularity = torch.sparse.sum(items_t, dim=1).to_dense() if base_embeddings is None else None  # (V,)
+    if base_embeddings is not None:
+        base = F.normalize(base_embeddings.float(), dim=-1)  # (N, H)
+    step = max(1, SCORE_BUDGET // max(num_items, 1))
     recalls = []
-    for q, (history, future) in enumerate(zip(histories, futures)):
-        if not future:
-            continue
-        row = scores[q].clone()
-        row[torch.as_tensor(history, dtype=torch.long)] = float("-inf")
-        top = set(row.topk(min(cutoff, len(row))).indices.tolist())
-        targets = set(future)
-        recalls.append(len(top & targets) / min(len(targets), cutoff))
+    for start in range(0, len(histories), step):
+        stop = min(start + step, len(histories))
+        if base_embeddings is None:
+            scores = popularity.unsqueeze(0).expand(stop - start, -1).clone()  # (q, V)
+        else:
+            sim = F.normalize(query_embeddings[start:stop].float(), dim=-1) @ base.T  # (q, N)
+            values, indices = sim.topk(min(k, sim.shape[1]), dim=-1)  # (q, k)
+            weights = torch.zeros_like(sim).scatter_(1, indices, values.clamp(min=0) + 1e-6)  # (q, N)
+            scores = torch.sparse.mm(items_t, weights.T).T.contiguous()  # (q, V)
+        scores[:, 0] = float("-inf")  # padding id
+        for q in range(stop - start):
+            history, future = histories[start + q], futures[start + q]
+            if not future:
+                continue
+            row = scores[q]
+            row[torch.as_tensor(history, dtype=torch.long)] = float("-inf")
+            top = set(row.topk(min(cutoff, len(row))).indices.tolist())
+            targets = set(future)
+            recalls.append(len(top & targets) / min(len(targets), cutoff))
     return round(float(np.mean(recalls)), 4) if recalls else 0.0
 
 
@@ -173,9 +199,7 @@ class PretrainingEvaluator:
         if base is not None and len(base) > 5000:
             base = base.select(np.sort(np.random.default_rng(seed).choice(len(base), 5000, replace=False)).tolist())
         self.base_sequences = [cut(r) for r in base["behavior_ids"]] if base is not None else []
-        self.base_items = torch.zeros(len(self.base_sequences), catalog.num_behaviors)
-        for i, seq in enumerate(self.base_sequences):
-            self.base_items[i, torch.as_tensor(seq, dtype=torch.long)] = 1.0
+        self.base_items = item_incidence(self.base_sequences, catalog.num_behaviors)  # (N, V) sparse
         self.reference = {}
         if self.base_sequences:
             self.reference["popularity_recall_at_20"] = knn_future_recall(
