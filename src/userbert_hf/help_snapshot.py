@@ -31,7 +31,8 @@ from pathlib import Path
 
 SNAPSHOT = Path(__file__).with_name("cli_help.json")
 PACKAGE_DIR = Path(__file__).resolve().parent
-COMMANDS = ("pretrain", "finetune")  # the jobs with a build_parser()
+JOBS = {"pretrain": "userbert_hf.pretraining_job", "finetune": "userbert_hf.finetuning_job"}  # with build_parser()
+COMMANDS = tuple(JOBS)
 WIDTH = 100
 ALWAYS = ("cli.py", "help_snapshot.py", "configuration_userbert.py")
 
@@ -52,9 +53,7 @@ def live_help(command: str) -> tuple[str, list[str]]:
     """The live parser's help of ``command`` at :data:`WIDTH` columns, and the package files it depends on."""
     import importlib
 
-    from .cli import COMMANDS as ALL
-
-    module = importlib.import_module(ALL[command][0])
+    module = importlib.import_module(JOBS[command])
     job = module.build_parser()
     columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = str(WIDTH)
