@@ -103,7 +103,7 @@ def test_a_registered_task_finetunes_through_the_cli(tmp_path):
                                             hub_task_name="Toy click prediction"))
     out = tmp_path / "out"
     try:
-        assert ExperimentSpec(name="toy", task="toy_ctr").task == "toy_ctr"
+        assert ExperimentSpec(name="toy", task="toy_ctr", baselines=[]).task == "toy_ctr"
         with pytest.raises(ValueError, match="already registered"):
             register_task(dataclasses.replace(toy, head=None))
         metrics = finetuning_job.main([

@@ -82,6 +82,10 @@ def test_read_plm_pooling_cls_and_unsupported(tmp_path):
     pooling.write_text(json.dumps({"pooling_mode_mean_tokens": False, "pooling_mode_max_tokens": True}))
     with pytest.raises(ValueError, match="1_Pooling/config.json.*pooling_mode_max_tokens"):
         read_plm_pooling(str(tmp_path))
+    # the encoder's poolings are the ones the config accepts (two copies, so that neither module imports the other)
+    from userbert_hf import configuration_userbert, plm_encoder
+
+    assert plm_encoder.PLM_POOLINGS == configuration_userbert.PLM_POOLINGS
 
 
 def test_plm_trainable_layers_choose_what_learns(minilm):

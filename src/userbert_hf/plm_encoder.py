@@ -27,7 +27,9 @@ import os
 import torch
 from torch import nn
 
-from .configuration_userbert import PLM_POOLINGS
+# The poolings a sentence-transformers folder may name (configuration_userbert.PLM_POOLINGS validates the config
+# field; kept apart so that this module does not import the config module: no import cycle).
+PLM_POOLINGS = ("mean", "cls")
 
 _HASH_BASE = 1_000_003  # odd multiplier of the row hash (wraps around in int64)
 
