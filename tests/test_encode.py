@@ -139,3 +139,20 @@ def test_hidden_states_and_no_attentions_for_recurrent_encoders():
     assert plain.hidden_states is None and plain.attentions is None
     model.config.output_hidden_states = True  # the config default is honoured too
     assert model(behavior_ids=torch.tensor([[3, 4, 0]])).hidden_states is not None
+
+
+def test_a_processor_of_another_model_is_refused_by_name(folder):
+    """encode() and the pipeline check that the processor belongs to the model: settings or a vocabulary that do
+    not match are an error naming each mismatch, never embeddings computed through the wrong mapping."""
+    model = UserBertModel.from_pretrained(folder).eval()
+    matching = UserBertProcessor.from_config(model.config, VOCAB)
+    matching.check_model_config(model.config)  # silent
+    longer = UserBertProcessor(VOCAB, max_behaviors=20)  # another model's history length
+    with pytest.raises(ValueError, match="max_behaviors 20 \\(model: 8\\)"):
+        model.encode(USERS, processor=longer)
+    bigger = UserBertProcessor(BehaviorVocabulary([str(i) for i in range(1, 101)]), max_behaviors=8)
+    with pytest.raises(ValueError, match="101 behaviours in the vocabulary \\(model: behavior_vocab_size 41\\)"):
+        model.encode(USERS, processor=bigger)
+    with pytest.raises(ValueError, match="does not belong to the model"):
+        pipeline("user-feature-extraction", model=model, processor=longer)
+    np.testing.assert_allclose(model.encode(USERS, processor=matching), model.encode(USERS), atol=1e-6)

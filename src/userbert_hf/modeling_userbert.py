@@ -575,6 +575,7 @@ class UserBertModel(UserBertPreTrainedModel):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if processor is None:
             processor = self._saved_processor()
+        processor.check_model_config(self.config)
         histories = list(histories)
         single = bool(histories) and all(isinstance(h, (str, int)) for h in histories)
         if single:

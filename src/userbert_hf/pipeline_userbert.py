@@ -58,6 +58,7 @@ class UserBertFeatureExtractionPipeline(Pipeline):
     def __init__(self, model, processor: UserBertProcessor | None = None, **kwargs):
         super().__init__(model=model, **kwargs)
         self.processor = processor if processor is not None else UserBertProcessor.from_pretrained(model.name_or_path)
+        self.processor.check_model_config(model.config)
 
     def _sanitize_parameters(self, normalize_embeddings=None, return_tensors=None, **kwargs):
         postprocess = {}

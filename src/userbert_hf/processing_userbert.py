@@ -105,6 +105,32 @@ class UserBertProcessor(PushToHubMixin):
         return cls(vocabulary, tokenizer if config.behavior_type in ("text", "plm") else None,
                    max_behaviors=config.max_behaviors, max_words=config.max_words, behavior_type=config.behavior_type)
 
+    def check_model_config(self, config) -> None:
+        """Raise a ``ValueError`` naming every setting in which this processor does not belong to the model of
+        ``config``: behaviour type, a vocabulary larger than the model's behaviour table (ids the model cannot look
+        up), a word tokenizer larger than its word table, or another ``max_behaviors`` / ``max_words`` (the
+        processor would cut histories and titles where the model was not trained to read them).
+
+        Example:
+            >>> processor.check_model_config(model.config)   # silent when they belong together
+        """
+        problems = []
+        if self.behavior_type != config.behavior_type:
+            problems.append(f"behaviour type {self.behavior_type!r} (model: {config.behavior_type!r})")
+        if len(self.vocabulary) > config.behavior_vocab_size:
+            problems.append(f"{len(self.vocabulary)} behaviours in the vocabulary (model: behavior_vocab_size "
+                            f"{config.behavior_vocab_size})")
+        if self.behavior_type == "text" and self.tokenizer is not None and len(self.tokenizer) > config.word_vocab_size:
+            problems.append(f"{len(self.tokenizer)} words in the tokenizer (model: word_vocab_size "
+                            f"{config.word_vocab_size})")
+        if self.max_behaviors != config.max_behaviors:
+            problems.append(f"max_behaviors {self.max_behaviors} (model: {config.max_behaviors})")
+        if self.behavior_type != "id" and self.max_words != config.max_words:
+            problems.append(f"max_words {self.max_words} (model: {config.max_words})")
+        if problems:
+            raise ValueError("this processor does not belong to the model: " + "; ".join(problems)
+                             + ". Load the processor saved with the model (AutoProcessor.from_pretrained(model folder))")
+
     # ------------------------------------------------------------------ raw ids -> model inputs
     def convert_behaviors_to_ids(self, history, timestamps=None) -> tuple[list[int], int]:
         """One user's raw ids -> ``(vocabulary ids oldest first, number of unknown ids dropped)``; with
