@@ -112,7 +112,13 @@ class UserBertProcessor(PushToHubMixin):
         processor would cut histories and titles where the model was not trained to read them).
 
         Example:
-            >>> processor.check_model_config(model.config)   # silent when they belong together
+            >>> from userbert_hf import UserBertConfig
+            >>> config = UserBertConfig.from_preset("gru4rec", behavior_vocab_size=10, max_behaviors=8)
+            >>> UserBertProcessor(BehaviorVocabulary(["a", "b"]), max_behaviors=8).check_model_config(config)
+            >>> UserBertProcessor(BehaviorVocabulary(["a", "b"]), max_behaviors=20).check_model_config(config)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: this processor does not belong to the model: max_behaviors 20 (model: 8). Load ...
         """
         problems = []
         if self.behavior_type != config.behavior_type:
