@@ -8,7 +8,7 @@
    (``UserBertForNextBehaviorPrediction``: logits (B, V) and ``target_rank``), 256 users per batch; against a
    loop that evaluates one user at a time (timed on ``--loop_users`` users, extrapolated per user).
 2. Per-impression metrics (MIND AUC / MRR / nDCG@5 / nDCG@10) on synthetic impressions with MIND-like sizes
-   (2-300 candidates, 1-3 clicks): ``userbert_hf.metrics.impression_metrics`` (all impressions at once) against
+   (2-300 candidates, 1-3 clicks): ``userbert_hf.finetuning.metrics.impression_metrics`` (all impressions at once) against
    the baseline checkout's per-impression loop (its ``metrics.py`` loaded from ``--baseline_src``), alternating;
    both must give the same numbers.
 
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _sides import DEFAULT_BASELINE_SRC, command_line, median, write_markdown  # noqa: E402
 
 from userbert_hf import UserBertConfig, UserBertForNextBehaviorPrediction  # noqa: E402
-from userbert_hf import metrics  # noqa: E402
+from userbert_hf.finetuning import metrics  # noqa: E402
 from userbert_hf.collation import BehaviorCatalog, build_behavior_table, pad_sequences  # noqa: E402
 from userbert_hf.data import load_amazon_beauty  # noqa: E402
 

@@ -12,14 +12,16 @@ import pytest
 import torch
 
 from job_helpers import tiny_pretrain_args
-from userbert_hf import UserBertConfig, finetuning_job, pretraining_job
+from userbert_hf import UserBertConfig
+from userbert_hf.finetuning import job as finetuning_job
+from userbert_hf.pretraining import job as pretraining_job
 from userbert_hf.experiments.spec import ExperimentSpec
 from userbert_hf.modeling_userbert import UserBertForPreTrainingOutput
 from userbert_hf.pretraining import OBJECTIVES, SAMPLERS, UserBertTrainer
 from userbert_hf.pretraining.batch import PretrainingBatch
 from userbert_hf.pretraining.objectives import PretrainingObjective, register_objective
 from userbert_hf.pretraining.samplers import RandomNegativeSampler, register_sampler
-from userbert_hf.tasks import TASK_REGISTRY, get_task, register_task
+from userbert_hf.finetuning import TASK_REGISTRY, get_task, register_task
 
 
 class CountingNegativeSampler(RandomNegativeSampler):
@@ -103,7 +105,7 @@ def test_a_registered_task_finetunes_through_the_cli(tmp_path):
                                             hub_task_name="Toy click prediction"))
     out = tmp_path / "out"
     try:
-        assert ExperimentSpec(name="toy", task="toy_ctr").task == "toy_ctr"
+        assert ExperimentSpec(name="toy", task="toy_ctr", baselines=[]).task == "toy_ctr"
         with pytest.raises(ValueError, match="already registered"):
             register_task(dataclasses.replace(toy, head=None))
         metrics = finetuning_job.main([

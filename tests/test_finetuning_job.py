@@ -14,7 +14,7 @@ from transformers import AutoModel
 from userbert_hf import UserBertConfig, UserBertForCTRPrediction, UserBertForPreTraining
 from userbert_hf.assets import save_user_model_assets
 from userbert_hf.data import load_behavior_data, load_movielens
-from userbert_hf.finetuning_job import main
+from userbert_hf.finetuning.job import main
 from userbert_hf.tokenization_userbert import build_word_tokenizer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
