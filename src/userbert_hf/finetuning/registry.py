@@ -65,7 +65,7 @@ class Task:
         hub_task_type / hub_task_name: the card's task type and human-readable name.
         group_column: rows that :func:`subsample_training` keeps or drops together (users or impressions).
         packs_candidates: pack (user, candidate) rows per user (:func:`pack_candidates`).
-        pretraining_view: what pre-training may see (``downstream_data.pretraining_users``): ``history``,
+        pretraining_view: what pre-training may see (``splits.pretraining_users``): ``history``,
             ``before_last_two`` or ``all``.
         eval_ignore_keys: model outputs the Trainer does not gather at evaluation.
         id_behaviours_only: the head ranks every behaviour of the vocabulary (ID models only).
