@@ -110,7 +110,7 @@ def test_development_runs_never_evaluate_test(tmp_path):
 
 def test_confirm_records_the_hash_and_a_second_look(tmp_path, monkeypatch):
     from userbert_hf.finetuning import job as finetuning_job
-from userbert_hf.pretraining import job as pretraining_job
+    from userbert_hf.pretraining import job as pretraining_job
 
     jobs = FakeJobs()
     monkeypatch.setattr(pretraining_job, "main", jobs.pretrain)

@@ -28,8 +28,8 @@ from userbert_hf.finetuning.user_classification import (
 )
 from userbert_hf.vocabulary import BehaviorVocabulary
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-BEAUTY_PATH = (Path(__file__).resolve().parents[1] / ".." / "shared/data/amazon-beauty/Beauty.txt").resolve()
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+BEAUTY_PATH = (Path(__file__).resolve().parents[2] / ".." / "shared/data/amazon-beauty/Beauty.txt").resolve()
 SPLITS = ("train", "validation", "test")
 
 

@@ -223,7 +223,7 @@ def test_next_item_trains_on_every_prefix_by_default(every_prefix):
 
     from userbert_hf.finetuning.job import FinetuningDataArguments
 
-    fixture = Path(__file__).resolve().parent / "fixtures" / "beauty_small.txt"
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "beauty_small.txt"
     assert FinetuningDataArguments().train_every_prefix is True
     args = SimpleNamespace(data=str(fixture), strict_data=False, max_behaviors=50, exclude_history=True,
                            train_every_prefix=every_prefix, max_train_targets_per_user=1)
