@@ -354,7 +354,7 @@ def test_training_without_attention_dropout_runs_the_fused_kernel_with_the_unfus
     loss and gradients of the unfused math path; with attention dropout on, the fused kernel cannot run on CPU."""
     config = tiny_config(preset, num_hidden_layers=2, attention_probs_dropout_prob=0.0)  # dropout 0 (tiny config)
     torch.manual_seed(0)
-    model = _randomize(UserBertForPreTraining(config)).train()
+    model = randomize_weights(UserBertForPreTraining(config)).train()
     fused_loss, fused_grads = _pretraining_loss_and_grads(model, config, flash_only=True)
     math_loss, math_grads = _pretraining_loss_and_grads(model, config, flash_only=False)
     torch.testing.assert_close(fused_loss, math_loss, atol=ATOL, rtol=1e-5)
@@ -376,7 +376,7 @@ def test_attention_probs_dropout_acts_only_in_training(tiny_config, preset):
     models = {}
     for p in (0.0, 0.2):
         torch.manual_seed(0)
-        models[p] = _randomize(UserBertModel(tiny_config(preset, num_hidden_layers=2, attention_probs_dropout_prob=p)))
+        models[p] = randomize_weights(UserBertModel(tiny_config(preset, num_hidden_layers=2, attention_probs_dropout_prob=p)))
     models[0.2].load_state_dict(models[0.0].state_dict())
     with torch.no_grad():
         evaluated = {p: m.eval()(**batch).user_embedding for p, m in models.items()}

@@ -218,7 +218,7 @@ def test_next_behavior_rank_matches_brute_force(tiny_config, preset):
 def test_next_behavior_rank_counts_ties_against_the_target(tiny_config):
     # Every behaviour vector equal: all scores tie, so the target ranks behind every other allowed behaviour.
     config = tiny_config("gru4rec")
-    model = _randomize(UserBertForNextBehaviorPrediction(config))
+    model = randomize_weights(UserBertForNextBehaviorPrediction(config))
     with torch.no_grad():
         model.userbert.behavior_encoder.behavior_embeddings.weight[1:] = 0.5
     inputs, _ = _batch(config, [[3, 5, 7], [2, 9]])
@@ -377,7 +377,7 @@ def test_trainer_predict_gives_compute_metrics_the_logits(tiny_config, tmp_path)
     from transformers import Trainer, TrainingArguments
 
     config = tiny_config("gru4rec")
-    model = _randomize(UserBertForCTRPrediction(config)).eval()
+    model = randomize_weights(UserBertForCTRPrediction(config)).eval()
     rows = {"behavior_ids": [[1, 2, 3], [4, 5, 0], [6, 7, 8], [9, 0, 0]], "attention_mask": [[1, 1, 1], [1, 1, 0],
             [1, 1, 1], [1, 0, 0]], "candidate_index": [10, 11, 12, 13], "labels": [1.0, 0.0, 1.0, 0.0]}
     seen = []

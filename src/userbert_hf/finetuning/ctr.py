@@ -47,7 +47,6 @@ CTR_FEATURES = datasets.Features(
 # ----------------------------------------------------------------------------------------------
 # Split builders
 # ----------------------------------------------------------------------------------------------
-
 def build_ctr_dataset(
     data,
     *,
@@ -179,7 +178,6 @@ def _build_implicit_ctr(args, vocabulary) -> TaskData:
 # ----------------------------------------------------------------------------------------------
 # Collator and metrics
 # ----------------------------------------------------------------------------------------------
-
 @dataclass
 class CTRCollator:
     """Rows ``history``, ``candidate``, ``label`` -> inputs of ``UserBertForCTRPrediction`` (``candidate_index``
@@ -257,7 +255,6 @@ def make_pairwise_ctr_compute_metrics():
 # ----------------------------------------------------------------------------------------------
 # Registry entries
 # ----------------------------------------------------------------------------------------------
-
 _CTR_CARD = ("auc", "ap", "logloss")
 register_task(Task(
     name="ctr", head=UserBertForCTRPrediction, collator=CTRCollator, build_splits=_build_ctr,

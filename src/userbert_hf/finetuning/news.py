@@ -46,7 +46,6 @@ NEWS_FEATURES = datasets.Features(
 # ----------------------------------------------------------------------------------------------
 # Split builder
 # ----------------------------------------------------------------------------------------------
-
 def news_training_rows(impressions: datasets.Dataset, npratio: int = 4, seed: int = 42) -> datasets.Dataset:
     """One row per clicked news: the click first, then ``npratio`` non-clicked news of the same impression
     (sampled with replacement when the impression has fewer). Labels are ``[1, 0, ..., 0]``.
@@ -133,7 +132,6 @@ def _build_news(args, vocabulary) -> TaskData:
 # ----------------------------------------------------------------------------------------------
 # Collator and metrics
 # ----------------------------------------------------------------------------------------------
-
 @dataclass
 class NewsRecommendationCollator:
     """Rows ``history``, ``candidates``, ``labels`` -> inputs of ``UserBertForNewsRecommendation``; candidates are
@@ -195,7 +193,6 @@ def make_news_compute_metrics(
 # ----------------------------------------------------------------------------------------------
 # Registry entry
 # ----------------------------------------------------------------------------------------------
-
 register_task(Task(
     name="news", head=UserBertForNewsRecommendation, collator=NewsRecommendationCollator,
     build_splits=_build_news, compute_metrics=make_news_compute_metrics,

@@ -37,7 +37,6 @@ NEXT_ITEM_SEQUENCE_FEATURES = datasets.Features({**NEXT_ITEM_FEATURES, "next_beh
 # ----------------------------------------------------------------------------------------------
 # Split builder
 # ----------------------------------------------------------------------------------------------
-
 def build_next_item_dataset(
     data,
     *,
@@ -121,7 +120,6 @@ def _build_next_item(args, vocabulary) -> TaskData:
 # ----------------------------------------------------------------------------------------------
 # Collator and metrics
 # ----------------------------------------------------------------------------------------------
-
 @dataclass
 class NextBehaviorCollator:
     """Rows ``history``, ``target`` (and ``exclude``) -> inputs of ``UserBertForNextBehaviorPrediction``:
@@ -193,7 +191,6 @@ def make_next_item_compute_metrics(
 # ----------------------------------------------------------------------------------------------
 # Registry entry
 # ----------------------------------------------------------------------------------------------
-
 register_task(Task(
     name="next_item", head=UserBertForNextBehaviorPrediction, collator=NextBehaviorCollator,
     build_splits=_build_next_item, compute_metrics=make_next_item_compute_metrics,

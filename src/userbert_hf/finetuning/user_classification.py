@@ -37,7 +37,6 @@ USER_CLASSIFICATION_FEATURES = datasets.Features(
 # ----------------------------------------------------------------------------------------------
 # Split builder
 # ----------------------------------------------------------------------------------------------
-
 def read_user_labels(path: str | os.PathLike) -> dict[str, str]:
     """Read a ``user_id,label`` CSV (header required; extra columns ignored) into ``{user_id: label}``."""
     path = Path(path)
@@ -120,7 +119,6 @@ def _build_user_classification(args, vocabulary) -> TaskData:
 # ----------------------------------------------------------------------------------------------
 # Collator and metrics
 # ----------------------------------------------------------------------------------------------
-
 @dataclass
 class UserClassificationCollator:
     """Rows ``history``, ``label`` -> inputs of ``UserBertForUserClassification``."""
@@ -153,7 +151,6 @@ def make_classification_compute_metrics():
 # ----------------------------------------------------------------------------------------------
 # Registry entry
 # ----------------------------------------------------------------------------------------------
-
 register_task(Task(
     name="user_classification", head=UserBertForUserClassification, collator=UserClassificationCollator,
     build_splits=_build_user_classification, compute_metrics=make_classification_compute_metrics,
