@@ -133,8 +133,9 @@ def test_experiment_cards_never_run_a_script_of_the_working_directory(tmp_path, 
     planted.parent.mkdir()
     planted.write_text(f"open({str(tmp_path / 'ran')!r}, 'w').write('x')\ndef main(argv): return []\n")
     monkeypatch.chdir(tmp_path)
-    spec = types.SimpleNamespace(split_seeds=[0], pretrained_methods=["userbert"], cells=lambda: [])
-    runner = types.SimpleNamespace(spec=spec, pretrained_dir=lambda method, split: model, run_dir=None,
+    spec = types.SimpleNamespace(split_seeds=[0], pretrained_methods=["userbert"], effective_pretrain_seeds=[None],
+                                 cells=lambda: [])
+    runner = types.SimpleNamespace(spec=spec, pretrained_dir=lambda method, split, seed=None: model, run_dir=None,
                                    is_reference=lambda cell: False)
     written = write_model_cards(runner, "model_cards")
     assert not (tmp_path / "ran").exists()
