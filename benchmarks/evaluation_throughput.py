@@ -8,8 +8,8 @@
    (``UserBertForNextBehaviorPrediction``: logits (B, V) and ``target_rank``), 256 users per batch; against a
    loop that evaluates one user at a time (timed on ``--loop_users`` users, extrapolated per user).
 2. Per-impression metrics (MIND AUC / MRR / nDCG@5 / nDCG@10) on synthetic impressions with MIND-like sizes
-   (2-300 candidates, 1-3 clicks): ``userbert_hf.metrics.impression_metrics`` (all impressions at once) against
-   the baseline checkout's per-impression loop (its ``metrics.py`` loaded from ``--baseline_src``), alternating;
+   (2-300 candidates, 1-3 clicks): ``userbert_hf.finetuning.metrics.impression_metrics`` (all impressions at once) against
+   the baseline checkout's per-impression loop (its ``finetuning/metrics.py``, or the flat ``metrics.py`` of older checkouts, loaded from ``--baseline_src``), alternating;
    both must give the same numbers.
 
 Writes ``benchmarks/results/evaluation_throughput.md``.
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _sides import DEFAULT_BASELINE_SRC, command_line, median, write_markdown  # noqa: E402
 
 from userbert_hf import UserBertConfig, UserBertForNextBehaviorPrediction  # noqa: E402
-from userbert_hf import metrics  # noqa: E402
+from userbert_hf.finetuning import metrics  # noqa: E402
 from userbert_hf.collation import BehaviorCatalog, build_behavior_table, pad_sequences  # noqa: E402
 from userbert_hf.data import load_amazon_beauty  # noqa: E402
 
@@ -90,8 +90,10 @@ def per_impression(args) -> str:
     labels, scores = synthetic_impressions(args.impressions)
     candidates = sum(len(y) for y in labels)
     sides = {"new (all impressions at once)": metrics.impression_metrics}
-    path = os.path.join(args.baseline_src or "", "userbert_hf", "metrics.py")
-    if os.path.exists(path):
+    paths = [os.path.join(args.baseline_src or "", "userbert_hf", *parts)
+             for parts in (("finetuning", "metrics.py"), ("metrics.py",))]  # the package layout, then the flat one
+    path = next((p for p in paths if os.path.exists(p)), None)
+    if path is not None:
         spec = importlib.util.spec_from_file_location("baseline_metrics", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -31,7 +31,7 @@ from _sides import command_line, median, write_markdown  # noqa: E402
 from userbert_hf import UserBertConfig, UserBertForNextBehaviorPrediction  # noqa: E402
 from userbert_hf.collation import BehaviorCatalog  # noqa: E402
 from userbert_hf.data import load_amazon_beauty  # noqa: E402
-from userbert_hf.downstream_data import NextBehaviorCollator, build_next_item_dataset  # noqa: E402
+from userbert_hf.finetuning import NextBehaviorCollator, build_next_item_dataset  # noqa: E402
 
 BEAUTY = os.environ.get("USERBERT_BEAUTY", "/work/shared/data/amazon-beauty/Beauty.txt")
 

@@ -37,7 +37,7 @@ WARMUP = 3
 def ours_worker(model: str, steps: int, data: str) -> dict:
     from transformers import TrainerCallback
 
-    import userbert_hf.finetuning_job as job
+    import userbert_hf.finetuning.job as job
 
     record = {"ends": []}
 

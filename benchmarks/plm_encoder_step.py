@@ -25,7 +25,7 @@ import time
 
 WORKER = r"""
 import json, resource, sys, time
-from userbert_hf.pretraining_job import main
+from userbert_hf.pretraining.job import main
 started = time.time()
 metrics = main(sys.argv[1:])
 print("RESULT " + json.dumps({"wall_seconds": time.time() - started, "train_seconds": metrics["train_runtime_seconds"],

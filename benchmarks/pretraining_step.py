@@ -4,7 +4,7 @@
     python benchmarks/pretraining_step.py [--repetitions 3] [--steps 12] [--paper_size] [--profile]
     python benchmarks/pretraining_step.py --quick          # a few steps, new code only (smoke test)
 
-Each side runs the real ``userbert pretrain`` job (``userbert_hf.pretraining_job.main``: bundled MovieLens, NRMS,
+Each side runs the real ``userbert pretrain`` job (``userbert_hf.pretraining.job.main``: bundled MovieLens, NRMS,
 hidden 64, batch 32, MBP + BSM with medium-hard negatives) in its own subprocess, with that side's ``src`` first
 on ``PYTHONPATH``; repetitions alternate the sides. Step time is the CPU time of the worker (run with
 ``OMP_NUM_THREADS=1``) between the ends of consecutive optimizer steps (batch building, negative sampling,
@@ -100,7 +100,7 @@ def worker(args, job_args: list[str]) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    import userbert_hf.pretraining_job as job
+    import userbert_hf.pretraining.job as job
 
     torch.manual_seed(0)
     record: dict = {"step_end": [], "losses": [], "flops": [], "sampling": []}

@@ -12,12 +12,12 @@ users are split 80/10/10 into train / validation / test. Metrics: AUC, AP and lo
     # 3. the low-resource setting of the paper: 10% of the labelled training users
     python examples/run_ctr.py --model_name_or_path outputs/nrms-pretrained --train_fraction 0.1
 
-Every option of `userbert finetune --help` works here; the steps are in `userbert_hf.finetuning_job`.
+Every option of `userbert finetune --help` works here; the steps are in `userbert_hf.finetuning.job`.
 """
 
 import sys
 
-from userbert_hf.finetuning_job import main
+from userbert_hf.finetuning.job import main
 
 if __name__ == "__main__":
     main(["--task", "ctr", *sys.argv[1:]])

@@ -14,12 +14,12 @@ ranks whole impressions (per-impression AUC, MRR, nDCG@5, nDCG@10).
     python examples/run_news_recommendation.py --data tests/fixtures/mind --test_data tests/fixtures/mind \
         --eval_strategy no --max_steps 5
 
-Every option of `userbert finetune --help` works here; the steps are in `userbert_hf.finetuning_job`.
+Every option of `userbert finetune --help` works here; the steps are in `userbert_hf.finetuning.job`.
 """
 
 import sys
 
-from userbert_hf.finetuning_job import main
+from userbert_hf.finetuning.job import main
 
 if __name__ == "__main__":
     main(["--task", "news", *sys.argv[1:]])

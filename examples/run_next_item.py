@@ -13,12 +13,12 @@ item (items already in the history are not ranked, as in S3-Rec's evaluation). A
     python examples/run_next_item.py --data ../shared/data/amazon-beauty/Beauty.txt \
         --model_name_or_path outputs/bert4rec-beauty
 
-Every option of `userbert finetune --help` works here; the steps are in `userbert_hf.finetuning_job`.
+Every option of `userbert finetune --help` works here; the steps are in `userbert_hf.finetuning.job`.
 """
 
 import sys
 
-from userbert_hf.finetuning_job import main
+from userbert_hf.finetuning.job import main
 
 if __name__ == "__main__":
     main(["--task", "next_item", *sys.argv[1:]])

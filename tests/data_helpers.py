@@ -1,4 +1,4 @@
-"""Helpers shared by the data tests (``tests/test_data_*.py``, ``tests/test_vocabulary.py``)."""
+"""Helpers shared by the data tests (``tests/data/``)."""
 
 import csv
 import json

@@ -1,5 +1,5 @@
 """Tiny, fast settings for running the real `userbert` jobs in tests (imported by tests/test_cli_*.py,
-tests/test_output_dir.py and tests/test_checkpoints.py)."""
+tests/test_output_dir.py, tests/pretraining/test_checkpoints.py and more)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from job_helpers import tiny_pretrain_args
-from userbert_hf import UserBertConfig, UserBertForPreTraining, embedding_export, pretraining_job
+from userbert_hf import UserBertConfig, UserBertForPreTraining, embedding_export
+from userbert_hf.pretraining import job as pretraining_job
 from userbert_hf.configuration_userbert import (
     MAX_BEHAVIORS, MAX_HIDDEN_SIZE, MAX_PARAMETERS, MAX_VOCAB_SIZE, PRESETS, estimate_parameters,
 )

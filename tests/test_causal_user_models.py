@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from userbert_hf import UserBertConfig, UserBertForNextBehaviorPrediction, UserBertForPreTraining, UserBertModel
-from userbert_hf.downstream_data import NextBehaviorCollator, build_next_item_dataset
-from userbert_hf.finetuning_job import main
+from userbert_hf.finetuning import NextBehaviorCollator, build_next_item_dataset
+from userbert_hf.finetuning.job import main
 from userbert_hf.collation import BehaviorCatalog
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -160,7 +160,7 @@ def test_sasrec_pretrains_and_trains_every_prefix_in_one_pass(tmp_path):
 def test_sasrec_pretrained_with_userbert_then_fine_tuned_in_one_pass(tmp_path):
     """MBP on SASRec predicts a masked behaviour from the ones before it (the mask token's causal state); the
     pre-trained folder keeps causal attention and fine-tunes on sequence rows."""
-    from userbert_hf.pretraining_job import main as pretrain
+    from userbert_hf.pretraining.job import main as pretrain
 
     from job_helpers import tiny_pretrain_args
 
@@ -240,7 +240,7 @@ def test_mbp_query_previous_predicts_from_the_prefix_state(preset):
 
 def test_pretraining_job_with_mbp_query_previous(tmp_path, capsys):
     """--mbp_query previous reaches the saved config, MBP trains, and a bidirectional preset is refused up front."""
-    from userbert_hf.pretraining_job import main as pretrain
+    from userbert_hf.pretraining.job import main as pretrain
 
     from job_helpers import tiny_pretrain_args
 
@@ -258,7 +258,7 @@ def test_pretraining_job_with_mbp_query_previous(tmp_path, capsys):
 
 
 def test_mbp_query_auto_picks_previous_for_left_to_right_userbert_models():
-    from userbert_hf.pretraining_job import PretrainingDataArguments, PretrainingModelArguments, build_config
+    from userbert_hf.pretraining.job import PretrainingDataArguments, PretrainingModelArguments, build_config
 
     def query(**kwargs):
         return build_config(PretrainingModelArguments(**kwargs), PretrainingDataArguments(), None, None).mbp_query

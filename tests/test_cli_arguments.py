@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from job_helpers import run_cli
-from userbert_hf import embedding_export, finetuning_job, help_snapshot, pretraining_job
+from userbert_hf import embedding_export, help_snapshot
+from userbert_hf.finetuning import job as finetuning_job
+from userbert_hf.pretraining import job as pretraining_job
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +109,7 @@ def test_shipped_help_is_the_live_parsers(command):
     assert help_snapshot.snapshot_help(command) == live, (
         f"src/userbert_hf/cli_help.json is stale for `userbert {command} --help`: "
         "run `python -m userbert_hf.help_snapshot`")
-    job_file = {"pretrain": "pretraining_job.py", "finetune": "finetuning_job.py"}[command]
+    job_file = {"pretrain": "pretraining/job.py", "finetune": "finetuning/job.py"}[command]
     assert set(files) >= {"cli.py", "configuration_userbert.py", job_file}  # edits there make the snapshot stale
 
 

@@ -61,7 +61,7 @@ def test_save_pretrained_drops_a_foreign_auto_map(tmp_path, cls):
 
 @pytest.mark.slow
 def test_continued_pretraining_from_a_folder_with_a_foreign_auto_map(tmp_path):
-    from userbert_hf import pretraining_job
+    from userbert_hf.pretraining import job as pretraining_job
 
     base = tmp_path / "base"
     pretraining_job.main(tiny_pretrain_args(base, "--max_steps", "1"))

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from userbert_hf import finetuning_job, pretraining_job
+from userbert_hf.finetuning import job as finetuning_job
+from userbert_hf.pretraining import job as pretraining_job
 from userbert_hf.early_stopping import configure_early_stopping
 from userbert_hf.experiments.runner import ExperimentRunner
 from userbert_hf.experiments.spec import ExperimentSpec

@@ -109,7 +109,8 @@ def test_development_runs_never_evaluate_test(tmp_path):
 
 
 def test_confirm_records_the_hash_and_a_second_look(tmp_path, monkeypatch):
-    from userbert_hf import finetuning_job, pretraining_job
+    from userbert_hf.finetuning import job as finetuning_job
+    from userbert_hf.pretraining import job as pretraining_job
 
     jobs = FakeJobs()
     monkeypatch.setattr(pretraining_job, "main", jobs.pretrain)
@@ -160,7 +161,7 @@ def test_finetuning_job_with_evaluate_test_false_never_touches_the_test_split(tm
 
     from transformers import Trainer
 
-    from userbert_hf.finetuning_job import main as finetune
+    from userbert_hf.finetuning.job import main as finetune
 
     prefixes, original = [], Trainer.evaluate
 

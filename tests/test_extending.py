@@ -5,6 +5,7 @@ fine-tuning task defined and registered in this test module run through the real
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from types import SimpleNamespace
 
@@ -12,14 +13,16 @@ import pytest
 import torch
 
 from job_helpers import tiny_pretrain_args
-from userbert_hf import UserBertConfig, finetuning_job, pretraining_job
+from userbert_hf import UserBertConfig
+from userbert_hf.finetuning import job as finetuning_job
+from userbert_hf.pretraining import job as pretraining_job
 from userbert_hf.experiments.spec import ExperimentSpec
 from userbert_hf.modeling_userbert import UserBertForPreTrainingOutput
 from userbert_hf.pretraining import OBJECTIVES, SAMPLERS, UserBertTrainer
 from userbert_hf.pretraining.batch import PretrainingBatch
 from userbert_hf.pretraining.objectives import PretrainingObjective, register_objective
 from userbert_hf.pretraining.samplers import RandomNegativeSampler, register_sampler
-from userbert_hf.tasks import TASK_REGISTRY, get_task, register_task
+from userbert_hf.finetuning import TASK_REGISTRY, get_task, register_task
 
 
 class CountingNegativeSampler(RandomNegativeSampler):
@@ -132,3 +135,36 @@ def test_the_trainer_logs_every_component_the_output_carries():
         UserBertTrainer.track_loss_components(trainer, out)
     assert trainer._task_sums == {"mbp_loss": 6.0, "toy_loss": 80.0}
     assert trainer._task_counts == {"mbp_loss": 4, "toy_loss": 4}  # logged means: 1.5 and 20
+
+
+def test_every_task_keeps_its_parts_in_the_one_module_that_registers_it():
+    """docs/extending.md's count for a new task: its split builder, collator and metrics factory live in one module
+    of ``finetuning/`` (not in the registry or the shared modules), and ``finetuning/__init__.py`` imports that
+    module, so adding a task is that module and one import line."""
+    import ast
+    from pathlib import Path
+
+    import userbert_hf.finetuning as finetuning
+
+    shared = {"userbert_hf.finetuning.registry", "userbert_hf.finetuning.splits", "userbert_hf.finetuning.metrics"}
+    imported = {f"userbert_hf.finetuning.{alias.name}"
+                for node in ast.walk(ast.parse(Path(finetuning.__file__).read_text()))
+                if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None
+                for alias in node.names}
+    modules = {}
+    for name, task in TASK_REGISTRY.items():
+        homes = {part.__module__ for part in (task.build_splits, task.collator, task.compute_metrics)}
+        assert len(homes) == 1, f"task {name!r} is spread over {sorted(homes)}"
+        (home,) = homes
+        assert home.startswith("userbert_hf.finetuning.") and home not in shared, (name, home)
+        modules.setdefault(home, []).append(name)
+    assert modules == {
+        "userbert_hf.finetuning.news": ["news"],
+        "userbert_hf.finetuning.ctr": ["ctr", "implicit_ctr"],
+        "userbert_hf.finetuning.next_item": ["next_item"],
+        "userbert_hf.finetuning.user_classification": ["user_classification"],
+    }
+    assert set(modules) <= imported  # importing the package registers every task module
+    for home, names in modules.items():  # each module calls register_task for its own tasks
+        source = Path(importlib.import_module(home).__file__).read_text()
+        assert source.count("register_task(Task(") == len(names), home

@@ -48,7 +48,7 @@ def pretrained(tmp_path_factory):
     from userbert_hf import UserBertModel
     from userbert_hf.assets import build_catalog, load_user_model_assets
     from userbert_hf.collation import UserBertCollator
-    from userbert_hf.pretraining_job import main
+    from userbert_hf.pretraining.job import main
 
     work = tmp_path_factory.mktemp("hub")
     folder = work / "userbert-tiny"

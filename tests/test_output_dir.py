@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from job_helpers import add_sentinel, folder_snapshot, sentinels, tiny_pretrain_args
-from userbert_hf import pretraining_job
+from userbert_hf.pretraining import job as pretraining_job
 from userbert_hf.output_dir import MARKER_FILE, OutputDirError, prepare_output_dir
 
 
@@ -62,7 +62,8 @@ def test_pretrain_refuses_a_folder_it_did_not_write(tmp_path, monkeypatch, capsy
 
 
 def test_finetune_refuses_a_pretraining_folder_and_embed_a_foreign_file(pretrained_run, tmp_path, capsys):
-    from userbert_hf import embedding_export, finetuning_job
+    from userbert_hf import embedding_export
+    from userbert_hf.finetuning import job as finetuning_job
 
     before = folder_snapshot(pretrained_run)
     with pytest.raises(SystemExit) as exit_info:

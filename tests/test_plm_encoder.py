@@ -171,8 +171,8 @@ def test_pretrain_and_finetune_jobs_with_cached_vectors_and_loading_without_the_
     reads the vectors pre-training cached (the language model never runs), and the saved folder loads in a fresh
     process without userbert_hf (AutoProcessor carries MiniLM's tokenizer; no cache there: the encoder runs) and
     embeds users equal to the local model."""
-    from userbert_hf.finetuning_job import main as finetune
-    from userbert_hf.pretraining_job import main as pretrain
+    from userbert_hf.finetuning.job import main as finetune
+    from userbert_hf.pretraining.job import main as pretrain
 
     from test_processing_userbert import run_without_package
 
@@ -224,8 +224,8 @@ def test_pretrain_and_finetune_jobs_with_cached_vectors_and_loading_without_the_
 def test_plm_usage_errors_name_the_option(capsys):
     """Usage errors exit 2 naming the option: --behavior_type plm without a language model; the PLM options on a
     pre-trained model (which keeps its own behaviour encoder); a path that is no transformers encoder."""
-    from userbert_hf.finetuning_job import parse_args as finetune_args
-    from userbert_hf.pretraining_job import parse_args as pretrain_args
+    from userbert_hf.finetuning.job import parse_args as finetune_args
+    from userbert_hf.pretraining.job import parse_args as pretrain_args
 
     cases = [
         (pretrain_args, ["--behavior_type", "plm"], "--behavior_type plm needs --plm_name_or_path"),

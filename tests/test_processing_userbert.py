@@ -213,7 +213,7 @@ def test_auto_processor_and_auto_model_without_the_package_equal_userbert_embed(
 def test_pretraining_job_folder_loads_with_auto_processor_without_the_package(tmp_path):
     """The folder ``userbert pretrain`` writes carries the processor: a fresh process without the package embeds
     raw-id histories equal to ``userbert embed`` on the same users."""
-    from userbert_hf.pretraining_job import main
+    from userbert_hf.pretraining.job import main
 
     folder = tmp_path / "pretrained"
     main(["--max_steps", "1", "--preset", "gru4rec", "--behavior_pool_size", "20", "--sequence_pool_size", "4",

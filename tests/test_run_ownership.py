@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from job_helpers import folder_snapshot, tiny_pretrain_args
-from userbert_hf import pretraining_job
+from userbert_hf.pretraining import job as pretraining_job
 from userbert_hf.output_dir import (
     CHECKPOINT_MARK, LOCK_FILE, MARKER_FILE, OutputDirError, acquire_lock, data_fingerprint, prepare_output_dir,
     release_lock,

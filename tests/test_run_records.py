@@ -21,7 +21,7 @@ from userbert_hf.model_card import (
     recipe_description,
     validate_card_metadata,
 )
-from userbert_hf.pretraining_job import main as pretrain
+from userbert_hf.pretraining.job import main as pretrain
 
 TINY = ["--preset", "gru4rec", "--hidden_size", "16", "--max_behaviors", "12", "--max_steps", "2",
         "--behavior_pool_size", "40", "--sequence_pool_size", "10", "--per_device_train_batch_size", "16",
@@ -153,7 +153,7 @@ def test_portable_paths(tmp_path, monkeypatch):
 
 
 def test_finetuning_card_metadata_is_hub_valid_and_has_no_local_path(beauty_outside_cwd, tmp_path):
-    from userbert_hf.finetuning_job import main as finetune
+    from userbert_hf.finetuning.job import main as finetune
 
     finetune(["--task", "next_item", "--data", str(beauty_outside_cwd), "--model_name_or_path", "gru4rec",
               "--hidden_size", "16", "--max_behaviors", "12", "--max_steps", "2", "--per_device_train_batch_size", "8",

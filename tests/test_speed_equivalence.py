@@ -280,9 +280,10 @@ def test_batched_impression_metrics_equal_the_per_impression_functions():
     tied scores (average-rank AUC, MIND tie order), single-class, click-free and empty impressions."""
     import numpy as np
 
-    from userbert_hf.metrics import (
-        auc_score, grouped_impression_metrics, impression_metrics, make_news_compute_metrics, mrr_score, ndcg_score,
+    from userbert_hf.finetuning.metrics import (
+        auc_score, grouped_impression_metrics, impression_metrics, mrr_score, ndcg_score,
     )
+    from userbert_hf.finetuning.news import make_news_compute_metrics
 
     rng = np.random.default_rng(0)
     labels, scores = [], []

@@ -19,8 +19,8 @@ import sys
 import textwrap
 
 COMMANDS = {
-    "pretrain": ("userbert_hf.pretraining_job", "Pre-train a user model (UserBERT, PTUM or CP)."),
-    "finetune": ("userbert_hf.finetuning_job", "Fine-tune a user model on a downstream task."),
+    "pretrain": ("userbert_hf.pretraining.job", "Pre-train a user model (UserBERT, PTUM or CP)."),
+    "finetune": ("userbert_hf.finetuning.job", "Fine-tune a user model on a downstream task."),
     "embed": ("userbert_hf.embedding_export", "Embed every user of a dataset and save the vectors."),
     "experiment": ("userbert_hf.experiments.runner", "Run a pre-train/fine-tune grid from a YAML config, with a report."),
 }

@@ -10,7 +10,7 @@ import re
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .tasks import TASK_REGISTRY
+from .finetuning.registry import TASK_REGISTRY
 
 PAPER_CITATION = """@inproceedings{wu2022userbert,
   title     = {UserBERT: Contrastive User Model Pre-training},
@@ -554,7 +554,7 @@ def card_metrics(results: dict) -> dict[str, float]:
     (:func:`hub_metric_type`: losses, accuracies, the retrieval probe; none when the run had no held-out
     evaluation: training losses never go into ``model-index``), run time / throughput excluded. Fine-tuning
     runs (``{"test": {"test_auc": ...}, "settings": {"task": ...}}``): the task's card metrics from the test split
-    (``tasks.TASK_REGISTRY[task].card_metrics``), prefix dropped. Keys are the ``model-index`` metric names.
+    (``finetuning.TASK_REGISTRY[task].card_metrics``), prefix dropped. Keys are the ``model-index`` metric names.
     """
     task = (results.get("settings") or {}).get("task")
     if task and isinstance(results.get("test"), dict):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..metrics import compute_ranks, ctr_metrics, metrics_from_ranks
+from ..finetuning.metrics import compute_ranks, ctr_metrics, metrics_from_ranks
 
 BASELINES = ("popularity", "item_mean", "mf")
 

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from ..tasks import get_task  # noqa: E402
+from ..finetuning.registry import get_task  # noqa: E402
 from .spec import NO_PRETRAINING, ExperimentSpec  # noqa: E402
 from .statistics import clustered_comparison, mean_confidence_interval  # noqa: E402
 

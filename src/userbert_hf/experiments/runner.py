@@ -1,8 +1,8 @@
 """Run an experiment grid: pre-train -> fine-tune over user splits x seeds x label fractions, plus baselines.
 
 ``userbert experiment experiments/movielens_ctr.yaml`` (or ``python examples/run_experiments.py ...``) runs
-:func:`main`. The jobs are called through their Python entry points (``pretraining_job.main`` and
-``finetuning_job.main`` with argument lists), so every cell is exactly a command a user could type. Each
+:func:`main`. The jobs are called through their Python entry points (``pretraining.job.main`` and
+``finetuning.job.main`` with argument lists), so every cell is exactly a command a user could type. Each
 finished cell is appended to ``<output_dir>/results.jsonl``; a rerun skips the cells found there, so an
 interrupted grid resumes where it stopped. At the end the report (tables, paired tests, plots) is written.
 
@@ -244,7 +244,8 @@ class ExperimentRunner:
         self.evaluated_on = "test" if confirm else "validation"
         self.output_dir = Path(output_dir)
         if pretrain_fn is None or finetune_fn is None:
-            from .. import finetuning_job, pretraining_job
+            from ..finetuning import job as finetuning_job
+            from ..pretraining import job as pretraining_job
 
             pretrain_fn = pretrain_fn or pretraining_job.main
             finetune_fn = finetune_fn or finetuning_job.main
@@ -429,13 +430,13 @@ class ExperimentRunner:
         return record
 
     def _run_baseline(self, cell: Cell) -> dict:
-        from ..tasks import get_task
+        from ..finetuning.registry import get_task
         from .baselines import evaluate_baseline
 
         splits, num_items = self.task_splits(cell.split_seed)
         train_rows = None
         if cell.method == "item_mean":  # the training users the fine-tuning job keeps at this fraction and seed
-            from ..downstream_data import subsample_training
+            from ..finetuning.splits import subsample_training
 
             group = get_task(self.spec.task).group_column
             train_rows = subsample_training(splits["train"], cell.fraction, cell.seed, group)
@@ -446,8 +447,8 @@ class ExperimentRunner:
     def task_splits(self, split_seed: int):
         """The task's labelled splits of one user split (built as the fine-tuning job builds them)."""
         if split_seed not in self._splits_cache:
-            from ..finetuning_job import parse_args
-            from ..tasks import get_task
+            from ..finetuning.job import parse_args
+            from ..finetuning.registry import get_task
 
             data_args = parse_args(self.task_argv(split_seed) + ["--output_dir", str(self.output_dir / "tmp")])[0]
             built = get_task(self.spec.task).build_splits(data_args, None)

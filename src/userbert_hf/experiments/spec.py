@@ -2,7 +2,7 @@
 
 ```yaml
 name: movielens_ctr
-task: ctr                      # a task of userbert_hf.tasks
+task: ctr                      # a task of userbert_hf.finetuning
 data: movielens
 preset: nrms                   # the user model of every method (pre-trained or from scratch)
 split_seeds: [0, 1, 2]         # user splits (--split_seed)
@@ -51,7 +51,7 @@ from pathlib import Path
 import yaml
 
 from ..pretraining.objectives import OBJECTIVES
-from ..tasks import TASK_REGISTRY, get_task
+from ..finetuning.registry import TASK_REGISTRY, get_task
 from .baselines import BASELINES
 
 # The objective of each published recipe (``recipe:`` in a method's settings; userbert_hf.pretraining.recipes).

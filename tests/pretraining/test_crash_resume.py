@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parent / "scripts" / "crash_pretrain.py"
+SCRIPT = Path(__file__).parents[1] / "scripts" / "crash_pretrain.py"
 
 
 def _losses(path: Path) -> dict[int, tuple[float, float]]:

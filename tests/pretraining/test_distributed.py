@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).parent / "scripts" / "ddp_pretrain.py"
+SCRIPT = Path(__file__).parents[1] / "scripts" / "ddp_pretrain.py"
 
 
 def _free_port() -> int:
@@ -94,7 +94,7 @@ def test_baseline_objectives_two_processes_match_one(tmp_path, objective):
 @pytest.mark.slow
 def test_gather_with_gradients_takes_unequal_rows_per_rank(tmp_path):
     # CP views and the uniformity term are gathered across ranks; a rank may hold fewer users (a short last batch).
-    script = Path(__file__).parent / "scripts" / "gather_unequal.py"
+    script = Path(__file__).parents[1] / "scripts" / "gather_unequal.py"
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
           str(script), str(tmp_path)], tmp_path)
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))

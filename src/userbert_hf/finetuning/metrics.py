@@ -15,8 +15,9 @@ imported when used):
   :class:`RankingAccumulator`, :func:`compute_ranks` and
   :func:`metrics_from_ranks` (HR@k, NDCG@k, MRR).
 
-Finally, ``make_*_compute_metrics`` build ``compute_metrics`` callables for the
-Hugging Face :class:`transformers.Trainer`.
+The ``make_*_compute_metrics`` factories that build ``compute_metrics`` callables for the Hugging Face
+:class:`transformers.Trainer` live with their tasks (``finetuning.ctr``, ``finetuning.news``,
+``finetuning.next_item``, ``finetuning.user_classification``).
 
 Conventions
 -----------
@@ -33,7 +34,7 @@ Conventions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,9 +53,6 @@ __all__ = [
     "metrics_from_ranks",
     "full_ranking_metrics",
     "RankingAccumulator",
-    "make_news_compute_metrics",
-    "make_ctr_compute_metrics",
-    "make_next_item_compute_metrics",
 ]
 
 ArrayLike = Any  # np.ndarray | torch.Tensor | Sequence[float]
@@ -650,7 +648,7 @@ def full_ranking_metrics(
 
 
 # --------------------------------------------------------------------------
-# transformers.Trainer compute_metrics factories
+# helpers of the tasks' compute_metrics factories (ctr, news, next_item modules)
 # --------------------------------------------------------------------------
 
 
@@ -670,119 +668,3 @@ def _floats(d: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in d.items()}
 
 
-def make_news_compute_metrics(
-    ks: Sequence[int] = (5, 10), ignore_index: int = IGNORE_INDEX
-) -> Callable[[Any], dict[str, float]]:
-    """``compute_metrics`` for padded news-recommendation impressions.
-
-    Expects ``predictions`` of shape ``(n_impressions, max_candidates)`` and
-    ``label_ids`` of the same shape with ``ignore_index`` (-100) marking padding
-    (the Trainer pads across batches with -100 too).  Each row is stripped of
-    its padded positions and :func:`impression_metrics` is returned as floats.
-    Rows without any valid label are dropped.
-
-    Example:
-        >>> from transformers import EvalPrediction
-        >>> fn = make_news_compute_metrics()
-        >>> ep = EvalPrediction(predictions=np.array([[0.9, 0.8, 0.1, 0.3], [0.2, 0.7, -100, -100]]),
-        ...                     label_ids=np.array([[1, 0, 0, 1], [0, 1, -100, -100]]))
-        >>> fn(ep)["auc"]
-        0.875
-    """
-
-    def compute_metrics(eval_pred: Any) -> dict[str, float]:
-        preds, labels = _unpack_eval_prediction(eval_pred)
-        preds = _to_numpy(preds)
-        labels = _to_numpy(labels)
-        if preds.ndim == 1:
-            preds, labels = preds[None], labels[None]
-        if preds.shape[0] != labels.shape[0]:
-            raise ValueError(f"predictions/labels row mismatch: {preds.shape[0]} != {labels.shape[0]}")
-        width = min(preds.shape[1], labels.shape[1])
-        preds, labels = preds[:, :width], labels[:, :width]
-        valid = labels != ignore_index  # (n, width); rows without a valid label are dropped
-        kept, rows = np.unique(np.nonzero(valid)[0], return_inverse=True)  # row-major: impressions contiguous
-        y = _binary_labels(labels[valid])
-        return _floats(_flat_impression_metrics(rows.reshape(-1), y, _scores_1d(preds[valid], y.shape[0]), ks, len(kept)))
-
-    return compute_metrics
-
-
-def make_ctr_compute_metrics(
-    from_logits: bool = True, ignore_index: int = IGNORE_INDEX
-) -> Callable[[Any], dict[str, float]]:
-    """``compute_metrics`` for binary CTR prediction.
-
-    ``predictions`` are logits (or probabilities with ``from_logits=False``) of
-    shape ``(n,)`` or ``(n, 1)``; two-class logits ``(n, 2)`` are reduced to
-    the log-odds ``z1 - z0``.  ``label_ids`` is ``(n,)``; rows labelled
-    ``ignore_index`` are dropped.  Returns :func:`ctr_metrics` as floats
-    (``auc_undefined`` becomes 0.0/1.0).
-
-    Example:
-        >>> fn = make_ctr_compute_metrics()
-        >>> fn((np.array([[2.0], [1.0], [-2.0], [-1.0]]), np.array([1, 0, 0, 1])))["auc"]
-        0.75
-    """
-
-    def compute_metrics(eval_pred: Any) -> dict[str, float]:
-        preds, labels = _unpack_eval_prediction(eval_pred)
-        preds = _to_numpy(preds).astype(np.float64)
-        labels = _to_numpy(labels).reshape(-1)
-        if preds.ndim == 2 and preds.shape[1] == 2:
-            if not from_logits:
-                preds = preds[:, 1]
-            else:
-                preds = preds[:, 1] - preds[:, 0]
-        preds = preds.reshape(-1)
-        if preds.shape[0] != labels.shape[0]:
-            raise ValueError(f"predictions/labels length mismatch: {preds.shape[0]} != {labels.shape[0]}")
-        keep = labels != ignore_index
-        return _floats(ctr_metrics(labels[keep], preds[keep], from_logits=from_logits))
-
-    return compute_metrics
-
-
-def make_next_item_compute_metrics(
-    ks: Sequence[int] = (5, 10, 20),
-    pad_id: int | None = 0,
-    ignore_index: int = IGNORE_INDEX,
-    chunk_size: int = 1024,
-) -> Callable[[Any], dict[str, float]]:
-    """``compute_metrics`` for next-item prediction (full ranking).
-
-    Two layouts of ``predictions`` are supported:
-
-    * 1-D ``(n,)`` (or ``(n, 1)``): the 0-based rank of the target, already
-      computed inside the model (cheap: no score matrix leaves the GPU).
-      Negative values (e.g. Trainer padding -100) are dropped; ``label_ids``
-      is ignored.
-    * 2-D ``(n, n_items)``: full score matrix, ranked against ``label_ids``
-      ``(n,)`` (target item ids; rows equal to ``ignore_index`` dropped) with
-      the ``pad_id`` column excluded.
-
-    Returns :func:`metrics_from_ranks` as floats.
-
-    Example:
-        >>> fn = make_next_item_compute_metrics(ks=(1,))
-        >>> fn((np.array([0, 3, -100]), None))["hr@1"]
-        0.5
-    """
-
-    def compute_metrics(eval_pred: Any) -> dict[str, float]:
-        preds, labels = _unpack_eval_prediction(eval_pred)
-        preds = _to_numpy(preds)
-        if preds.ndim == 1 or (preds.ndim == 2 and preds.shape[1] == 1):
-            ranks = preds.reshape(-1)
-            return _floats(metrics_from_ranks(ranks[ranks >= 0], ks))
-        if preds.ndim != 2:
-            raise ValueError(f"predictions must be 1-D ranks or 2-D scores, got shape {preds.shape}")
-        if labels is None:
-            raise ValueError("label_ids (target item ids) are required with 2-D score predictions")
-        targets = _to_numpy(labels).reshape(-1)
-        keep = targets != ignore_index
-        return _floats(
-            full_ranking_metrics(preds[keep], targets[keep], ks=ks, pad_id=pad_id, chunk_size=chunk_size)
-        )
-
-    return compute_metrics

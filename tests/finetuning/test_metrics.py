@@ -1,4 +1,4 @@
-"""Tests for userbert_hf.metrics (hand-computed cases + sklearn / brute-force cross-checks)."""
+"""Tests for userbert_hf.finetuning.metrics (hand-computed cases + sklearn / brute-force cross-checks)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import ndcg_score as sk_ndcg_score
 
-from userbert_hf import metrics as M
-from userbert_hf.metrics import (
+from userbert_hf.finetuning import metrics as M
+from userbert_hf.finetuning.metrics import (
     RankingAccumulator,
     auc_score,
     average_precision,
@@ -23,13 +23,13 @@ from userbert_hf.metrics import (
     full_ranking_metrics,
     grouped_impression_metrics,
     impression_metrics,
-    make_ctr_compute_metrics,
-    make_news_compute_metrics,
-    make_next_item_compute_metrics,
     metrics_from_ranks,
     mrr_score,
     ndcg_score,
 )
+from userbert_hf.finetuning.ctr import make_ctr_compute_metrics
+from userbert_hf.finetuning.news import make_news_compute_metrics
+from userbert_hf.finetuning.next_item import make_next_item_compute_metrics
 
 LABELS = np.array([1, 0, 0, 1])
 SCORES = np.array([0.9, 0.8, 0.1, 0.3])

@@ -1,6 +1,6 @@
 """``UserBertForPreTraining.forward`` split into one method per loss computes the same numbers as the single
 forward it replaced: the total loss and every component on fixed inputs equal the values that forward gave
-(``fixtures/pretraining_losses.json``, computed once with it: ``python tests/test_pretraining_losses.py``).
+(``fixtures/pretraining_losses.json``, computed once with it: ``python tests/pretraining/test_pretraining_losses.py``).
 Each per-loss method also equals its pure loss function."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from userbert_hf import UserBertConfig, UserBertForPreTraining
 from userbert_hf.modeling_userbert import contrastive_loss_from_scores, in_batch_contrastive_loss, matching_scores
 
-FIXTURE = Path(__file__).parent / "fixtures" / "pretraining_losses.json"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "pretraining_losses.json"
 COMPONENTS = ("loss", "mbp_loss", "bsm_loss", "nbp_loss", "cp_loss", "mbp_accuracy", "bsm_accuracy", "nbp_accuracy",
               "cp_accuracy", "uniformity_loss")
 SIZES = dict(behavior_vocab_size=30, word_vocab_size=40, hidden_size=16, word_embedding_size=12,

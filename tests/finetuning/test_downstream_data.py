@@ -1,4 +1,4 @@
-"""Tests for userbert_hf.downstream_data: splits without leakage, labels checked against the raw files, label
+"""Tests for the fine-tuning splits (userbert_hf.finetuning): splits without leakage, labels checked against the raw files, label
 fractions, MIND npratio rows and the collators' table layout."""
 
 from __future__ import annotations
@@ -12,31 +12,24 @@ import datasets
 import pytest
 import torch
 
-from userbert_hf import downstream_data
+from userbert_hf import finetuning
 from userbert_hf.collation import BehaviorCatalog
 from userbert_hf.data import bundled_movielens_path, load_amazon_beauty, load_mind_impressions, load_movielens
-from userbert_hf.downstream_data import (
-    CTRCollator,
-    NewsRecommendationCollator,
-    NextBehaviorCollator,
+from userbert_hf.finetuning import pretraining_users_for
+from userbert_hf.finetuning.ctr import CTRCollator, build_ctr_dataset
+from userbert_hf.finetuning.news import NewsRecommendationCollator, build_news_dataset, news_training_rows
+from userbert_hf.finetuning.next_item import NextBehaviorCollator, build_next_item_dataset
+from userbert_hf.finetuning.splits import history_cut, pack_candidates, split_users, subsample_training
+from userbert_hf.finetuning.user_classification import (
     UserClassificationCollator,
-    build_ctr_dataset,
-    build_news_dataset,
-    build_next_item_dataset,
     build_user_classification_dataset,
-    history_cut,
     movielens_demo_user_labels,
-    news_training_rows,
-    pack_candidates,
     read_user_labels,
-    split_users,
-    subsample_training,
 )
-from userbert_hf.tasks import pretraining_users_for
 from userbert_hf.vocabulary import BehaviorVocabulary
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-BEAUTY_PATH = (Path(__file__).resolve().parents[1] / ".." / "shared/data/amazon-beauty/Beauty.txt").resolve()
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+BEAUTY_PATH = (Path(__file__).resolve().parents[2] / ".." / "shared/data/amazon-beauty/Beauty.txt").resolve()
 SPLITS = ("train", "validation", "test")
 
 
@@ -58,8 +51,10 @@ def _rows_by_user(split: datasets.Dataset) -> dict[str, list[dict]]:
 
 
 def test_docstring_examples():
-    result = doctest.testmod(downstream_data, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 0
+    for module in (finetuning.splits, finetuning.ctr, finetuning.news, finetuning.next_item,
+                   finetuning.user_classification):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,20 +12,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .assets import build_catalog, check_finite_run, load_user_model_assets
-from .configuration_userbert import PRESETS, UserBertConfig
-from .data import EventLogColumnArguments, column_options, load_behavior_data
-from .job_steps import finish_job, save_loading_files, start_job
-from .sharded_data import load_user_shards
-from .model_card import data_record, example_histories, portable_path, source_dataset_name
-from .modeling_userbert import UserBertForPreTraining
-from .output_dir import OutputDirError, release_output_dir, run_fingerprint
-from .tokenization_userbert import build_word_tokenizer
-from .pretraining.objectives import OBJECTIVES
-from .pretraining.samplers import SAMPLERS
-from .pretraining.trainer import UserBertTrainer, UserBertTrainingArguments
-from .pretraining.recipes import recipe_settings
-from .early_stopping import configure_early_stopping, validate_patience
+from ..assets import build_catalog, check_finite_run, load_user_model_assets
+from ..configuration_userbert import PRESETS, UserBertConfig
+from ..data import EventLogColumnArguments, column_options, load_behavior_data
+from ..job_steps import finish_job, save_loading_files, start_job
+from ..sharded_data import load_user_shards
+from ..model_card import data_record, example_histories, portable_path, source_dataset_name
+from ..modeling_userbert import UserBertForPreTraining
+from ..output_dir import OutputDirError, release_output_dir, run_fingerprint
+from ..tokenization_userbert import build_word_tokenizer
+from .objectives import OBJECTIVES
+from .samplers import SAMPLERS
+from .trainer import UserBertTrainer, UserBertTrainingArguments
+from .recipes import recipe_settings
+from ..early_stopping import configure_early_stopping, validate_patience
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ EXAMPLES = (
 
 
 def build_parser():
-    from .cli import JobArgumentParser
+    from ..cli import JobArgumentParser
 
     return JobArgumentParser(
         (PretrainingDataArguments, PretrainingModelArguments, PretrainingArguments), "pretrain",
@@ -217,7 +217,7 @@ def build_parser():
 def parse_args(argv: list[str] | None = None, parser=None):
     """The job's three argument dataclasses; with ``--recipe`` its options are applied first (see
     :func:`userbert_hf.pretraining.recipes.parse_with_recipe`)."""
-    from .pretraining.recipes import parse_with_recipe
+    from .recipes import parse_with_recipe
 
     return parse_with_recipe(parser or build_parser(), list(sys.argv[1:] if argv is None else argv))
 
@@ -237,7 +237,7 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
     }
     preset = UserBertConfig.from_preset(model_args.preset)
     if getattr(model_args, "behavior_type", None) == "plm":  # the preset's user model over a language model
-        from .plm_encoder import plm_config_fields
+        from ..plm_encoder import plm_config_fields
 
         overrides.update(plm_config_fields(model_args.plm_name_or_path, model_args.plm_trainable_layers))
         preset = UserBertConfig.from_preset(model_args.preset, behavior_type="text")
@@ -305,7 +305,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     # 2. Build the word tokenizer for text behaviours (when pre-training from scratch), or read the language
     #    model's own.
     if not model_args.model_name_or_path and model_args.behavior_type == "plm":
-        from .plm_encoder import load_plm_tokenizer
+        from ..plm_encoder import load_plm_tokenizer
 
         tokenizer = load_plm_tokenizer(model_args.plm_name_or_path)
     elif not model_args.model_name_or_path and PRESETS[model_args.preset.lower()].get("behavior_type") == "text":
@@ -320,12 +320,12 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
     else:
         model = UserBertForPreTraining(build_config(model_args, data_args, vocabulary, tokenizer))
         if model.config.behavior_type == "plm":
-            from .plm_encoder import load_plm_weights
+            from ..plm_encoder import load_plm_weights
 
             load_plm_weights(model, model_args.plm_name_or_path)
     catalog = build_catalog(vocabulary, model.config, tokenizer)
     if model.config.behavior_type == "plm":  # a frozen language model: each text encoded once, then cached
-        from .plm_cache import attach_plm_cache
+        from ..plm_cache import attach_plm_cache
 
         attach_plm_cache(model, catalog, model_args.plm_cache_dir, show_progress_bar=training_args.should_log)
     logger.info("User model: %s parameters, %s", f"{model.num_parameters():,}", model.config.to_diff_dict())

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from userbert_hf import pretraining_job
+from userbert_hf.pretraining import job as pretraining_job
 from userbert_hf.pretraining.recipes import RECIPES, recipe_settings
 from userbert_hf.pretraining.trainer import UserBertTrainingArguments
 

@@ -14,10 +14,10 @@ from transformers import AutoModel
 from userbert_hf import UserBertConfig, UserBertForCTRPrediction, UserBertForPreTraining
 from userbert_hf.assets import save_user_model_assets
 from userbert_hf.data import load_behavior_data, load_movielens
-from userbert_hf.finetuning_job import main
+from userbert_hf.finetuning.job import main
 from userbert_hf.tokenization_userbert import build_word_tokenizer
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TINY_MODEL = ["--hidden_size", "16", "--attention_query_size", "8", "--num_attention_heads", "2",
               "--max_behaviors", "20"]
 QUICK = ["--max_steps", "4", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "32",

@@ -31,19 +31,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from transformers import TrainingArguments
 
-from .assets import build_catalog, check_finite_run, load_user_model_assets
-from .configuration_userbert import PRESETS, UserBertConfig
-from .data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
-from .downstream_data import split_statistics
-from .early_stopping import configure_early_stopping, validate_patience
-from .finetuning_optim import FinetuningTrainer
-from .job_steps import finish_job, save_loading_files, start_job
-from .model_card import data_record, example_histories, portable_path, usage_snippet
-from .output_dir import OutputDirError, release_output_dir, run_fingerprint
-from .pretraining.trainer import validate_training_length
-from .tasks import TASK_REGISTRY, get_task, pretraining_users_for
-from .tokenization_userbert import build_word_tokenizer
-from .vocabulary import BehaviorVocabulary
+from ..assets import build_catalog, check_finite_run, load_user_model_assets
+from ..configuration_userbert import PRESETS, UserBertConfig
+from ..data import BehaviorData, EventLogColumnArguments, column_options, load_behavior_data, load_mind_impressions, save_behavior_data
+from .splits import split_statistics
+from ..early_stopping import configure_early_stopping, validate_patience
+from .optim import FinetuningTrainer
+from ..job_steps import finish_job, save_loading_files, start_job
+from ..model_card import data_record, example_histories, portable_path, usage_snippet
+from ..output_dir import OutputDirError, release_output_dir, run_fingerprint
+from ..pretraining.trainer import validate_training_length
+from .registry import TASK_REGISTRY, get_task, pretraining_users_for
+from ..tokenization_userbert import build_word_tokenizer
+from ..vocabulary import BehaviorVocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class FinetuningModelArguments:
     )
 
     def __post_init__(self):
-        from .pretraining_job import PretrainingModelArguments
+        from ..pretraining.job import PretrainingModelArguments
 
         pretraining = PretrainingModelArguments()
         for name in ("hidden_size", "attention_query_size", "num_attention_heads", "dropout", "matching_similarity",
@@ -283,7 +283,7 @@ EXAMPLES = (
 
 
 def build_parser():
-    from .cli import JobArgumentParser
+    from ..cli import JobArgumentParser
 
     return JobArgumentParser(
         (FinetuningDataArguments, FinetuningModelArguments, FinetuningArguments), "finetune",
@@ -322,7 +322,7 @@ def load_task_data(data_args: FinetuningDataArguments, vocabulary: BehaviorVocab
 def export_pretraining_data(data_args: FinetuningDataArguments, vocabulary: BehaviorVocabulary | None) -> str:
     """Write the users' behaviour sequences that pre-training may see for this task (``save_behavior_data``)."""
     if data_args.task == "news":
-        from .data import load_mind
+        from ..data import load_mind
 
         data = load_mind(data_args.data, max_behaviors=None, vocabulary=vocabulary, strict=data_args.strict_data)
     else:
@@ -421,7 +421,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             raise ValueError(f"preset {source!r} encodes behaviour texts but {data_args.data} has none; use an ID "
                              "preset (gru4rec, bert4rec, sasrec)")
     if from_scratch and behavior_type == "plm":  # the language model's own tokenizer
-        from .plm_encoder import load_plm_tokenizer, plm_config_fields
+        from ..plm_encoder import load_plm_tokenizer, plm_config_fields
 
         tokenizer = load_plm_tokenizer(model_args.plm_name_or_path)
         overrides.update(plm_config_fields(model_args.plm_name_or_path, model_args.plm_trainable_layers or 0))
@@ -449,7 +449,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         )
         model = head(config)
         if behavior_type == "plm":
-            from .plm_encoder import load_plm_weights
+            from ..plm_encoder import load_plm_weights
 
             load_plm_weights(model, model_args.plm_name_or_path)
     else:
@@ -465,7 +465,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
                              "user model's own behaviour encoder); fine-tune the whole model instead")
     catalog = build_catalog(vocabulary, model.config, tokenizer)
     if model.config.behavior_type == "plm":  # a frozen language model: each text encoded once, then cached
-        from .plm_cache import attach_plm_cache
+        from ..plm_cache import attach_plm_cache
 
         attach_plm_cache(model, catalog, model_args.plm_cache_dir, show_progress_bar=training_args.should_log)
     logger.info("%s from %s: %s parameters (%s trainable)", head.__name__, "scratch" if from_scratch else source,
@@ -541,7 +541,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         dataset_name=dataset_name,
         data_description=(
             f"`{settings['data']}`" + (f" (test: `{settings['test_data']}`)" if data_args.test_data else "")
-            + f", split with `userbert_hf.downstream_data`:\n\n```\n{json.dumps(stats, indent=2)}\n```"
+            + f", split with `userbert_hf.finetuning`:\n\n```\n{json.dumps(stats, indent=2)}\n```"
         ),
         metrics=card_metrics(task, test_metrics),
         task_type=task_type,

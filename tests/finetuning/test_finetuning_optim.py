@@ -12,8 +12,8 @@ from transformers import TrainingArguments
 from userbert_hf import UserBertConfig, UserBertForCTRPrediction, UserBertForPreTraining
 from userbert_hf.assets import save_user_model_assets
 from userbert_hf.data import load_movielens
-from userbert_hf.finetuning_job import FinetuningArguments, main
-from userbert_hf.finetuning_optim import FinetuningTrainer, user_model_parameter_names
+from userbert_hf.finetuning.job import FinetuningArguments, main
+from userbert_hf.finetuning.optim import FinetuningTrainer, user_model_parameter_names
 from userbert_hf.tokenization_userbert import build_word_tokenizer
 
 QUICK = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "32", "--eval_strategy", "no",

@@ -46,7 +46,7 @@ def test_malformed_shards_are_named(movielens, tmp_path):
 
 
 def test_pretraining_job_reads_a_shard_folder(movielens, tmp_path):
-    from userbert_hf.pretraining_job import main
+    from userbert_hf.pretraining.job import main
 
     write_user_shards(movielens.users, tmp_path / "shards", rows_per_shard=300)
     movielens.vocabulary.save(tmp_path / "shards")

@@ -145,7 +145,7 @@ api = HfApi()
 api.create_repo("org/events", repo_type="dataset")
 api.upload_file(path_or_fileobj=io.BytesIO({payload!r}),
                 path_in_repo="data/train.csv", repo_id="org/events", repo_type="dataset")
-from userbert_hf.pretraining_job import main
+from userbert_hf.pretraining.job import main
 metrics = main(["--data", "org/events", "--user_column", "user", "--item_column", "item", "--preset", "gru4rec",
                 "--max_steps", "1", "--behavior_pool_size", "10", "--sequence_pool_size", "4",
                 "--output_dir", sys.argv[1], "--hidden_size", "16", "--use_cpu", "--disable_tqdm", "true",
@@ -333,8 +333,8 @@ NAMED = ["--user_column", "user", "--item_column", "item", "--time_column", "tim
 
 def test_cli_pretrain_embed_finetune_on_a_log_with_named_columns(tmp_path):
     from userbert_hf.embedding_export import main as embed_main
-    from userbert_hf.finetuning_job import main as finetune_main
-    from userbert_hf.pretraining_job import main as pretrain_main
+    from userbert_hf.finetuning.job import main as finetune_main
+    from userbert_hf.pretraining.job import main as pretrain_main
 
     log = tmp_path / "events.csv"
     write_cli_log(log)
