@@ -31,7 +31,7 @@ from pathlib import Path
 
 SNAPSHOT = Path(__file__).with_name("cli_help.json")
 PACKAGE_DIR = Path(__file__).resolve().parent
-JOBS = {"pretrain": "userbert_hf.pretraining_job", "finetune": "userbert_hf.finetuning_job"}  # with build_parser()
+JOBS = {"pretrain": "userbert_hf.pretraining.job", "finetune": "userbert_hf.finetuning.job"}  # with build_parser()
 COMMANDS = tuple(JOBS)
 WIDTH = 100
 ALWAYS = ("cli.py", "help_snapshot.py", "configuration_userbert.py")
