@@ -40,6 +40,8 @@ def test_paper_recipe_run_records_the_papers_settings(tmp_path):
     assert settings["recipe"] == "paper" and config["recipe"] == "paper"
     assert {k: settings[k] for k in PAPER} == PAPER
     assert settings["recipe_overrides"] == {}
+    # the published budget is trained in full: no stopping on held-out users, whatever the job's default
+    assert settings["early_stopping_patience"] == 0 and settings["steps_trained"] == settings["max_steps"]
     # 2 steps: the scaled rate 1e-5 x 15,625 / 2 is capped at 1e-3
     assert settings["learning_rate"] == 1e-3
     for key in ("matching_similarity", "matching_temperature", "uniformity_loss_weight", "mbp_query", "dropout"):

@@ -58,6 +58,8 @@ PAPER_STEPS_PER_PASS = 500_000 // 32  # 500,000 pre-training users at batch size
 KERAS_ADAM = {
     "optim": "adamw_torch", "weight_decay": 0.0, "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-7,
     "lr_scheduler_type": "constant", "warmup_steps": 0, "max_grad_norm": 0.0,
+    # the published runs train for their whole budget: no stopping on held-out users (the job's default)
+    "early_stopping_patience": 0,
 }
 
 
