@@ -170,6 +170,16 @@ def test_spec_from_yaml_and_errors(tmp_path):
             ExperimentSpec(name="x", task="ctr", seeds=[1, 2, 3], label_fractions=[0.1, 1.0], fraction_seeds=bad)
     with pytest.raises(ValueError, match="item_mean"):
         ExperimentSpec(name="x", task="next_item", baselines=["item_mean"])
+    # fraction_split_seeds: fewer user splits at a costly fraction, only among the grid's splits and fractions.
+    fewer = ExperimentSpec(name="x", task="ctr", split_seeds=[0, 1, 2], seeds=[1], label_fractions=[0.1, 1.0],
+                           methods={"none": {}}, baselines=["item_mean"], fraction_split_seeds={1.0: [0]})
+    assert [(c.kind, c.split_seed, c.fraction) for c in fewer.cells()] == [
+        ("finetune", 0, 0.1), ("finetune", 1, 0.1), ("finetune", 2, 0.1), ("finetune", 0, 1.0),
+        ("baseline", 0, 0.1), ("baseline", 0, 1.0), ("baseline", 1, 0.1), ("baseline", 2, 0.1)]
+    for bad in ({1.0: [3]}, {0.25: [0]}, {1.0: []}):
+        with pytest.raises(ValueError, match="fraction_split_seeds"):
+            ExperimentSpec(name="x", task="ctr", split_seeds=[0, 1, 2], label_fractions=[0.1, 1.0],
+                           fraction_split_seeds=bad)
 
 
 def test_jobs_get_the_same_architecture_and_the_pretraining_export():

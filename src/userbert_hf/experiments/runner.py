@@ -276,8 +276,9 @@ class ExperimentRunner:
 
     def is_reference(self, cell: Cell) -> bool:
         """The run whose model card goes into ``model_cards/``: first split, first seed, all labels."""
-        return (cell.split_seed == self.spec.split_seeds[0] and cell.seed == self.spec.seeds[0]
-                and cell.fraction == max(self.spec.label_fractions)
+        top = max(self.spec.label_fractions)
+        return (cell.split_seed == self.spec.split_seeds_for(top)[0] and cell.seed == self.spec.seeds_for(top)[0]
+                and cell.fraction == top
                 and cell.pretrain_seed in (None, self.spec.effective_pretrain_seeds[0]))
 
     # ------------------------------------------------------------------ argv of the jobs

@@ -20,6 +20,7 @@ pretraining_args: {max_steps: 200}
 finetuning_args: {num_train_epochs: 3}
 fraction_args: {0.1: {num_train_epochs: 10}}   # per label fraction, over finetuning_args
 fraction_seeds: {1.0: [1]}     # per label fraction, a subset of seeds (default: all; cheaper all-label runs)
+fraction_split_seeds: {1.0: [0]}  # per label fraction, a subset of split_seeds (default: all; cheaper all-label runs)
 pretrain_seeds: [0, 1, 2]      # each method pre-trained once per seed, shared over splits (default: see below)
 mf_args: {factors: 32, epochs: 20}
 ```
@@ -120,6 +121,7 @@ class ExperimentSpec:
     finetuning_args: dict = field(default_factory=dict)
     fraction_args: dict = field(default_factory=dict)
     fraction_seeds: dict = field(default_factory=dict)
+    fraction_split_seeds: dict = field(default_factory=dict)
     pretrain_per_split: bool | None = None  # legacy layout only (no pretrain_seeds): default true
     pretrain_seeds: list[int] | None = None
     mf_args: dict = field(default_factory=dict)
@@ -157,6 +159,12 @@ class ExperimentSpec:
             if fraction not in self.label_fractions or not seeds or set(seeds) - set(self.seeds):
                 raise ValueError(f"{where}: fraction_seeds[{fraction:g}] = {seeds} must name a fraction of "
                                  f"label_fractions {self.label_fractions} and a non-empty subset of seeds {self.seeds}")
+        self.fraction_split_seeds = {float(k): list(v or []) for k, v in (self.fraction_split_seeds or {}).items()}
+        for fraction, splits in self.fraction_split_seeds.items():
+            if fraction not in self.label_fractions or not splits or set(splits) - set(self.split_seeds):
+                raise ValueError(f"{where}: fraction_split_seeds[{fraction:g}] = {splits} must name a fraction of "
+                                 f"label_fractions {self.label_fractions} and a non-empty subset of split_seeds "
+                                 f"{self.split_seeds}")
         if self.pretrain_seeds is not None:
             seeds = self.pretrain_seeds
             if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(x, int) for x in seeds):
@@ -222,7 +230,7 @@ class ExperimentSpec:
         cells += [Cell("pretrain", m, s, pretrain_seed=p) for p in pseeds for s in splits
                   for m in self.pretrained_methods]
         for f in self.label_fractions:
-            for s in self.split_seeds:
+            for s in self.split_seeds_for(f):
                 for seed in self.seeds_for(f):
                     for m in self.methods:
                         cells += [Cell("finetune", m, s, seed, f, pretrain_seed=None if m == NO_PRETRAINING else p)
@@ -231,12 +239,16 @@ class ExperimentSpec:
             cells += [Cell("baseline", b, s) for b in self.label_free_baselines]
             if "item_mean" in self.baselines:
                 cells += [Cell("baseline", "item_mean", s, seed, f) for f in self.label_fractions
-                          for seed in self.seeds_for(f)]
+                          if s in self.split_seeds_for(f) for seed in self.seeds_for(f)]
         return cells
 
     def seeds_for(self, fraction: float) -> list[int]:
         """The fine-tuning seeds run at a label fraction (``fraction_seeds``, else every seed)."""
         return self.fraction_seeds.get(float(fraction), self.seeds)
+
+    def split_seeds_for(self, fraction: float) -> list[int]:
+        """The user splits fine-tuned at a label fraction (``fraction_split_seeds``, else every split)."""
+        return self.fraction_split_seeds.get(float(fraction), self.split_seeds)
 
 
 def method_objective(method: str, settings: dict | None) -> str:
