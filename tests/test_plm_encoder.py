@@ -209,7 +209,8 @@ def test_lower_layer_state_file_is_written_once_and_reused(minilm, tmp_path, cap
     vocabulary = _vocabulary(TITLES)
     encoded = []
     original = UserBertPlmEncoder.lower_states
-    monkeypatch.setattr(UserBertPlmEncoder, "lower_states", lambda self, ids: encoded.append(len(ids)) or original(self, ids))
+    monkeypatch.setattr(UserBertPlmEncoder, "lower_states",
+                        lambda self, ids: encoded.append(len(ids)) or original(self, ids))
     model, encoder, catalog = _tuned_top(minilm, vocabulary)
     assert attach_plm_cache(model, catalog, str(tmp_path), show_progress_bar=False)
     files = list(tmp_path.rglob("*.safetensors"))

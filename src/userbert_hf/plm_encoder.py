@@ -305,7 +305,8 @@ class UserBertPlmEncoder(nn.Module):
         whatever the encoder puts there (they never reach a token's state nor the pooling)."""
         mask = token_ids != 0  # (N, W)
         with torch.no_grad():
-            out = self.plm(input_ids=(token_ids - 1).clamp(min=0), attention_mask=mask.long(), output_hidden_states=True)
+            out = self.plm(input_ids=(token_ids - 1).clamp(min=0), attention_mask=mask.long(),
+                           output_hidden_states=True)
         return out.hidden_states[self.frozen_layers]  # (N, W, D)
 
     def top_layers(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
