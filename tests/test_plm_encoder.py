@@ -145,6 +145,102 @@ def test_cached_vectors_equal_the_encoder_and_a_second_run_reads_the_cache(minil
     assert len(list(path.parent.glob("*.safetensors"))) == 2
 
 
+def _tuned_top(minilm, vocabulary, layers: int = 2) -> tuple[UserBertModel, UserBertPlmEncoder, torch.Tensor]:
+    """A model whose MiniLM learns its top ``layers`` layers, its encoder and its catalog's token rows (V, W)."""
+    model = _model(minilm, vocabulary, plm_trainable_layers=layers)
+    catalog = build_catalog(vocabulary, model.config, load_plm_tokenizer(minilm))
+    return model, plm_encoders(model)[0], catalog
+
+
+def test_lower_layer_states_give_the_full_encoders_outputs_and_gradients(minilm, tmp_path):
+    """With the top 2 of 6 layers tuned, running only the top layers on the cached states of the 4 frozen ones
+    gives the full encoder's outputs and the same gradients of the top layers and the projection. In eval mode on
+    rows of several lengths (padding), an empty row and a row the cache lacks; in training mode (same seed) on
+    cached rows: the frozen part has no dropout, so the top layers draw the same dropout masks."""
+    model, encoder, catalog = _tuned_top(minilm, _vocabulary(TITLES))
+    new = encode_plm_texts(load_plm_tokenizer(minilm), ["Balto (1995) Animation"], 16)  # (1, 16) not cached
+    mixed = torch.cat([catalog.token_ids[[3, 0, 6, 0, 2]], new])  # (6, 16): padding row 0, lengths differ
+    cached = catalog.token_ids[[3, 1, 6, 2]]  # (4, 16)
+    learning = [p for p in encoder.parameters() if p.requires_grad]
+
+    def run(train: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        encoder.train(train)
+        encoder.zero_grad()
+        torch.manual_seed(1)
+        out = encoder(cached if train else mixed)  # (n, 16)
+        (out * torch.arange(1.0, 17.0)).sum().backward()
+        return out.detach(), [p.grad.clone() for p in learning]
+
+    expected = {mode: run(mode) for mode in (False, True)}
+    assert attach_plm_cache(model, catalog, str(tmp_path), show_progress_bar=False)
+    assert encoder.cache_size == len(catalog.token_ids)
+    for mode in (False, True):
+        out, grads = run(mode)
+        torch.testing.assert_close(out, expected[mode][0], atol=1e-5, rtol=0)
+        for grad, reference in zip(grads, expected[mode][1]):
+            torch.testing.assert_close(grad, reference, atol=1e-5, rtol=1e-4)  # gradients up to ~10
+    assert len(learning) > 2
+    encoder.eval()
+    assert not torch.allclose(encoder(cached), expected[True][0], atol=1e-3)  # dropout did act in training
+
+
+def test_lower_layers_do_not_run_in_a_training_step_with_the_state_cache(minilm, tmp_path):
+    """A training step (forward and backward over a behaviour table) with the state cache attached calls neither
+    the embeddings nor the 4 frozen layers; the 2 top layers run."""
+    model, encoder, catalog = _tuned_top(minilm, _vocabulary(TITLES))
+    attach_plm_cache(model, catalog, str(tmp_path), show_progress_bar=False)
+    calls = {}
+    layers = encoder.encoder_layers()
+    for name, module in [("embeddings", encoder.plm.embeddings), *((f"layer{i}", m) for i, m in enumerate(layers))]:
+        module.register_forward_hook(lambda m, args, out, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+    model.train()
+    table = catalog.table_inputs(torch.tensor([0, 1, 2, 3, 4, 5, 6]))["behavior_token_ids"]  # (7, W)
+    model.encode_behaviors(behavior_token_ids=table).sum().backward()
+    assert calls == {"layer4": 1, "layer5": 1}
+    assert layers[5].output.dense.weight.grad is not None and layers[3].output.dense.weight.grad is None
+
+
+def test_lower_layer_state_file_is_written_once_and_reused(minilm, tmp_path, caplog, monkeypatch):
+    """The first attach encodes each text once through the frozen part and writes one file (keyed by the 4 frozen
+    layers and their weights); a second model reads it without encoding, also after its top layers changed; an
+    encoder with 3 frozen layers gets its own file; states above the memory bound are not cached (logged)."""
+    from userbert_hf.plm_state_cache import lower_key
+
+    vocabulary = _vocabulary(TITLES)
+    encoded = []
+    original = UserBertPlmEncoder.lower_states
+    monkeypatch.setattr(UserBertPlmEncoder, "lower_states",
+                        lambda self, ids: encoded.append(len(ids)) or original(self, ids))
+    model, encoder, catalog = _tuned_top(minilm, vocabulary)
+    assert attach_plm_cache(model, catalog, str(tmp_path), show_progress_bar=False)
+    files = list(tmp_path.rglob("*.safetensors"))
+    assert sum(encoded) == len(TITLES) and len(files) == 1 and files[0].parent.name.startswith("lower4-")
+    from safetensors.torch import load_file
+
+    stored = load_file(str(files[0]))
+    assert stored["states"].dtype == torch.float32 and stored["states"].shape == (int(stored["lengths"].sum()), 384)
+
+    second, second_encoder, _ = _tuned_top(minilm, vocabulary)
+    with torch.no_grad():
+        second_encoder.encoder_layers()[5].output.dense.weight.add_(0.1)  # tuned top layers: same frozen part
+    assert lower_key(second_encoder) == lower_key(encoder)
+    encoded.clear()
+    with caplog.at_level(logging.INFO, logger="userbert_hf.plm_state_cache"):
+        assert attach_plm_cache(second, catalog, str(tmp_path), show_progress_bar=False)
+    assert encoded == [] and "read the states of 7 behaviours" in caplog.text
+    assert list(tmp_path.rglob("*.safetensors")) == files
+
+    third, _, _ = _tuned_top(minilm, vocabulary, layers=3)
+    assert attach_plm_cache(third, catalog, str(tmp_path), show_progress_bar=False)
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 2
+
+    monkeypatch.setenv("USERBERT_PLM_STATE_CACHE_GB", "0.00001")  # about 10 kB
+    fourth, fourth_encoder, _ = _tuned_top(minilm, vocabulary)
+    with caplog.at_level(logging.INFO, logger="userbert_hf.plm_state_cache"):
+        assert not attach_plm_cache(fourth, catalog, str(tmp_path / "small"), show_progress_bar=False)
+    assert fourth_encoder.cache_size == 0 and "not cached" in caplog.text and not (tmp_path / "small").exists()
+
+
 def _small_movielens(folder: Path, movies: int = 60, users: int = 40) -> Path:
     """The bundled MovieLens restricted to its first ``movies`` movies and the first ``users`` users rating them."""
     folder.mkdir()

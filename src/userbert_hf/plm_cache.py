@@ -11,6 +11,9 @@ the same encoder (fine-tuning data with new titles) reuses the rows of the files
 the new texts. Pre-training, the sampler's pools, fine-tuning and ``encode()`` all read the attached vectors
 through the model's behaviour encoder; rows it does not hold are encoded on the fly.
 
+With the top k layers tuned, the token states of the frozen lower layers are cached instead
+(``plm_state_cache.py``; :func:`attach_plm_cache` attaches either).
+
 Default folder: ``$USERBERT_CACHE`` or ``~/.cache/userbert_hf/plm`` (``--plm_cache_dir`` overrides it).
 """
 
@@ -137,9 +140,10 @@ def cached_vectors(encoder: UserBertPlmEncoder, catalog: BehaviorCatalog, cache_
 
 def attach_plm_cache(model: torch.nn.Module, catalog: BehaviorCatalog, cache_dir: str | None = None,
                      show_progress_bar: bool = True) -> bool:
-    """Give every frozen PLM behaviour encoder of ``model`` the cached vectors of ``catalog``'s behaviours
-    (computing and storing them on first use). Returns whether any encoder got a cache; a model without a
-    frozen PLM encoder is left as it is.
+    """Give every frozen PLM behaviour encoder of ``model`` the cached vectors of ``catalog``'s behaviours, and
+    every encoder whose top k < L layers learn the cached token states of its frozen lower part
+    (``plm_state_cache.py``), computing and storing them on first use. Returns whether any encoder got a cache; a
+    model without such an encoder (or whose states would be too large) is left as it is.
 
     Example:
 
@@ -148,9 +152,14 @@ def attach_plm_cache(model: torch.nn.Module, catalog: BehaviorCatalog, cache_dir
     True
     ```
     """
+    from .plm_state_cache import attach_lower_states
+
     attached = False
     for encoder in plm_encoders(model):
-        if not encoder.frozen or catalog.token_ids is None:
+        if catalog.token_ids is None:
+            continue
+        if not encoder.frozen:
+            attached |= attach_lower_states(encoder, catalog, cache_dir or default_cache_dir(), show_progress_bar)
             continue
         vectors, _, _ = cached_vectors(encoder, catalog, cache_dir, show_progress_bar)
         encoder.attach_cache(catalog.token_ids, vectors)

@@ -11,12 +11,16 @@ undoes the shift.
 
 A frozen encoder gives each text the same pooled vector forever, so those vectors can be computed once per
 vocabulary and looked up (:meth:`UserBertPlmEncoder.attach_cache`; ``plm_cache.py`` builds and stores them).
-Rows the cache does not hold (new behaviours at inference) are encoded on the fly.
+With the top k layers tuned (0 < k < L layers), the frozen lower part (embeddings + the first L - k layers) gives
+each text the same token states forever: those can be attached instead
+(:meth:`UserBertPlmEncoder.attach_state_cache`; ``plm_state_cache.py``), and a step runs only the top k layers,
+the pooling and the projection. Rows a cache does not hold (new behaviours at inference) are encoded on the fly.
 
 This file is copied next to saved checkpoints with ``modeling_userbert.py`` and must only import its siblings
 relatively.
 
-Shapes: N behaviour texts, W token columns, D the encoder's hidden size, H the user model's hidden size.
+Shapes: N behaviour texts, W token columns, D the encoder's hidden size, H the user model's hidden size, T the
+tokens of a cached vocabulary (padding excluded).
 """
 
 from __future__ import annotations
@@ -135,6 +139,30 @@ def _row_hashes(token_ids: torch.Tensor) -> torch.Tensor:
     return (token_ids * weights).sum(-1)  # (N,) int64 arithmetic wraps around
 
 
+class _RowIndex:
+    """Exact lookup of shifted token rows (K, W) held by a cache: a sorted hash, then an equality check, so that
+    a hash collision never matches. Kept on the CPU."""
+
+    def __init__(self, token_ids: torch.Tensor):
+        self.token_ids = token_ids.cpu()  # (K, Wc)
+        self.hashes, self.order = torch.sort(_row_hashes(self.token_ids))  # (K,), (K,)
+
+    def __len__(self) -> int:
+        return int(self.token_ids.shape[0])
+
+    def find(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(found (N,) bool, rows (N,) long)`` on the CPU: whether each row is held and its cache row (only
+        meaningful where found)."""
+        asked = token_ids.cpu()  # (N, W)
+        query = _row_hashes(asked)  # (N,)
+        slot = torch.searchsorted(self.hashes, query).clamp(max=len(self.hashes) - 1)  # (N,)
+        rows = self.order[slot]  # (N,) candidate cache rows
+        width = max(asked.shape[1], self.token_ids.shape[1])
+        candidate = nn.functional.pad(self.token_ids[rows], (0, width - self.token_ids.shape[1]))  # (N, width)
+        asked = nn.functional.pad(asked, (0, width - asked.shape[1]))  # (N, width)
+        return (self.hashes[slot] == query) & (candidate == asked).all(-1), rows
+
+
 # ----------------------------------------------------------------------------------------------
 # The encoder module.
 # ----------------------------------------------------------------------------------------------
@@ -144,8 +172,10 @@ class UserBertPlmEncoder(nn.Module):
     """A pre-trained language model as behaviour encoder: tokens -> encoder -> pooling -> projection to H.
 
     The encoder is built from ``config.plm_config`` (no download; its weights come with the user model's
-    ``model.safetensors``, or from :func:`load_plm_weights` when a new model is built). A frozen encoder
-    (``plm_trainable_layers=0``) always runs in eval mode (no dropout), so its pooled vectors can be cached.
+    ``model.safetensors``, or from :func:`load_plm_weights` when a new model is built). What does not learn runs
+    in eval mode (no dropout): the whole encoder when frozen (``plm_trainable_layers=0``), so its pooled vectors
+    can be cached, and the embeddings and lower layers when only the top k layers learn, so their token states can
+    be cached.
 
     Example:
 
@@ -168,9 +198,10 @@ class UserBertPlmEncoder(nn.Module):
         self.plm = AutoModel.from_config(encoder_config)
         self.pooling = config.plm_pooling
         self.projection = nn.Linear(encoder_config.hidden_size, config.hidden_size)
+        self._cache = None  # (_RowIndex, vectors (K, D)) of a frozen encoder; not saved
+        self._state_cache = None  # (_RowIndex, states (T, D), offsets (K,)) of the frozen lower part; not saved
         self.trainable_layers = config.plm_trainable_layers
         self.set_trainable_layers(self.trainable_layers)
-        self._cache = None  # (hashes sorted (K,), order (K,), token ids (K, Wc), vectors (K, D)); not saved
 
     # ----- which parameters learn -----
     def encoder_layers(self) -> nn.ModuleList:
@@ -184,22 +215,40 @@ class UserBertPlmEncoder(nn.Module):
     def set_trainable_layers(self, layers: int) -> None:
         """0: the encoder is frozen; k: its top k layers learn; -1: all of it learns (embeddings included). The
         projection always learns."""
+        if layers != self.trainable_layers:
+            self._cache = self._state_cache = None  # cached for another split of the encoder
         self.trainable_layers = layers
         self.plm.requires_grad_(layers == -1)
         if layers > 0:
             for layer in list(self.encoder_layers())[-layers:]:
                 layer.requires_grad_(True)
-        if self.frozen:
-            self.plm.eval()
+        self.train(self.training)  # what no longer learns runs in eval mode
 
     @property
     def frozen(self) -> bool:
         return self.trainable_layers == 0
 
+    @property
+    def frozen_layers(self) -> int:
+        """How many bottom layers are frozen under learning top layers (0 < k < L): L - k; else 0 (nothing to
+        replay: the whole encoder is frozen, or learns from its embeddings, or all its layers learn)."""
+        count = self.plm.config.num_hidden_layers
+        return count - self.trainable_layers if 0 < self.trainable_layers < count else 0
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The frozen lower part under learning top layers: the encoder's modules outside its layer stack
+        (embeddings; an unused pooler) and its first ``frozen_layers`` layers."""
+        layers = self.encoder_layers()
+        outside = [m for m in self.plm.children() if not any(sub is layers for sub in m.modules())]
+        return outside + list(layers)[: self.frozen_layers]
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.frozen:
             self.plm.eval()  # a frozen encoder has no dropout: its vectors are fixed (and cacheable)
+        elif self.frozen_layers:
+            for module in self.frozen_modules():
+                module.eval()  # nor has a frozen lower part: its token states are fixed (and cacheable)
         return self
 
     # ----- cached vectors of a frozen encoder -----
@@ -211,16 +260,18 @@ class UserBertPlmEncoder(nn.Module):
         if token_ids.shape[0] != vectors.shape[0] or vectors.shape[-1] != self.plm.config.hidden_size:
             raise ValueError(f"cache shapes do not fit: token ids {tuple(token_ids.shape)}, "
                              f"vectors {tuple(vectors.shape)}")
-        hashes = _row_hashes(token_ids)
-        hashes, order = torch.sort(hashes)
-        self._cache = (hashes, order, token_ids, vectors)
+        self._cache = (_RowIndex(token_ids), vectors)
 
     def detach_cache(self) -> None:
+        """Drop the attached vectors or token states: every row is encoded again."""
         self._cache = None
+        self._state_cache = None
 
     @property
     def cache_size(self) -> int:
-        return 0 if self._cache is None else int(self._cache[2].shape[0])
+        """Rows the attached cache (vectors or lower-layer states) holds."""
+        cache = self._cache or self._state_cache
+        return 0 if cache is None else len(cache[0])
 
     def lookup(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(found (N,) bool, vectors (N, D))`` for rows held by the cache (vectors of other rows are zeros)."""
@@ -228,25 +279,82 @@ class UserBertPlmEncoder(nn.Module):
         vectors = torch.zeros(n, d, device=token_ids.device)
         if self._cache is None or n == 0:
             return torch.zeros(n, dtype=torch.bool, device=token_ids.device), vectors
-        hashes, order, cached_ids, cached_vectors = self._cache
-        query = _row_hashes(token_ids).cpu()  # (N,)
-        slot = torch.searchsorted(hashes, query).clamp(max=len(hashes) - 1)  # (N,)
-        rows = order[slot]  # (N,) candidate cache rows
-        width = max(token_ids.shape[1], cached_ids.shape[1])
-        candidate = nn.functional.pad(cached_ids[rows], (0, width - cached_ids.shape[1]))  # (N, width)
-        asked = nn.functional.pad(token_ids.cpu(), (0, width - token_ids.shape[1]))  # (N, width)
-        found = (hashes[slot] == query) & (candidate == asked).all(-1)  # exact: hash collisions never match
+        index, cached_vectors = self._cache
+        found, rows = index.find(token_ids)  # (N,), (N,)
         vectors[found.to(vectors.device)] = cached_vectors[rows[found]].to(vectors)
         return found.to(token_ids.device), vectors
 
-    # ----- encoding -----
-    def pool(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Pooled encoder outputs (N, D) of shifted token rows (N, W), without the cache; rows without tokens
-        give zeros."""
+    # ----- cached token states of the frozen lower part -----
+    def attach_state_cache(self, token_ids: torch.Tensor, states: torch.Tensor, offsets: torch.Tensor) -> None:
+        """Use the token states the frozen lower part gives the shifted token rows ``token_ids`` (K, W) instead of
+        running it: row i's states are ``states[offsets[i] : offsets[i] + n_i]`` (T, D), one per token of the row
+        (``n_i`` its tokens, padding excluded). Only with 0 < ``plm_trainable_layers`` < L."""
+        if not self.frozen_layers:
+            raise ValueError("cached token states need the top k layers tuned (0 < plm_trainable_layers < "
+                             f"{self.plm.config.num_hidden_layers}), not {self.trainable_layers}")
+        lengths = (token_ids != 0).sum(-1)  # (K,)
+        if (offsets.shape != lengths.shape or states.shape[-1] != self.plm.config.hidden_size
+                or int(lengths.sum()) != states.shape[0]):
+            raise ValueError(f"state cache shapes do not fit: token ids {tuple(token_ids.shape)}, states "
+                             f"{tuple(states.shape)}, offsets {tuple(offsets.shape)}")
+        self._state_cache = (_RowIndex(token_ids), states, offsets.long())
+
+    def lower_states(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Token states (N, W, D) output by the frozen lower part (embeddings + ``frozen_layers`` layers) for
+        shifted token rows (N, W), as the full encoder computes them (its ``hidden_states``); padding columns hold
+        whatever the encoder puts there (they never reach a token's state nor the pooling)."""
         mask = token_ids != 0  # (N, W)
-        input_ids = (token_ids - 1).clamp(min=0)  # the encoder's own ids; padding columns are masked
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            hidden = self.plm(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state  # (N, W, D)
+        with torch.no_grad():
+            out = self.plm(input_ids=(token_ids - 1).clamp(min=0), attention_mask=mask.long(),
+                           output_hidden_states=True)
+        return out.hidden_states[self.frozen_layers]  # (N, W, D)
+
+    def top_layers(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Run the learning top layers on lower-part token states (N, W, D) with the token mask (N, W): the last
+        hidden state (N, W, D). The attention mask is built as the encoder builds it
+        (``create_bidirectional_mask``), so padding is treated exactly as in the full encoder."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        attention = create_bidirectional_mask(config=self.plm.config, inputs_embeds=states,
+                                              attention_mask=mask.long())  # (N, 1, W, W) or None (no padding)
+        hidden = states
+        for layer in list(self.encoder_layers())[self.frozen_layers :]:
+            out = layer(hidden, attention)
+            hidden = out[0] if isinstance(out, tuple) else out  # (N, W, D)
+        return hidden
+
+    def _gather_states(self, rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Cached token states of cache rows ``rows`` (n,) laid out on their token mask (n, W): (n, W, D), zeros in
+        padding columns."""
+        _, states, offsets = self._state_cache
+        mask = mask.cpu()
+        within = mask.long().cumsum(1) - 1  # (n, W) the token's place in its row
+        index = (offsets[rows].unsqueeze(1) + within)[mask]  # (tokens,) rows of ``states``
+        out = torch.zeros(*mask.shape, states.shape[-1], dtype=torch.float32)  # (n, W, D)
+        out[mask] = states[index].float()
+        return out
+
+    def _pool_from_states(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Pooled outputs (N, D) of shifted token rows (N, W): rows the state cache holds run the top layers only,
+        the others (new behaviours) the whole encoder; rows without tokens give zeros."""
+        device, mask = token_ids.device, token_ids != 0  # (N, W)
+        found, rows = self._state_cache[0].find(token_ids)  # (N,), (N,) on the CPU
+        cached = found & mask.any(-1).cpu()  # (N,) empty rows need no layers
+        missing = ~found
+        pooled = torch.zeros(token_ids.shape[0], self.plm.config.hidden_size, device=device)  # (N, D)
+        if bool(cached.any()):
+            states = self._gather_states(rows[cached], mask[cached.to(device)])  # (n, W, D)
+            dtype = next(self.plm.parameters()).dtype
+            keep = mask[cached.to(device)]  # (n, W)
+            hidden = self.top_layers(states.to(device, dtype), keep)  # (n, W, D)
+            pooled[cached.to(device)] = self._pool_hidden(hidden, keep).to(pooled.dtype)
+        if bool(missing.any()):
+            pooled[missing.to(device)] = self.pool(token_ids[missing.to(device)]).to(pooled.dtype)
+        return pooled
+
+    # ----- encoding -----
+    def _pool_hidden(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pool token states (N, W, D) over the token mask (N, W): (N, D); rows without tokens give zeros."""
         if self.pooling == "cls":
             pooled = hidden[:, 0]  # (N, D)
         else:
@@ -254,8 +362,19 @@ class UserBertPlmEncoder(nn.Module):
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)  # (N, D)
         return pooled * mask.any(-1, keepdim=True)
 
+    def pool(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Pooled encoder outputs (N, D) of shifted token rows (N, W), without any cache; rows without tokens
+        give zeros."""
+        mask = token_ids != 0  # (N, W)
+        input_ids = (token_ids - 1).clamp(min=0)  # the encoder's own ids; padding columns are masked
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            hidden = self.plm(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state  # (N, W, D)
+        return self._pool_hidden(hidden, mask)
+
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         # token_ids: (N, W) shifted ids -> (N, H)
+        if self._state_cache is not None:
+            return self.projection(self._pool_from_states(token_ids))  # (N, H)
         found, pooled = self.lookup(token_ids) if self.frozen else (None, None)
         if found is None:
             pooled = self.pool(token_ids)

@@ -174,11 +174,13 @@ class FinetuningModelArguments:
         default=None, metadata={"help": "From scratch with --behavior_type plm: the language model (folder or Hub id)."}
     )
     plm_trainable_layers: int | None = field(
-        default=None, metadata={"help": "Language-model layers that learn: 0 (frozen, vectors cached), k (top k), -1 "
-                                        "(all); default: 0 from scratch, the pre-trained model's otherwise."},
+        default=None, metadata={"help": "Language-model layers that learn: 0 (frozen, vectors cached), k (top k; the "
+                                        "frozen layers' token states cached), -1 (all); default: 0 from scratch, the "
+                                        "pre-trained model's otherwise."},
     )
     plm_cache_dir: str | None = field(
-        default=None, metadata={"help": "Where frozen language-model vectors are cached (default: $USERBERT_CACHE or "
+        default=None, metadata={"help": "Where frozen language-model vectors and token states are cached (default: "
+                                        "$USERBERT_CACHE or "
                                         "~/.cache/userbert_hf/plm)."},
     )
 
@@ -464,7 +466,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             raise ValueError(f"--freeze_user_model leaves nothing to train in {head.__name__} (it scores with the "
                              "user model's own behaviour encoder); fine-tune the whole model instead")
     catalog = build_catalog(vocabulary, model.config, tokenizer)
-    if model.config.behavior_type == "plm":  # a frozen language model: each text encoded once, then cached
+    if model.config.behavior_type == "plm":  # frozen (lower) PLM layers: each text encoded once, then cached
         from ..plm_cache import attach_plm_cache
 
         attach_plm_cache(model, catalog, model_args.plm_cache_dir, show_progress_bar=training_args.should_log)

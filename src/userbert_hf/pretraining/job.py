@@ -123,11 +123,12 @@ class PretrainingModelArguments:
                                         "sentence-transformers encoder) of --behavior_type plm."},
     )
     plm_trainable_layers: int = field(
-        default=0, metadata={"help": "Layers of the language model that learn: 0 (frozen, vectors cached), k (top k), "
-                                     "-1 (all)."},
+        default=0, metadata={"help": "Layers of the language model that learn: 0 (frozen, vectors cached), k (top k; "
+                                     "the frozen layers' token states cached), -1 (all)."},
     )
     plm_cache_dir: str | None = field(
-        default=None, metadata={"help": "Where frozen language-model vectors are cached (default: $USERBERT_CACHE or "
+        default=None, metadata={"help": "Where frozen language-model vectors and token states are cached (default: "
+                                        "$USERBERT_CACHE or "
                                         "~/.cache/userbert_hf/plm)."},
     )
 
@@ -324,7 +325,7 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
 
             load_plm_weights(model, model_args.plm_name_or_path)
     catalog = build_catalog(vocabulary, model.config, tokenizer)
-    if model.config.behavior_type == "plm":  # a frozen language model: each text encoded once, then cached
+    if model.config.behavior_type == "plm":  # frozen (lower) PLM layers: each text encoded once, then cached
         from ..plm_cache import attach_plm_cache
 
         attach_plm_cache(model, catalog, model_args.plm_cache_dir, show_progress_bar=training_args.should_log)
