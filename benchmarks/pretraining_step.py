@@ -100,7 +100,10 @@ def worker(args, job_args: list[str]) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    import userbert_hf.pretraining.job as job
+    try:
+        import userbert_hf.pretraining.job as job
+    except ModuleNotFoundError:  # a baseline checkout from before the pretraining/ package (e.g. 288f8ca)
+        import userbert_hf.pretraining_job as job
 
     torch.manual_seed(0)
     record: dict = {"step_end": [], "losses": [], "flops": [], "sampling": []}
