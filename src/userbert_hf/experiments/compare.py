@@ -1,0 +1,95 @@
+"""Compare two grids cell by cell: the same method, user split, fine-tuning seed and label fraction in each.
+
+Two grids that differ in one setting for every method (e.g. ``experiments/movielens_ctr_plm.yaml`` and its word-
+encoder twin ``experiments/movielens_ctr_word.yaml``) share their splits and seeds, so each fine-tuning cell of one
+has a twin in the other. :func:`compare_grids` pairs them and tests the difference (A - B) per method and label
+fraction with :func:`~userbert_hf.experiments.statistics.clustered_comparison`: pairs are averaged over the
+fine-tuning seeds within each (pre-training seed, split) cluster, and the test runs over the clusters.
+
+Command line (the table in markdown)::
+
+    python -m userbert_hf.experiments.compare A/results.jsonl B/results.jsonl --names plm word [--metric auc]
+
+Example:
+    >>> a = [{"kind": "finetune", "method": "none", "split_seed": s, "seed": 1, "fraction": 1.0,
+    ...       "metrics": {"auc": 0.60 + s / 100}} for s in range(3)]
+    >>> b = [dict(r, metrics={"auc": r["metrics"]["auc"] - 0.02}) for r in a]
+    >>> [(row["method"], row["n"], round(row["mean_difference"], 3)) for row in compare_grids(a, b, "auc")]
+    [('none', 3, 0.02)]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .statistics import clustered_comparison
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The records of a grid's ``results.jsonl`` (a line that is not JSON is an error naming the file and line)."""
+    records = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not a JSON record ({error.msg})") from None
+    return records
+
+
+def _cells(records: list[dict], metric: str) -> dict[tuple, float]:
+    """``(method, fraction, pretrain_seed, split, seed) -> metric`` of the finished fine-tuning cells."""
+    return {(r["method"], float(r["fraction"]), r.get("pretrain_seed"), r["split_seed"], r["seed"]):
+            float(r["metrics"][metric])
+            for r in records if r.get("kind") == "finetune" and metric in (r.get("metrics") or {})}
+
+
+def compare_grids(records_a: list[dict], records_b: list[dict], metric: str) -> list[dict]:
+    """Per method and label fraction present in both grids: the clustered comparison of A against B over the
+    cells the two share, as dicts (``method``, ``fraction``, ``n`` clusters, ``pairs``, means, ``mean_difference``,
+    ``ci_low``, ``ci_high``, ``t_pvalue``, ``wilcoxon_pvalue``, ``wins``, ...). Cells without a twin are left out
+    and counted in ``unpaired``."""
+    a, b = _cells(records_a, metric), _cells(records_b, metric)
+    rows = []
+    for method, fraction in sorted({k[:2] for k in a} & {k[:2] for k in b}):
+        keys_a = {k for k in a if k[:2] == (method, fraction)}
+        keys_b = {k for k in b if k[:2] == (method, fraction)}
+        shared = sorted(keys_a & keys_b, key=str)
+        pairs = [(k[2], k[3], a[k], b[k]) for k in shared]
+        comparison = clustered_comparison(pairs).to_dict()
+        rows.append({"method": method, "fraction": fraction, **comparison,
+                     "unpaired": len(keys_a ^ keys_b)})
+    return rows
+
+
+def markdown_table(rows: list[dict], names: tuple[str, str], metric: str) -> str:
+    """The comparison as a markdown table."""
+    a, b = names
+    lines = [f"| method | labels | clusters (pairs) | {a} {metric} | {b} {metric} | {a} - {b} | 95% CI | t-test p | "
+             f"Wilcoxon p | {a} wins |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['fraction']:.0%} | {r['n']} ({r['pairs']}) | {r['mean_a']:.4f} | "
+                     f"{r['mean_b']:.4f} | {r['mean_difference']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | "
+                     f"{r['t_pvalue']:.3f} | {r['wilcoxon_pvalue']:.3f} | {r['wins']}/{r['n']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results_a", help="results.jsonl of grid A")
+    parser.add_argument("results_b", help="results.jsonl of grid B (the same splits and seeds)")
+    parser.add_argument("--names", nargs=2, default=("A", "B"), help="names of the two grids in the table")
+    parser.add_argument("--metric", default="auc", help="fine-tuning test metric (auc, ndcg@10, ...)")
+    args = parser.parse_args(argv)
+    rows = compare_grids(read_records(args.results_a), read_records(args.results_b), args.metric)
+    if not rows:
+        parser.error(f"no method and label fraction has {args.metric!r} in both {args.results_a} and {args.results_b}")
+    table = markdown_table(rows, tuple(args.names), args.metric)
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()
