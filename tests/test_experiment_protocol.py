@@ -142,6 +142,37 @@ def test_confirm_records_the_hash_and_a_second_look(tmp_path, monkeypatch):
     assert "first confirmation of this hash" in page.read_text()
 
 
+def test_a_confirmation_stopped_before_its_first_test_number_is_not_a_look(tmp_path, monkeypatch):
+    from userbert_hf.finetuning import job as finetuning_job
+    from userbert_hf.pretraining import job as pretraining_job
+
+    jobs = FakeJobs()
+
+    def pretrain_then_stop(argv):
+        raise KeyboardInterrupt  # stopped during the pre-training: no test number was computed
+
+    monkeypatch.setattr(pretraining_job, "main", pretrain_then_stop)
+    monkeypatch.setattr(finetuning_job, "main", jobs.finetune)
+    config = tmp_path / "g.yaml"
+    config.write_text("name: g\ntask: ctr\nsplit_seeds: [0]\nseeds: [1]\nlabel_fractions: [0.1]\n"
+                      "methods: {none: {}, userbert: {objective: userbert}}\nbaselines: []\n")
+    out, page = tmp_path / "out", tmp_path / "results.md"
+    base = [str(config), "--output_dir", str(out), "--model_cards_dir", str(tmp_path / "cards"), "--confirm",
+            "--report", str(page)]
+    with pytest.raises(KeyboardInterrupt):
+        main(base)
+    monkeypatch.setattr(pretraining_job, "main", jobs.pretrain)
+    main(base)  # the same frozen grid, started again
+    entries = [json.loads(line) for line in (out / "confirmations.jsonl").read_text().splitlines()]
+    assert [e["test_cells_done"] for e in entries] == [0, 0]
+    assert "2 confirmations of this hash were started" in page.read_text()
+    assert "each earlier one stopped before its first test number" in page.read_text()
+    main(base)  # a third start after every test number was computed: that one is a second look
+    assert [json.loads(line)["test_cells_done"] for line in (out / "confirmations.jsonl").read_text().splitlines()
+            ][-1] == 2
+    assert "Test numbers of this grid WERE seen before: 3 confirmations" in page.read_text()
+
+
 def test_reports_of_earlier_grids_still_build(tmp_path):
     # records written before pre-training seeds and the protocol existed: no pretrain_seed, no evaluated_on
     jobs = FakeJobs()

@@ -278,6 +278,10 @@ def protocol_line(records: list[dict], protocol: dict | None) -> str:
     if len(confirmations) <= 1:
         return text + "No test number of this grid was seen before it was frozen (first confirmation of this hash)."
     started = ", ".join(c.get("started", "?") for c in confirmations)
+    if all(c.get("test_cells_done") == 0 for c in confirmations[1:]):  # the earlier ones computed no test number
+        return text + (f"No test number of this grid was seen before it was frozen: {len(confirmations)} "
+                       f"confirmations of this hash were started ({started}), and each earlier one stopped before "
+                       "its first test number.")
     return text + (f"Test numbers of this grid WERE seen before: {len(confirmations)} confirmations of this hash "
                    f"(started {started}); only the first is a first look.")
 

@@ -75,10 +75,14 @@ class ConfirmationLog:
         rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
         return [r for r in rows if hash_ is None or r.get("hash") == hash_]
 
-    def record(self, hash_: str, code: str, command: str) -> dict:
-        """Append a confirmation of ``hash_``; ``earlier`` counts the confirmations of that hash before it."""
+    def record(self, hash_: str, code: str, command: str, test_cells_done: int | None = None) -> dict:
+        """Append a confirmation of ``hash_``; ``earlier`` counts the confirmations of that hash before it, and
+        ``test_cells_done`` the cells whose test numbers were already computed when it started (0 after an
+        earlier confirmation that stopped before its first test number)."""
         entry = {"hash": hash_, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "code": code,
                  "command": command, "earlier": len(self.entries(hash_))}
+        if test_cells_done is not None:
+            entry["test_cells_done"] = int(test_cells_done)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")
@@ -542,7 +546,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     command = "userbert experiment " + " ".join(shlex.quote(a) for a in given)
     log = ConfirmationLog(root / "confirmations.jsonl")
     if args.confirm and not args.report_only and shard[0] == 0:
-        log.record(frozen, code=version, command=command)  # from here on, test numbers of this hash can be seen
+        tested = sum(r.get("kind") in ("finetune", "baseline") and r.get("evaluated_on", "test") == "test"
+                     for r in runner.store.records)
+        # from here on, test numbers of this hash can be seen
+        log.record(frozen, code=version, command=command, test_cells_done=tested)
     if not args.report_only:
         try:
             wait = args.shard_wait if args.shard_wait is not None else (86400.0 if shard[1] > 1 else 0.0)
