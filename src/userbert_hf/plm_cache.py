@@ -28,6 +28,7 @@ import torch
 
 from .collation import BehaviorCatalog
 from .plm_encoder import UserBertPlmEncoder, plm_encoders
+from .plm_state_cache import vocabulary_key  # shared with the lower-layer state cache
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +44,6 @@ def encoder_key(encoder: UserBertPlmEncoder) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()[:20]
-
-
-def vocabulary_key(token_ids: torch.Tensor) -> str:
-    """Hash of a catalog's token rows (V, W)."""
-    rows = token_ids.to(torch.int32).contiguous()
-    return hashlib.sha256(str(tuple(rows.shape)).encode() + rows.numpy().tobytes()).hexdigest()[:20]
 
 
 @torch.no_grad()

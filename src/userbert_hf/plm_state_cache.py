@@ -36,6 +36,12 @@ MAX_STATE_BYTES = 2 * 1024**3  # default bound on the cached states (T x D x 4 b
 _CHECK_ROWS = 4  # rows on which the cached path is compared with the full encoder when attached
 
 
+def vocabulary_key(token_ids: torch.Tensor) -> str:
+    """Hash of a catalog's token rows (V, W)."""
+    rows = token_ids.to(torch.int32).contiguous()
+    return hashlib.sha256(str(tuple(rows.shape)).encode() + rows.numpy().tobytes()).hexdigest()[:20]
+
+
 def max_state_bytes() -> int:
     """The bound on cached states in bytes: ``$USERBERT_PLM_STATE_CACHE_GB`` GiB, else :data:`MAX_STATE_BYTES`."""
     gigabytes = os.environ.get("USERBERT_PLM_STATE_CACHE_GB")
@@ -89,8 +95,6 @@ def cached_states(encoder: UserBertPlmEncoder, catalog: BehaviorCatalog, cache_d
     """``(states (T, D), offsets (V,), file, reused)`` of every behaviour of ``catalog``: read from the cache file
     of this frozen part and vocabulary when it exists (``reused`` True), else computed and written."""
     from safetensors.torch import load_file, save_file
-
-    from .plm_cache import vocabulary_key
 
     token_ids = catalog.token_ids
     path = Path(cache_dir) / lower_key(encoder) / f"{vocabulary_key(token_ids)}.safetensors"
