@@ -30,6 +30,10 @@ def test_command_line_prints_the_table_and_names_a_bad_line(tmp_path, capsys):
     b.write_text("\n".join(json.dumps(_record("userbert", s, 1, 1.0, 0.6 + s / 100, 0)) for s in range(3)))
     table = main([str(a), str(b), "--names", "plm", "word"])
     assert "| userbert | 100% | 3 (3) | 0.6200 | 0.6100 | +0.0100 |" in table and "plm - word" in capsys.readouterr().out
+    docs = tmp_path / "docs"
+    main([str(a), str(b), "--names", "plm", "word", "--section", str(docs / "results" / "plm_vs_word" / "section.md")])
+    page = (docs / "results.md").read_text()
+    assert page.startswith("# Results") and "## plm_vs_word: plm against word" in page and "+0.0100" in page
     b.write_text("{not json\n")
     with pytest.raises(ValueError, match=r"b.jsonl:1"):
         main([str(a), str(b)])

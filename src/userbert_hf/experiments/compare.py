@@ -9,6 +9,7 @@ fine-tuning seeds within each (pre-training seed, split) cluster, and the test r
 Command line (the table in markdown)::
 
     python -m userbert_hf.experiments.compare A/results.jsonl B/results.jsonl --names plm word [--metric auc]
+    # --section docs/results/NAME/section.md: also write it as a section of docs/results.md and rebuild that page
 
 Example:
     >>> a = [{"kind": "finetune", "method": "none", "split_seed": s, "seed": 1, "fraction": 1.0,
@@ -82,13 +83,40 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("results_b", help="results.jsonl of grid B (the same splits and seeds)")
     parser.add_argument("--names", nargs=2, default=("A", "B"), help="names of the two grids in the table")
     parser.add_argument("--metric", default="auc", help="fine-tuning test metric (auc, ndcg@10, ...)")
+    parser.add_argument("--section", default=None,
+                        help="also write the table as docs/results/NAME/section.md (a section of the results page "
+                             "next to that folder's parent) and rebuild the page")
     args = parser.parse_args(argv)
     rows = compare_grids(read_records(args.results_a), read_records(args.results_b), args.metric)
     if not rows:
         parser.error(f"no method and label fraction has {args.metric!r} in both {args.results_a} and {args.results_b}")
     table = markdown_table(rows, tuple(args.names), args.metric)
     print(table)
+    if args.section:
+        write_section(Path(args.section), table, args, argv)
     return table
+
+
+def write_section(path: Path, table: str, args, argv: list[str] | None) -> Path:
+    """``path`` (``<docs>/results/<name>/section.md``): the comparison as a section of ``<docs>/results.md``,
+    which is rebuilt from every section."""
+    import shlex
+    import sys
+
+    from .report import rebuild_page
+
+    given = sys.argv[1:] if argv is None else argv
+    a, b = args.names
+    text = (f"## {path.parent.name}: {a} against {b}, cell by cell\n\n"
+            f"Command: `python -m userbert_hf.experiments.compare {' '.join(shlex.quote(x) for x in given)}`\n\n"
+            f"Test {args.metric} of each method in grid A ({args.results_a}) and grid B ({args.results_b}), paired "
+            "by method, user split, fine-tuning seed and label fraction; pairs are averaged over fine-tuning seeds "
+            "within each (pre-training seed, split) cluster and the tests run over the clusters (Student-t 95% "
+            "interval, paired t-test and Wilcoxon p-values).\n\n" + table + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    rebuild_page(path.parent.parent.parent / "results.md")
+    return path
 
 
 if __name__ == "__main__":
