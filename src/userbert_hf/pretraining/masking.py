@@ -60,6 +60,17 @@ def choose_masked_positions(length: int, ratio: float, rng: np.random.Generator,
     return first + np.sort(rng.choice(length - first, size=size, replace=False))
 
 
+def _valid_splits(timestamps: np.ndarray, min_first: int, min_second: int, gap: int) -> np.ndarray:
+    """Every split index ``s`` with ``len(A) >= min_first``, ``len(B) >= min_second`` and a gap of more than
+    ``gap`` between the last of A and the first of B (ascending; empty when there is none)."""
+    n = len(timestamps)
+    candidates = np.arange(max(min_first, 1), n - min_second + 1)
+    if len(candidates) == 0:
+        return candidates
+    ts = np.asarray(timestamps, dtype=np.int64)
+    return candidates[(ts[candidates] - ts[candidates - 1]) > gap]
+
+
 def choose_period_split(
     timestamps: np.ndarray, min_first: int, min_second: int, gap: int, rng: np.random.Generator
 ) -> int | None:
@@ -67,12 +78,7 @@ def choose_period_split(
     in time: ``timestamps[s] - timestamps[s - 1] > gap`` (so the last of A is strictly before the first of B),
     ``len(A) >= min_first``, ``len(B) >= min_second``. Chosen uniformly among valid splits; ``None`` when the
     user cannot give two periods."""
-    n = len(timestamps)
-    candidates = np.arange(max(min_first, 1), n - min_second + 1)
-    if len(candidates) == 0:
-        return None
-    ts = np.asarray(timestamps, dtype=np.int64)
-    valid = candidates[(ts[candidates] - ts[candidates - 1]) > gap]
+    valid = _valid_splits(timestamps, min_first, min_second, gap)
     return int(rng.choice(valid)) if len(valid) else None
 
 
@@ -80,11 +86,7 @@ def choose_balanced_split(timestamps: np.ndarray, min_first: int, min_second: in
     """As :func:`choose_period_split`, but the valid split nearest the middle (A and B of about n / 2 behaviours
     each, ties broken at random): a short history is not cut into a 2-behaviour A or B."""
     n = len(timestamps)
-    candidates = np.arange(max(min_first, 1), n - min_second + 1)
-    if len(candidates) == 0:
-        return None
-    ts = np.asarray(timestamps, dtype=np.int64)
-    valid = candidates[(ts[candidates] - ts[candidates - 1]) > gap]
+    valid = _valid_splits(timestamps, min_first, min_second, gap)
     if not len(valid):
         return None
     distance = np.abs(2 * valid - n)
