@@ -37,3 +37,34 @@ def test_command_line_prints_the_table_and_names_a_bad_line(tmp_path, capsys):
     b.write_text("{not json\n")
     with pytest.raises(ValueError, match=r"b.jsonl:1"):
         main([str(a), str(b)])
+
+
+def test_named_methods_pair_scratch_with_every_pretraining_seed_on_validation():
+    # Pre-trained seeds 0 and 1 on splits 0 and 1; scratch (pre-training seed None) once per split. Validation
+    # values differ from the test ones, so the split read is visible in the result.
+    def run(method, split, pseed, test, val):
+        return dict(_record(method, split, 1, 0.1, test, pseed), validation=[{"eval_auc": val - 0.5},
+                                                                             {"eval_auc": val, "epoch": 6.0}])
+    records = [run("pre", 0, 0, 0.70, 0.62), run("pre", 0, 1, 0.70, 0.64), run("pre", 1, 0, 0.70, 0.66),
+               run("pre", 1, 1, 0.70, 0.60), run("none", 0, None, 0.50, 0.60), run("none", 1, None, 0.50, 0.61),
+               run("other", 0, 0, 0.90, 0.90)]
+    (row,) = compare_grids(records, records, "auc", split="validation", methods=("pre", "none"))
+    assert (row["method"], row["n"], row["pairs"], row["unpaired"]) == ("pre vs none", 4, 4, 0)
+    # cluster gains: +0.02, +0.04 on split 0; +0.05, -0.01 on split 1 (the last evaluation, not the first)
+    assert row["mean_difference"] == pytest.approx((0.02 + 0.04 + 0.05 - 0.01) / 4) and row["wins"] == 3
+    (test_row,) = compare_grids(records, records, "auc", methods=("pre", "none"))
+    assert test_row["mean_difference"] == pytest.approx(0.20)
+    every = compare_grids(records, records, "auc", split="validation", methods=("*", "none"))
+    assert [r["method"] for r in every] == ["other vs none", "pre vs none"] and every[0]["n"] == 1
+
+
+def test_command_line_methods_and_split(tmp_path):
+    path = tmp_path / "grid.jsonl"
+    rows = [dict(_record("userbert", s, 1, 0.1, 0.6, 0), validation=[{"eval_auc": 0.6 + s / 100}]) for s in range(2)]
+    rows += [dict(_record("none", s, 1, 0.1, 0.6), validation=[{"eval_auc": 0.6}]) for s in range(2)]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    table = main([str(path), str(path), "--names", "pre", "scratch", "--methods", "userbert", "none",
+                  "--split", "validation"])
+    assert "| userbert vs none | 10% | 2 (2) | 0.6050 | 0.6000 | +0.0050 |" in table
+    with pytest.raises(SystemExit):  # no such method: a usage error naming the methods
+        main([str(path), str(path), "--methods", "cp", "none"])

@@ -228,3 +228,18 @@ def test_a_method_may_name_a_recipe():
     assert _value(run.pretrain_argv("cp_published", 0), "--objective") == "cp"
     with pytest.raises(ValueError, match="objective"):
         _grid(methods={"none": {}, "mine": {"recipe": "unknown"}})
+
+
+def test_a_confirmation_report_shows_the_same_comparison_on_validation(tmp_path):
+    grid = _grid(pretrain_seeds=[0, 1, 2])
+    records = ExperimentRunner(grid, tmp_path / "out", pretrain_fn=SeededFakeJobs().pretrain,
+                               finetune_fn=SeededFakeJobs().finetune, confirm=True).run()
+    for r in records:  # validation: scratch 0.55, pre-trained 0.56 whatever the test value
+        if r["kind"] == "finetune":
+            r["validation"] = [{"eval_auc": 0.0}, {"eval_auc": 0.55 if r["method"] == "none" else 0.56}]
+    text = report.experiment_section(grid, records, tmp_path, command="x", protocol=None)
+    head, validation = text.split("### The same comparison on validation", 1)
+    assert "| userbert vs none | 10% | 6 (3 x 2) | 12 | 0.5600 | 0.5500 | +0.0100 |" in validation
+    assert "+0.0280" in head and "+0.0280" not in validation.split("###")[0]  # the test gain stays above
+    development = [dict(r, evaluated_on="validation") for r in records]  # a development report has no such table
+    assert "on validation" not in report.experiment_section(grid, development, tmp_path, command="x")

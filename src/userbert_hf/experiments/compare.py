@@ -40,19 +40,36 @@ def read_records(path: str | Path) -> list[dict]:
     return records
 
 
-def _cells(records: list[dict], metric: str) -> dict[tuple, float]:
-    """``(method, fraction, pretrain_seed, split, seed) -> metric`` of the finished fine-tuning cells."""
-    return {(r["method"], float(r["fraction"]), r.get("pretrain_seed"), r["split_seed"], r["seed"]):
-            float(r["metrics"][metric])
-            for r in records if r.get("kind") == "finetune" and metric in (r.get("metrics") or {})}
+def _cells(records: list[dict], metric: str, split: str = "test") -> dict[tuple, float]:
+    """``(method, fraction, pretrain_seed, split, seed) -> metric`` of the finished fine-tuning cells on ``split``
+    (``"test"``, or ``"validation"``: :func:`~userbert_hf.experiments.report.record_metric`)."""
+    from .report import record_metric
+
+    cells = {}
+    for r in records:
+        value = record_metric(r, metric, split) if r.get("kind") == "finetune" else None
+        if value is not None:
+            cells[(r["method"], float(r["fraction"]), r.get("pretrain_seed"), r["split_seed"], r["seed"])] = float(value)
+    return cells
 
 
-def compare_grids(records_a: list[dict], records_b: list[dict], metric: str) -> list[dict]:
+def compare_grids(records_a: list[dict], records_b: list[dict], metric: str, split: str = "test",
+                  methods: tuple[str, str] | None = None) -> list[dict]:
     """Per method and label fraction present in both grids: the clustered comparison of A against B over the
     cells the two share, as dicts (``method``, ``fraction``, ``n`` clusters, ``pairs``, means, ``mean_difference``,
     ``ci_low``, ``ci_high``, ``t_pvalue``, ``wilcoxon_pvalue``, ``wins``, ...). Cells without a twin are left out
-    and counted in ``unpaired``."""
-    a, b = _cells(records_a, metric), _cells(records_b, metric)
+    and counted in ``unpaired``.
+
+    ``methods=(m_a, m_b)`` compares method ``m_a`` of grid A with method ``m_b`` of grid B instead (e.g. two
+    recipes run as two grids on the same splits and seeds, or one grid against its own scratch runs); a B cell
+    that was not pre-trained (pre-training seed None) pairs with A's cell of every pre-training seed, as in the
+    grid reports. ``m_a = "*"``: every method of A other than ``m_b``, one row each.
+    """
+    a, b = _cells(records_a, metric, split), _cells(records_b, metric, split)
+    if methods is not None:
+        m_a, m_b = methods
+        names = sorted({k[0] for k in a} - {m_b}) if m_a == "*" else [m_a]
+        return [row for name in names for row in _compare_methods(a, b, name, m_b)]
     rows = []
     for method, fraction in sorted({k[:2] for k in a} & {k[:2] for k in b}):
         keys_a = {k for k in a if k[:2] == (method, fraction)}
@@ -62,6 +79,24 @@ def compare_grids(records_a: list[dict], records_b: list[dict], metric: str) -> 
         comparison = clustered_comparison(pairs).to_dict()
         rows.append({"method": method, "fraction": fraction, **comparison,
                      "unpaired": len(keys_a ^ keys_b)})
+    return rows
+
+
+def _compare_methods(a: dict, b: dict, m_a: str, m_b: str) -> list[dict]:
+    """Method ``m_a`` of cells ``a`` against ``m_b`` of cells ``b``, per label fraction (see compare_grids)."""
+    rows = []
+    for fraction in sorted({k[1] for k in a if k[0] == m_a} & {k[1] for k in b if k[0] == m_b}):
+        pairs, unpaired = [], 0
+        for key in sorted((k for k in a if k[:2] == (m_a, fraction)), key=str):
+            _, _, pseed, split_seed, seed = key
+            other = b.get((m_b, fraction, pseed, split_seed, seed), b.get((m_b, fraction, None, split_seed, seed)))
+            if other is None:
+                unpaired += 1
+            else:
+                pairs.append((pseed, split_seed, a[key], other))
+        if pairs:
+            rows.append({"method": f"{m_a} vs {m_b}", "fraction": fraction, **clustered_comparison(pairs).to_dict(),
+                         "unpaired": unpaired})
     return rows
 
 
@@ -82,14 +117,22 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("results_a", help="results.jsonl of grid A")
     parser.add_argument("results_b", help="results.jsonl of grid B (the same splits and seeds)")
     parser.add_argument("--names", nargs=2, default=("A", "B"), help="names of the two grids in the table")
-    parser.add_argument("--metric", default="auc", help="fine-tuning test metric (auc, ndcg@10, ...)")
+    parser.add_argument("--metric", default="auc", help="fine-tuning metric (auc, ndcg@10, ...)")
+    parser.add_argument("--split", default="test", choices=("test", "validation"),
+                        help="compare the test metrics (of confirmation runs) or the runs' last validation values")
+    parser.add_argument("--methods", nargs=2, default=None, metavar=("METHOD_A", "METHOD_B"),
+                        help="compare METHOD_A of grid A with METHOD_B of grid B (default: each method with its "
+                             "namesake); METHOD_A '*' = every other method of grid A, e.g. '* none' with A = B "
+                             "gives every pre-trained method against scratch")
     parser.add_argument("--section", default=None,
                         help="also write the table as docs/results/NAME/section.md (a section of the results page "
                              "next to that folder's parent) and rebuild the page")
     args = parser.parse_args(argv)
-    rows = compare_grids(read_records(args.results_a), read_records(args.results_b), args.metric)
+    rows = compare_grids(read_records(args.results_a), read_records(args.results_b), args.metric, args.split,
+                         tuple(args.methods) if args.methods else None)
     if not rows:
-        parser.error(f"no method and label fraction has {args.metric!r} in both {args.results_a} and {args.results_b}")
+        parser.error(f"no method and label fraction has {args.split} {args.metric!r} in both {args.results_a} and "
+                     f"{args.results_b}" + (f" for methods {args.methods}" if args.methods else ""))
     table = markdown_table(rows, tuple(args.names), args.metric)
     print(table)
     if args.section:
@@ -109,8 +152,12 @@ def write_section(path: Path, table: str, args, argv: list[str] | None) -> Path:
     a, b = args.names
     text = (f"## {path.parent.name}: {a} against {b}, cell by cell\n\n"
             f"Command: `python -m userbert_hf.experiments.compare {' '.join(shlex.quote(x) for x in given)}`\n\n"
-            f"Test {args.metric} of each method in grid A ({args.results_a}) and grid B ({args.results_b}), paired "
-            "by method, user split, fine-tuning seed and label fraction; pairs are averaged over fine-tuning seeds "
+            f"{args.split.capitalize()} {args.metric} of "
+            + (f"method {args.methods[0]} in grid A ({args.results_a}) against {args.methods[1]} in grid B "
+               f"({args.results_b}), paired " if args.methods else
+               f"each method in grid A ({args.results_a}) and grid B ({args.results_b}), paired by method, ")
+            + "by user split, fine-tuning seed, label fraction and pre-training seed (a scratch run pairs with "
+            "every pre-training seed); pairs are averaged over fine-tuning seeds "
             "within each (pre-training seed, split) cluster and the tests run over the clusters (Student-t 95% "
             "interval, paired t-test and Wilcoxon p-values).\n\n" + table + "\n")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,16 +36,33 @@ HEALTH_KEYS = ("eval_embedding_participation_ratio", "eval_embedding_mean_cosine
 # ----------------------------------------------------------------------------------------------
 # Collecting values
 # ----------------------------------------------------------------------------------------------
-def metric_values(records: list[dict], metric: str) -> dict[tuple, float]:
+def record_metric(record: dict, metric: str, split: str = "test") -> float | None:
+    """A cell's ``metric`` on ``split``: ``"test"`` reads the record's metrics (the split the grid evaluated);
+    ``"validation"`` the last validation evaluation of a fine-tuning run (``eval_<metric>``: the model that was
+    tested, except under early stopping, where the best evaluation's checkpoint is). None when absent.
+
+    Example:
+        >>> record = {"metrics": {"auc": 0.61}, "validation": [{"eval_auc": 0.58, "epoch": 6.0}]}
+        >>> record_metric(record, "auc"), record_metric(record, "auc", "validation")
+        (0.61, 0.58)
+    """
+    if split == "validation":
+        entries = record.get("validation") or []
+        return entries[-1].get(f"eval_{metric}") if entries else None
+    return (record.get("metrics") or {}).get(metric)
+
+
+def metric_values(records: list[dict], metric: str, split: str = "test") -> dict[tuple, float]:
     """``{(method, split_seed, seed, fraction, pretrain_seed): value}`` of fine-tuning and baseline cells
-    (``pretrain_seed`` is ``None`` for scratch runs, baselines and grids without ``pretrain_seeds``).
+    (``pretrain_seed`` is ``None`` for scratch runs, baselines and grids without ``pretrain_seeds``);
+    ``split="validation"``: the fine-tuning runs' validation values (:func:`record_metric`; baselines have none).
 
     Label-free baselines (one cell per split) are repeated over every seed and fraction so that they pair with
     the fine-tuned runs of the same split.
     """
     values, label_free = {}, []
     for record in records:
-        value = (record.get("metrics") or {}).get(metric)
+        value = record_metric(record, metric, split)
         if record["kind"] not in ("finetune", "baseline") or value is None:
             continue
         if record["kind"] == "baseline" and record.get("fraction") is None:
@@ -337,6 +354,14 @@ def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Pa
     if vs_scratch:
         lines += ["### Pre-trained vs from scratch (paired)", "", comparison_table(vs_scratch), "",
                   *[verdict(r, metric, split) for r in vs_scratch], ""]
+    on_validation = (comparison_rows(spec, metric_values(records, metric, "validation"),
+                                     [(m, NO_PRETRAINING) for m in pretrained])
+                     if split == "test" and NO_PRETRAINING in spec.methods else [])
+    if on_validation:
+        lines += ["### The same comparison on validation (what a development run of this grid shows)", "",
+                  "The last validation evaluation of each fine-tuning run (the model tested, except under early "
+                  "stopping); settings are chosen on these numbers, never on the test ones above.", "",
+                  comparison_table(on_validation), ""]
     if among:
         lines += ["### UserBERT vs PTUM and CP (same budget, paired)", "", comparison_table(among), "",
                   *[verdict(r, metric, split) for r in among], ""]
