@@ -155,7 +155,7 @@ def write_section(path: Path, table: str, args, argv: list[str] | None) -> Path:
             f"{args.split.capitalize()} {args.metric} of "
             + (f"method {args.methods[0]} in grid A ({args.results_a}) against {args.methods[1]} in grid B "
                f"({args.results_b}), paired " if args.methods else
-               f"each method in grid A ({args.results_a}) and grid B ({args.results_b}), paired by method, ")
+               f"each method in grid A ({args.results_a}) and its namesake in grid B ({args.results_b}), paired ")
             + "by user split, fine-tuning seed, label fraction and pre-training seed (a scratch run pairs with "
             "every pre-training seed); pairs are averaged over fine-tuning seeds "
             "within each (pre-training seed, split) cluster and the tests run over the clusters (Student-t 95% "
