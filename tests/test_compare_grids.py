@@ -58,7 +58,7 @@ def test_named_methods_pair_scratch_with_every_pretraining_seed_on_validation():
     assert [r["method"] for r in every] == ["other vs none", "pre vs none"] and every[0]["n"] == 1
 
 
-def test_command_line_methods_and_split(tmp_path):
+def test_command_line_methods_and_split(tmp_path, capsys):
     path = tmp_path / "grid.jsonl"
     rows = [dict(_record("userbert", s, 1, 0.1, 0.6, 0), validation=[{"eval_auc": 0.6 + s / 100}]) for s in range(2)]
     rows += [dict(_record("none", s, 1, 0.1, 0.6), validation=[{"eval_auc": 0.6}]) for s in range(2)]
@@ -68,3 +68,4 @@ def test_command_line_methods_and_split(tmp_path):
     assert "| userbert vs none | 10% | 2 (2) | 0.6050 | 0.6000 | +0.0050 |" in table
     with pytest.raises(SystemExit):  # no such method: a usage error naming the methods
         main([str(path), str(path), "--methods", "cp", "none"])
+    assert "for methods ['cp', 'none']" in capsys.readouterr().err
