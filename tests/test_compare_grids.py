@@ -69,3 +69,23 @@ def test_command_line_methods_and_split(tmp_path, capsys):
     with pytest.raises(SystemExit):  # no such method: a usage error naming the methods
         main([str(path), str(path), "--methods", "cp", "none"])
     assert "for methods ['cp', 'none']" in capsys.readouterr().err
+
+
+def test_join_a_merges_rows_run_as_separate_grids_and_refuses_a_conflicting_twin(tmp_path):
+    # The claims grid holds scratch and "default"; a second grid adds "cp" and reproduces scratch exactly.
+    claims, extra = tmp_path / "claims.jsonl", tmp_path / "extra.jsonl"
+    claims.write_text("\n".join(json.dumps(r) for r in [
+        _record("none", 0, 1, 0.1, 0.50), _record("none", 1, 1, 0.1, 0.60),
+        _record("default", 0, 1, 0.1, 0.53, 0), _record("default", 1, 1, 0.1, 0.61, 0)]))
+    extra.write_text("\n".join(json.dumps(r) for r in [
+        _record("none", 0, 1, 0.1, 0.50), _record("cp", 0, 1, 0.1, 0.48, 0), _record("cp", 1, 1, 0.1, 0.56, 0)]))
+    docs = tmp_path / "docs"
+    table = main([str(claims), str(claims), "--join_a", str(extra), "--methods", "*", "none", "--metric", "auc",
+                  "--section", str(docs / "results" / "joined" / "section.md")])
+    assert "| cp vs none | 10% | 2 (2) | 0.5200 | 0.5500 | -0.0300 |" in table
+    assert "| default vs none | 10% | 2 (2) | 0.5700 | 0.5500 | +0.0200 |" in table
+    page = (docs / "results.md").read_text()
+    assert f"every method in grid A ({claims} + {extra}) against none" in page
+    extra.write_text(json.dumps(_record("none", 0, 1, 0.1, 0.51)))  # scratch that does not reproduce
+    with pytest.raises(ValueError, match=r"extra.jsonl and .*claims.jsonl both hold fine-tuning cell"):
+        main([str(claims), str(claims), "--join_a", str(extra), "--methods", "*", "none"])

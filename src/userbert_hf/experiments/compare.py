@@ -40,6 +40,26 @@ def read_records(path: str | Path) -> list[dict]:
     return records
 
 
+def join_grids(paths: list[str | Path]) -> list[dict]:
+    """The records of several grids as one (rows run as separate grids on the same splits and seeds). A fine-tuning
+    cell (method, label fraction, pre-training seed, split, seed) found in two grids must hold the same numbers (a
+    reproduced scratch run counts once); two different values are an error naming both files."""
+    records, seen = [], {}
+    for path in paths:
+        for record in read_records(path):
+            if record.get("kind") == "finetune":
+                key = tuple(record.get(k) for k in ("method", "fraction", "pretrain_seed", "split_seed", "seed"))
+                numbers = (record.get("metrics"), record.get("validation"))
+                if key in seen:
+                    if seen[key][1] != numbers:
+                        raise ValueError(f"{path} and {seen[key][0]} both hold fine-tuning cell {key} (method, "
+                                         "fraction, pre-training seed, split, seed) with different numbers")
+                    continue
+                seen[key] = (path, numbers)
+            records.append(record)
+    return records
+
+
 def _cells(records: list[dict], metric: str, split: str = "test") -> dict[tuple, float]:
     """``(method, fraction, pretrain_seed, split, seed) -> metric`` of the finished fine-tuning cells on ``split``
     (``"test"``, or ``"validation"``: :func:`~userbert_hf.experiments.report.record_metric`)."""
@@ -116,6 +136,9 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results_a", help="results.jsonl of grid A")
     parser.add_argument("results_b", help="results.jsonl of grid B (the same splits and seeds)")
+    parser.add_argument("--join_a", nargs="+", default=[], metavar="RESULTS",
+                        help="more grids whose cells join grid A (rows run as separate grids on the same splits and "
+                             "seeds); a cell in two of them must hold the same numbers")
     parser.add_argument("--names", nargs=2, default=("A", "B"), help="names of the two grids in the table")
     parser.add_argument("--metric", default="auc", help="fine-tuning metric (auc, ndcg@10, ...)")
     parser.add_argument("--split", default="test", choices=("test", "validation"),
@@ -128,7 +151,7 @@ def main(argv: list[str] | None = None) -> str:
                         help="also write the table as docs/results/NAME/section.md (a section of the results page "
                              "next to that folder's parent) and rebuild the page")
     args = parser.parse_args(argv)
-    rows = compare_grids(read_records(args.results_a), read_records(args.results_b), args.metric, args.split,
+    rows = compare_grids(join_grids([args.results_a, *args.join_a]), read_records(args.results_b), args.metric, args.split,
                          tuple(args.methods) if args.methods else None)
     if not rows:
         parser.error(f"no method and label fraction has {args.split} {args.metric!r} in both {args.results_a} and "
@@ -150,12 +173,14 @@ def write_section(path: Path, table: str, args, argv: list[str] | None) -> Path:
 
     given = sys.argv[1:] if argv is None else argv
     a, b = args.names
+    grid_a = " + ".join([args.results_a, *args.join_a])
     text = (f"## {path.parent.name}: {a} against {b}, cell by cell\n\n"
             f"Command: `python -m userbert_hf.experiments.compare {' '.join(shlex.quote(x) for x in given)}`\n\n"
             f"{args.split.capitalize()} {args.metric} of "
-            + (f"method {args.methods[0]} in grid A ({args.results_a}) against {args.methods[1]} in grid B "
+            + (f"{'every method' if args.methods[0] == '*' else 'method ' + args.methods[0]} in grid A ({grid_a}) "
+               f"against {args.methods[1]} in grid B "
                f"({args.results_b}), paired " if args.methods else
-               f"each method in grid A ({args.results_a}) and its namesake in grid B ({args.results_b}), paired ")
+               f"each method in grid A ({grid_a}) and its namesake in grid B ({args.results_b}), paired ")
             + "by user split, fine-tuning seed, label fraction and pre-training seed (a scratch run pairs with "
             "every pre-training seed); pairs are averaged over fine-tuning seeds "
             "within each (pre-training seed, split) cluster and the tests run over the clusters (Student-t 95% "
