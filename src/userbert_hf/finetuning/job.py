@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from transformers import TrainingArguments
+from transformers import EarlyStoppingCallback, TrainingArguments
 
 from ..assets import build_catalog, check_finite_run, load_user_model_assets
 from ..configuration_userbert import PRESETS, UserBertConfig
@@ -495,6 +495,9 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     trainer.train(resume_from_checkpoint=resume_from, ignore_keys_for_eval=ignore_keys)
     train_seconds = time.time() - started
     if data_args.evaluate_test:
+        # training is over: the test evaluation is no stopping check (its metrics are test_*, which the callback
+        # would report missing with "early stopping is disabled", a false alarm after a run that did stop early)
+        trainer.remove_callback(EarlyStoppingCallback)
         test_metrics = trainer.evaluate(splits["test"], ignore_keys=ignore_keys, metric_key_prefix="test")
     else:  # a development run: validation only (the returned metrics are eval_*)
         test_metrics = trainer.evaluate(ignore_keys=ignore_keys) if splits["validation"] else {}
