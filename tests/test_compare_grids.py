@@ -1,6 +1,7 @@
 """Comparing two grids cell by cell (userbert_hf.experiments.compare)."""
 
 import json
+import re
 
 import pytest
 
@@ -35,8 +36,12 @@ def test_command_line_prints_the_table_and_names_a_bad_line(tmp_path, capsys):
     page = (docs / "results.md").read_text()
     assert page.startswith("# Results") and "## plm_vs_word: plm against word" in page and "+0.0100" in page
     b.write_text("{not json\n")
-    with pytest.raises(ValueError, match=r"b.jsonl:1"):
+    with pytest.raises(SystemExit):  # a usage error naming the file and line, not a traceback
         main([str(a), str(b)])
+    assert "b.jsonl:1: not a JSON record" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(a), str(tmp_path / "missing.jsonl")])
+    assert "missing.jsonl" in capsys.readouterr().err
 
 
 def test_named_methods_pair_scratch_with_every_pretraining_seed_on_validation():
@@ -71,14 +76,16 @@ def test_command_line_methods_and_split(tmp_path, capsys):
     assert "for methods ['cp', 'none']" in capsys.readouterr().err
 
 
-def test_join_a_merges_rows_run_as_separate_grids_and_refuses_a_conflicting_twin(tmp_path):
+def test_join_a_merges_rows_run_as_separate_grids_and_refuses_a_conflicting_twin(tmp_path, capsys):
     # The claims grid holds scratch and "default"; a second grid adds "cp" and reproduces scratch exactly.
     claims, extra = tmp_path / "claims.jsonl", tmp_path / "extra.jsonl"
+    timed = dict(_record("none", 0, 1, 0.1, 0.50), validation=[{"eval_auc": 0.5, "eval_runtime": 2.0}])
     claims.write_text("\n".join(json.dumps(r) for r in [
-        _record("none", 0, 1, 0.1, 0.50), _record("none", 1, 1, 0.1, 0.60),
+        timed, _record("none", 1, 1, 0.1, 0.60),
         _record("default", 0, 1, 0.1, 0.53, 0), _record("default", 1, 1, 0.1, 0.61, 0)]))
+    rerun = dict(timed, validation=[{"eval_auc": 0.5, "eval_runtime": 2.7}])  # the same cell, run again: slower
     extra.write_text("\n".join(json.dumps(r) for r in [
-        _record("none", 0, 1, 0.1, 0.50), _record("cp", 0, 1, 0.1, 0.48, 0), _record("cp", 1, 1, 0.1, 0.56, 0)]))
+        rerun, _record("cp", 0, 1, 0.1, 0.48, 0), _record("cp", 1, 1, 0.1, 0.56, 0)]))
     docs = tmp_path / "docs"
     table = main([str(claims), str(claims), "--join_a", str(extra), "--methods", "*", "none", "--metric", "auc",
                   "--section", str(docs / "results" / "joined" / "section.md")])
@@ -87,5 +94,6 @@ def test_join_a_merges_rows_run_as_separate_grids_and_refuses_a_conflicting_twin
     page = (docs / "results.md").read_text()
     assert f"every method in grid A ({claims} + {extra}) against none" in page
     extra.write_text(json.dumps(_record("none", 0, 1, 0.1, 0.51)))  # scratch that does not reproduce
-    with pytest.raises(ValueError, match=r"extra.jsonl and .*claims.jsonl both hold fine-tuning cell"):
+    with pytest.raises(SystemExit):
         main([str(claims), str(claims), "--join_a", str(extra), "--methods", "*", "none"])
+    assert re.search(r"extra.jsonl and .*claims.jsonl both hold fine-tuning cell", capsys.readouterr().err)

@@ -42,14 +42,15 @@ def read_records(path: str | Path) -> list[dict]:
 
 def join_grids(paths: list[str | Path]) -> list[dict]:
     """The records of several grids as one (rows run as separate grids on the same splits and seeds). A fine-tuning
-    cell (method, label fraction, pre-training seed, split, seed) found in two grids must hold the same numbers (a
-    reproduced scratch run counts once); two different values are an error naming both files."""
+    cell (method, label fraction, pre-training seed, split, seed) found in two grids must hold the same numbers, its
+    timings aside (a reproduced scratch run counts once); two different values are an error naming both files."""
     records, seen = [], {}
     for path in paths:
         for record in read_records(path):
             if record.get("kind") == "finetune":
                 key = tuple(record.get(k) for k in ("method", "fraction", "pretrain_seed", "split_seed", "seed"))
-                numbers = (record.get("metrics"), record.get("validation"))
+                numbers = (_measured(record.get("metrics") or {}),
+                           [_measured(entry) for entry in record.get("validation") or []])
                 if key in seen:
                     if seen[key][1] != numbers:
                         raise ValueError(f"{path} and {seen[key][0]} both hold fine-tuning cell {key} (method, "
@@ -58,6 +59,11 @@ def join_grids(paths: list[str | Path]) -> list[dict]:
                 seen[key] = (path, numbers)
             records.append(record)
     return records
+
+
+def _measured(metrics: dict) -> dict:
+    """``metrics`` without the timings (``runtime``, ``*_per_second``), which differ between two runs of one cell."""
+    return {k: v for k, v in metrics.items() if not (k.endswith("runtime") or k.endswith("_per_second"))}
 
 
 def _cells(records: list[dict], metric: str, split: str = "test") -> dict[tuple, float]:
@@ -151,8 +157,11 @@ def main(argv: list[str] | None = None) -> str:
                         help="also write the table as docs/results/NAME/section.md (a section of the results page "
                              "next to that folder's parent) and rebuild the page")
     args = parser.parse_args(argv)
-    rows = compare_grids(join_grids([args.results_a, *args.join_a]), read_records(args.results_b), args.metric, args.split,
-                         tuple(args.methods) if args.methods else None)
+    try:
+        records_a, records_b = join_grids([args.results_a, *args.join_a]), read_records(args.results_b)
+    except (OSError, ValueError) as error:  # a missing file, a bad line, two grids that disagree: a usage error
+        parser.error(str(error))
+    rows = compare_grids(records_a, records_b, args.metric, args.split, tuple(args.methods) if args.methods else None)
     if not rows:
         parser.error(f"no method and label fraction has {args.split} {args.metric!r} in both {args.results_a} and "
                      f"{args.results_b}" + (f" for methods {args.methods}" if args.methods else ""))
