@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--join_a", nargs="+", default=[], metavar="RESULTS",
                         help="more grids whose cells join grid A (rows run as separate grids on the same splits and "
                              "seeds); a cell in two of them must hold the same numbers")
+    parser.add_argument("--join_b", nargs="+", default=[], metavar="RESULTS", help="the same for grid B")
     parser.add_argument("--names", nargs=2, default=("A", "B"), help="names of the two grids in the table")
     parser.add_argument("--metric", default="auc", help="fine-tuning metric (auc, ndcg@10, ...)")
     parser.add_argument("--split", default="test", choices=("test", "validation"),
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> str:
                              "next to that folder's parent) and rebuild the page")
     args = parser.parse_args(argv)
     try:
-        records_a, records_b = join_grids([args.results_a, *args.join_a]), read_records(args.results_b)
+        records_a, records_b = join_grids([args.results_a, *args.join_a]), join_grids([args.results_b, *args.join_b])
     except (OSError, ValueError) as error:  # a missing file, a bad line, two grids that disagree: a usage error
         parser.error(str(error))
     rows = compare_grids(records_a, records_b, args.metric, args.split, tuple(args.methods) if args.methods else None)
@@ -182,14 +183,14 @@ def write_section(path: Path, table: str, args, argv: list[str] | None) -> Path:
 
     given = sys.argv[1:] if argv is None else argv
     a, b = args.names
-    grid_a = " + ".join([args.results_a, *args.join_a])
+    grid_a, grid_b = " + ".join([args.results_a, *args.join_a]), " + ".join([args.results_b, *args.join_b])
     text = (f"## {path.parent.name}: {a} against {b}, cell by cell\n\n"
             f"Command: `python -m userbert_hf.experiments.compare {' '.join(shlex.quote(x) for x in given)}`\n\n"
             f"{args.split.capitalize()} {args.metric} of "
             + (f"{'every method' if args.methods[0] == '*' else 'method ' + args.methods[0]} in grid A ({grid_a}) "
                f"against {args.methods[1]} in grid B "
-               f"({args.results_b}), paired " if args.methods else
-               f"each method in grid A ({grid_a}) and its namesake in grid B ({args.results_b}), paired ")
+               f"({grid_b}), paired " if args.methods else
+               f"each method in grid A ({grid_a}) and its namesake in grid B ({grid_b}), paired ")
             + "by user split, fine-tuning seed, label fraction and pre-training seed (a scratch run pairs with "
             "every pre-training seed); pairs are averaged over fine-tuning seeds "
             "within each (pre-training seed, split) cluster and the tests run over the clusters (Student-t 95% "
