@@ -99,7 +99,7 @@ def test_join_a_merges_rows_run_as_separate_grids_and_refuses_a_conflicting_twin
     assert re.search(r"extra.jsonl and .*claims.jsonl both hold fine-tuning cell", capsys.readouterr().err)
 
 
-def test_join_b_pools_a_replication_on_new_splits(tmp_path):
+def test_join_b_pools_a_replication_on_new_splits(tmp_path, capsys):
     # Two grids with the same rows on different splits: together they give one comparison over both splits.
     first, second = tmp_path / "split0.jsonl", tmp_path / "split1.jsonl"
     first.write_text("\n".join(json.dumps(r) for r in [_record("none", 0, 1, 1.0, 0.50),
@@ -111,3 +111,6 @@ def test_join_b_pools_a_replication_on_new_splits(tmp_path):
     pooled = main([str(first), str(first), "--join_a", str(second), "--join_b", str(second),
                    "--methods", "default", "none"])
     assert "| default vs none | 100% | 2 (2) | 0.5400 | 0.5500 | -0.0100 |" in pooled
+    with pytest.raises(SystemExit):  # nothing to compare: the usage error names every joined file
+        main([str(first), str(first), "--join_a", str(second), "--methods", "cp", "none"])
+    assert f"{first} + {second} and {first}" in capsys.readouterr().err

@@ -164,8 +164,9 @@ def main(argv: list[str] | None = None) -> str:
         parser.error(str(error))
     rows = compare_grids(records_a, records_b, args.metric, args.split, tuple(args.methods) if args.methods else None)
     if not rows:
-        parser.error(f"no method and label fraction has {args.split} {args.metric!r} in both {args.results_a} and "
-                     f"{args.results_b}" + (f" for methods {args.methods}" if args.methods else ""))
+        parser.error(f"no method and label fraction has {args.split} {args.metric!r} in both "
+                     f"{' + '.join([args.results_a, *args.join_a])} and {' + '.join([args.results_b, *args.join_b])}"
+                     + (f" for methods {args.methods}" if args.methods else ""))
     table = markdown_table(rows, tuple(args.names), args.metric)
     print(table)
     if args.section:
