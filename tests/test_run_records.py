@@ -118,6 +118,22 @@ def test_recipe_is_the_papers_only_when_recorded_so():
     assert "paper's recipe" not in recipe_description({**settings, "recipe": "cp_paper"})
 
 
+def test_recipe_says_how_far_an_early_stopped_run_trained():
+    # The default job: max_steps is an upper bound; the card states the steps trained and the step kept.
+    settings = {"objective": "userbert", "negative_sampling": "random", "max_steps": 1000, "batch_size": 32,
+                "learning_rate": 1e-3, "early_stopping_patience": 3, "steps_trained": 200, "best_step": 50}
+    stopped = recipe_description(settings)
+    assert stopped.endswith("at most 1,000 optimizer steps of 32 users, learning rate 0.001; early stopping on "
+                            "held-out users (patience 3): 200 steps trained, the best step 50 kept.")
+    fixed = recipe_description({**settings, "early_stopping_patience": 0})  # a fixed budget: no "at most"
+    assert fixed.endswith("; 1,000 optimizer steps of 32 users, learning rate 0.001.") and "at most" not in fixed
+    finetuned = recipe_description({"task": "next_item", "model_name_or_path": "m", "train_fraction": 0.1,
+                                    "num_train_epochs": 40.0, "max_steps": -1, "batch_size": 64,
+                                    "early_stopping_patience": 3, "steps_trained": 1440})
+    assert finetuned.endswith("at most 40.0 epochs of 64 rows; early stopping on validation (patience 3): "
+                              "1,440 steps trained.")
+
+
 def test_old_card_metadata_is_rejected():
     """The metadata cards used to carry: a pipeline_tag that is no Hub task, language on ID behaviours, log keys as
     metric types."""

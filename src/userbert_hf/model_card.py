@@ -313,6 +313,11 @@ def _budget(settings: dict) -> str:
         budget += f" of {batch}" + (f" (x {accumulation} accumulated micro-batches)" if accumulation > 1 else "")
     if settings.get("learning_rate") is not None:
         budget += f", learning rate {settings['learning_rate']:g}"
+    patience, trained = settings.get("early_stopping_patience"), settings.get("steps_trained")
+    if patience and isinstance(trained, int):  # the budget above is an upper bound: say what ran
+        held_out = "held-out users" if "task" not in settings else "validation"
+        budget = (f"at most {budget}; early stopping on {held_out} (patience {patience}): {trained:,} steps trained"
+                  + (f", the best step {settings['best_step']:,} kept" if settings.get("best_step") else ""))
     return budget
 
 
