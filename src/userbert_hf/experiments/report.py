@@ -429,7 +429,7 @@ def reference_model_folders(runner, finished_only: bool = True) -> list[Path]:
     with the first seed); with ``finished_only``, those whose runs have finished."""
     spec = runner.spec
     folders = [runner.pretrained_dir(m, spec.split_seeds[0], spec.effective_pretrain_seeds[0])
-               for m in spec.pretrained_methods]  # or the shared one
+               for m in spec.pretrained_methods if spec.pretraining_owner(m) == m]  # or the shared one
     folders += [runner.run_dir(c) for c in spec.cells() if c.kind == "finetune" and runner.is_reference(c)]
     if not finished_only:
         return folders

@@ -267,6 +267,7 @@ class ExperimentRunner:
     def pretrained_dir(self, method: str, split_seed: int | None, pretrain_seed: int | None = None) -> Path:
         """The pre-trained model of ``method`` (pre-training seed ``pretrain_seed``) that fine-tunings on
         ``split_seed`` start from."""
+        method = self.spec.pretraining_owner(method)
         split_seed = self.spec.pretraining_split(split_seed) if split_seed is not None else None
         suffix = f"-split{split_seed}" if split_seed is not None else ""
         suffix += f"-pseed{pretrain_seed}" if pretrain_seed is not None else ""
@@ -305,6 +306,7 @@ class ExperimentRunner:
                          "report_to": "none", "disable_tqdm": True, "early_stopping_patience": 0})
         settings.update(self.spec.pretraining_args)
         method_settings = dict(self.spec.methods[method] or {})
+        method_settings.pop("finetuning_args", None)  # the method's fine-tuning options, not pre-training ones
         method_settings.setdefault("objective", method_objective(method, method_settings))
         settings.update(method_settings)
         seed = split_seed if split_seed is not None else self.spec.split_seeds[0]
@@ -321,6 +323,7 @@ class ExperimentRunner:
         settings.update({"report_to": "none", "disable_tqdm": True, "save_strategy": "no"})
         settings.update(self.spec.finetuning_args)
         settings.update(self.spec.fraction_args.get(cell.fraction, {}))
+        settings.update(self.spec.method_finetuning_args(cell.method))
         settings.update({"train_fraction": cell.fraction, "seed": cell.seed, "output_dir": str(self.run_dir(cell))})
         if not self.confirm:
             settings["evaluate_test"] = False  # development: the test split is never evaluated
@@ -378,7 +381,8 @@ class ExperimentRunner:
             return ["export"]
         if cell.kind == "finetune" and cell.method != NO_PRETRAINING:
             split = cell.split_seed if self.spec.pretrain_per_split else None
-            return [Cell("pretrain", cell.method, split, pretrain_seed=cell.pretrain_seed).cell_id]
+            owner = self.spec.pretraining_owner(cell.method)
+            return [Cell("pretrain", owner, split, pretrain_seed=cell.pretrain_seed).cell_id]
         return []
 
     def _wait_for(self, cell_ids: list[str]) -> None:

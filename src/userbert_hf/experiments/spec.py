@@ -25,7 +25,10 @@ pretrain_seeds: [0, 1, 2]      # each method pre-trained once per seed, shared o
 mf_args: {factors: 32, epochs: 20}
 ```
 
-A method's own keys (``objective`` and any other pre-training argument) override ``pretraining_args``. The
+A method's own keys (``objective`` and any other pre-training argument) override ``pretraining_args``, except two:
+``finetuning_args`` (a mapping over the grid's ``finetuning_args`` and ``fraction_args`` for that method's
+fine-tunings, e.g. ``{shrink_perturb: 0.5}``) and ``pretrained_model_of: METHOD`` (fine-tune the models that METHOD
+pre-trains, seed by seed, instead of pre-training again: rows that differ in fine-tuning only). The
 pre-training data (what the task lets pre-training see) does not depend on the user split.
 
 ``pretrain_seeds`` lists the pre-training seeds: each pre-trained method is pre-trained once per seed (with that
@@ -146,6 +149,21 @@ class ExperimentSpec:
             raise ValueError(f"{where}: label_fractions must be in (0, 1], got {self.label_fractions}")
         for method, settings in self.methods.items():
             settings = settings or {}
+            if not isinstance(settings.get("finetuning_args", {}), dict):
+                raise ValueError(f"{where}: method {method!r}: finetuning_args must be a mapping of fine-tuning options")
+            owner = settings.get("pretrained_model_of")
+            if owner is not None:
+                if method == NO_PRETRAINING or owner == NO_PRETRAINING or owner not in self.methods or owner == method:
+                    raise ValueError(f"{where}: method {method!r}: pretrained_model_of must name another pre-trained "
+                                     f"method of the grid, got {owner!r}")
+                if (self.methods[owner] or {}).get("pretrained_model_of") is not None:
+                    raise ValueError(f"{where}: method {method!r}: pretrained_model_of names {owner!r}, which pre-trains "
+                                     "nothing itself")
+                if set(settings) - {"pretrained_model_of", "finetuning_args"}:
+                    raise ValueError(f"{where}: method {method!r} fine-tunes {owner!r}'s models: it takes only "
+                                     "pretrained_model_of and finetuning_args, got "
+                                     f"{sorted(set(settings) - {'pretrained_model_of', 'finetuning_args'})}")
+                continue
             objective = method_objective(method, settings)
             if method != NO_PRETRAINING and objective not in OBJECTIVES:
                 raise ValueError(f"{where}: method {method!r} needs an objective in {tuple(OBJECTIVES)} (or the name "
@@ -208,6 +226,14 @@ class ExperimentSpec:
     def pretrained_methods(self) -> list[str]:
         return [m for m in self.methods if m != NO_PRETRAINING]
 
+    def pretraining_owner(self, method: str) -> str:
+        """The method whose pre-training runs make ``method``'s models: its ``pretrained_model_of``, or itself."""
+        return (self.methods.get(method) or {}).get("pretrained_model_of") or method
+
+    def method_finetuning_args(self, method: str) -> dict:
+        """A method's own fine-tuning options (its ``finetuning_args``)."""
+        return dict((self.methods.get(method) or {}).get("finetuning_args") or {})
+
     @property
     def label_free_baselines(self) -> list[str]:
         return [b for b in self.baselines if b != "item_mean"]
@@ -228,7 +254,7 @@ class ExperimentSpec:
         pseeds = self.effective_pretrain_seeds
         splits = self.split_seeds if self.pretrain_per_split else [None]
         cells += [Cell("pretrain", m, s, pretrain_seed=p) for p in pseeds for s in splits
-                  for m in self.pretrained_methods]
+                  for m in self.pretrained_methods if self.pretraining_owner(m) == m]
         for f in self.label_fractions:
             for s in self.split_seeds_for(f):
                 for seed in self.seeds_for(f):

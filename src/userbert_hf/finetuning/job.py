@@ -37,6 +37,7 @@ from ..data import BehaviorData, EventLogColumnArguments, column_options, load_b
 from .splits import split_statistics
 from ..early_stopping import configure_early_stopping, validate_patience
 from .optim import FinetuningTrainer
+from .warm_start import soften_pretrained_start
 from ..job_steps import finish_job, save_loading_files, start_job
 from ..model_card import data_record, example_histories, portable_path, usage_snippet
 from ..output_dir import OutputDirError, release_output_dir, run_fingerprint
@@ -147,6 +148,16 @@ class FinetuningModelArguments:
     freeze_user_model: bool = field(
         default=False, metadata={"help": "Train only the head (the CTR bias, the classifier); the user model is fixed."}
     )
+    shrink_perturb: float | None = field(
+        default=None,
+        metadata={"help": "Pre-trained models only: before training, every user-model weight becomes F * pre-trained "
+                          "+ (1 - F) * a fresh initialisation (shrink and perturb; 1 keeps the pre-trained start, 0 is "
+                          "from scratch)."},
+    )
+    reset_behavior_embeddings: bool = field(
+        default=False, metadata={"help": "Pre-trained ID models only: a fresh behaviour (item) table, the context "
+                                         "encoder and aggregator kept."}
+    )
     # From-scratch sizes default to those of `userbert pretrain`, so a from-scratch baseline has the architecture
     # of the default pre-trained model.
     hidden_size: int | None = field(
@@ -195,6 +206,11 @@ class FinetuningModelArguments:
         if not is_preset(self.model_name_or_path) and (self.behavior_type or self.plm_name_or_path):
             raise ValueError("--behavior_type and --plm_name_or_path build a model from scratch (with a preset as "
                              f"--model_name_or_path); {self.model_name_or_path} keeps its own behaviour encoder")
+        if self.shrink_perturb is not None and not 0 <= self.shrink_perturb <= 1:
+            raise ValueError(f"--shrink_perturb must be in [0, 1], got {self.shrink_perturb}")
+        if is_preset(self.model_name_or_path) and (self.shrink_perturb is not None or self.reset_behavior_embeddings):
+            raise ValueError("--shrink_perturb and --reset_behavior_embeddings soften a pre-trained start; "
+                             f"{self.model_name_or_path} is a preset (from scratch)")
         if is_preset(self.model_name_or_path):  # from scratch: every invalid size is reported now, by option
             PretrainingModelArguments(
                 preset=self.model_name_or_path.lower(), hidden_size=self.hidden_size, dropout=self.dropout,
@@ -460,6 +476,14 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         if len(vocabulary) > config.behavior_vocab_size:  # text models only: new behaviours need no weights
             overrides["behavior_vocab_size"] = len(vocabulary)
         model = head.from_pretrained(source, **overrides)
+        if model_args.shrink_perturb is not None or model_args.reset_behavior_embeddings:
+            if model.config.behavior_type == "plm":
+                raise ValueError("--shrink_perturb / --reset_behavior_embeddings: a language-model behaviour encoder "
+                                 "has no fresh initialisation to mix with")
+            softened = soften_pretrained_start(model, shrink_perturb=model_args.shrink_perturb,
+                                               reset_behavior_embeddings=model_args.reset_behavior_embeddings,
+                                               seed=training_args.seed)
+            logger.info("Pre-trained start softened: %s", softened)
     if model_args.freeze_user_model:
         model.freeze_user_model()
         if not any(p.requires_grad for p in model.parameters()):
@@ -512,6 +536,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         "model_name_or_path": portable_path(source), "from_scratch": from_scratch,
         "preset_or_base": portable_path(source),
         "train_fraction": data_args.train_fraction, "freeze_user_model": model_args.freeze_user_model,
+        "shrink_perturb": model_args.shrink_perturb, "reset_behavior_embeddings": model_args.reset_behavior_embeddings,
         "split_seed": data_args.split_seed, "seed": training_args.seed,
         "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
         "max_steps": training_args.max_steps, "early_stopping_patience": training_args.early_stopping_patience,

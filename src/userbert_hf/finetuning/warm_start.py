@@ -1,0 +1,81 @@
+"""Softening a pre-trained start before fine-tuning: shrink and perturb, and a fresh behaviour table.
+
+A model warm-started from weights trained on the same data it is then trained on can generalise worse than one
+trained from a fresh initialisation (Ash & Adams, "On Warm-Starting Neural Network Training", NeurIPS 2020). Their
+remedy, *shrink and perturb*, scales the warm weights down and adds noise before training. Here the noise is the
+model's own initialisation, so every tensor keeps its scale where the shrink factor is 0:
+
+    theta <- factor * theta_pretrained + (1 - factor) * theta_fresh
+
+``theta_fresh`` is a new model of the same class and config, initialised with the fine-tuning seed. ``factor`` 1
+keeps the pre-trained weights, 0 is training from scratch. ``reset_behavior_embeddings`` replaces only the ID
+behaviour table (factor 0 for it) and keeps the context encoder and aggregator.
+
+Example:
+    >>> import torch
+    >>> from userbert_hf import UserBertConfig, UserBertForNextBehaviorPrediction
+    >>> config = UserBertConfig.from_preset("gru4rec", behavior_vocab_size=20, hidden_size=8)
+    >>> model = UserBertForNextBehaviorPrediction(config)
+    >>> before = model.userbert.behavior_encoder.behavior_embeddings.weight.detach().clone()
+    >>> changed = shrink_and_perturb(model, 0.5, seed=0)
+    >>> changed["parameters"] > 0, bool(torch.equal(before, model.userbert.behavior_encoder.behavior_embeddings.weight))
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import torch
+
+BEHAVIOR_TABLE = "userbert.behavior_encoder.behavior_embeddings.weight"
+
+
+def fresh_copy(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A new model of ``model``'s class and config, initialised with ``seed`` (the global RNG state is restored)."""
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        return type(model)(model.config)
+    finally:
+        torch.random.set_rng_state(state)
+
+
+@torch.no_grad()
+def shrink_and_perturb(model: torch.nn.Module, factor: float, seed: int, *, only: tuple[str, ...] | None = None) -> dict:
+    """In place: every trainable user-model parameter (``userbert.*``; those named in ``only``, when given)
+    becomes ``factor * itself + (1 - factor) * fresh``, ``fresh`` that parameter in :func:`fresh_copy`.
+
+    Frozen parameters (e.g. a frozen language model's layers) are left as they are: their fresh values would
+    never be trained back. Returns ``{"parameters": tensors changed, "values": numbers changed}``.
+    """
+    if not 0 <= factor <= 1:
+        raise ValueError(f"the shrink factor must be in [0, 1], got {factor}")
+    fresh = dict(fresh_copy(model, seed).named_parameters())
+    changed = {"parameters": 0, "values": 0}
+    for name, param in model.named_parameters():
+        if not name.startswith("userbert.") or not param.requires_grad:
+            continue
+        if only is not None and name not in only:
+            continue
+        new = fresh[name].to(device=param.device, dtype=param.dtype)  # (same shape as param)
+        param.mul_(factor).add_(new, alpha=1 - factor)
+        changed["parameters"] += 1
+        changed["values"] += param.numel()
+    if only is not None and changed["parameters"] != len(only):
+        raise ValueError(f"{type(model).__name__} has no trainable parameter named {sorted(set(only))}: it "
+                         "encodes behaviours from their text, not from an ID table")
+    return changed
+
+
+def soften_pretrained_start(model: torch.nn.Module, *, shrink_perturb: float | None, reset_behavior_embeddings: bool,
+                            seed: int) -> dict:
+    """Apply ``--reset_behavior_embeddings`` then ``--shrink_perturb`` to a pre-trained model; returns what changed
+    (recorded in ``training_results.json``)."""
+    record = {}
+    if reset_behavior_embeddings:
+        record["reset_behavior_embeddings"] = shrink_and_perturb(model, 0.0, seed, only=(BEHAVIOR_TABLE,))
+    if shrink_perturb is not None and shrink_perturb != 1:
+        record["shrink_perturb"] = shrink_and_perturb(model, shrink_perturb, seed)
+    return record
+
+
+__all__ = ["BEHAVIOR_TABLE", "fresh_copy", "shrink_and_perturb", "soften_pretrained_start"]
