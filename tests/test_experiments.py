@@ -289,6 +289,40 @@ def test_shared_pretraining_runs_once_per_method(tmp_path):
     assert fractions == sorted(fractions)
 
 
+def test_a_method_can_fine_tune_another_methods_models_with_its_own_options(tmp_path):
+    grid = _grid(pretrain_seeds=[0, 1], label_fractions=[1.0], methods={
+        "none": {}, "userbert": {"objective": "userbert", "finetuning_args": {"learning_rate": 0.01}},
+        "softened": {"pretrained_model_of": "userbert", "finetuning_args": {"shrink_perturb": 0.5}}})
+    assert [c.cell_id for c in grid.cells() if c.kind == "pretrain"] == ["pretrain/userbert/pseed0",
+                                                                         "pretrain/userbert/pseed1"]
+    jobs = FakeJobs()
+    run = ExperimentRunner(grid, tmp_path, pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune)
+    run.run()
+    assert len([c for c in jobs.calls if c[0] == "pretrain"]) == 2  # no pre-training for "softened"
+    pre = run.pretrain_argv("userbert", None, 0)
+    assert "--finetuning_args" not in pre and "--learning_rate" not in pre  # a fine-tuning option, not pre-training's
+    for cell in grid.cells():
+        if cell.kind != "finetune" or cell.method == "none":
+            continue
+        argv = run.finetune_argv(cell)
+        assert _value(argv, "--model_name_or_path") == str(tmp_path / f"pretrained/fake-userbert-pseed{cell.pretrain_seed}")
+        assert run.dependencies(cell) == [f"pretrain/userbert/pseed{cell.pretrain_seed}"]
+        assert ("--shrink_perturb" in argv) == (cell.method == "softened")
+        assert ("--learning_rate" in argv) == (cell.method == "userbert")
+    scratch = next(c for c in grid.cells() if c.kind == "finetune" and c.method == "none")
+    assert "--shrink_perturb" not in run.finetune_argv(scratch)
+    for methods, message in [
+        ({"none": {}, "a": {"pretrained_model_of": "none"}}, "another pre-trained method"),
+        ({"none": {}, "a": {"pretrained_model_of": "a"}}, "another pre-trained method"),
+        ({"u": {"objective": "userbert"}, "a": {"pretrained_model_of": "u", "max_steps": 5}}, "takes only"),
+        ({"u": {"objective": "userbert"}, "a": {"pretrained_model_of": "u"}, "b": {"pretrained_model_of": "a"}},
+         "pre-trains nothing itself"),
+        ({"u": {"objective": "userbert", "finetuning_args": 3}}, "must be a mapping"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            _grid(methods=methods)
+
+
 def test_stop_after_runs_that_many_cells(tmp_path):
     jobs = FakeJobs()
     run = ExperimentRunner(_grid(), tmp_path, pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune)

@@ -1,4 +1,5 @@
-"""Fine-tuning options: the user model's own learning rate and its frozen first steps."""
+"""Fine-tuning options: the user model's own learning rate, its frozen first steps, and a softened pre-trained start
+(shrink and perturb, a fresh behaviour table)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from userbert_hf import UserBertConfig, UserBertForCTRPrediction, UserBertForPreTraining
+from userbert_hf import UserBertConfig, UserBertForCTRPrediction, UserBertForNextBehaviorPrediction, UserBertForPreTraining
 from userbert_hf.assets import save_user_model_assets
 from userbert_hf.data import load_movielens
-from userbert_hf.finetuning.job import FinetuningArguments, main
+from userbert_hf.finetuning.job import FinetuningArguments, FinetuningModelArguments, main
 from userbert_hf.finetuning.optim import FinetuningTrainer, user_model_parameter_names
+from userbert_hf.finetuning.warm_start import BEHAVIOR_TABLE, fresh_copy, shrink_and_perturb
 from userbert_hf.tokenization_userbert import build_word_tokenizer
 
 QUICK = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "32", "--eval_strategy", "no",
@@ -106,3 +108,92 @@ def test_user_model_unchanged_during_the_frozen_steps(tmp_path, pretrained_nrms)
     for name, tensor in tuned.userbert.state_dict().items():
         assert torch.equal(tensor, pretrained[name]), name
     assert tuned.ctr_bias.item() != 0.0
+
+def sasrec(seed: int = 0) -> UserBertForNextBehaviorPrediction:
+    config = UserBertConfig.from_preset("sasrec", behavior_vocab_size=30, hidden_size=8, num_attention_heads=2,
+                                        intermediate_size=16, max_behaviors=10)
+    torch.manual_seed(seed)
+    return UserBertForNextBehaviorPrediction(config)
+
+
+def test_each_parameter_is_the_mixture_of_pretrained_and_fresh():
+    model = sasrec(seed=5)
+    pretrained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fresh = dict(fresh_copy(model, seed=3).named_parameters())
+    changed = shrink_and_perturb(model, 0.3, seed=3)
+    for name, param in model.named_parameters():
+        assert torch.allclose(param, 0.3 * pretrained[name] + 0.7 * fresh[name], atol=1e-6), name
+    assert changed["parameters"] == len(pretrained)
+    assert changed["values"] == sum(p.numel() for p in pretrained.values())
+
+
+def test_factor_one_keeps_the_start_and_zero_is_a_fresh_model():
+    model = sasrec(seed=5)
+    pretrained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    shrink_and_perturb(model, 1.0, seed=3)
+    assert all(torch.equal(p, pretrained[n]) for n, p in model.named_parameters())
+    shrink_and_perturb(model, 0.0, seed=3)
+    fresh = dict(fresh_copy(model, seed=3).named_parameters())
+    assert all(torch.equal(p, fresh[n]) for n, p in model.named_parameters())
+    assert not torch.equal(model.userbert.position_embeddings.weight, pretrained["userbert.position_embeddings.weight"])
+
+
+def test_fresh_copy_is_seeded_and_leaves_the_global_generator_alone():
+    model = sasrec()
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    a, b, c = fresh_copy(model, 1), fresh_copy(model, 1), fresh_copy(model, 2)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
+    table = lambda m: m.userbert.behavior_encoder.behavior_embeddings.weight  # noqa: E731
+    assert torch.equal(table(a), table(b)) and not torch.equal(table(a), table(c))
+
+
+def test_only_the_behaviour_table_is_reset():
+    model = sasrec(seed=5)
+    pretrained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    changed = shrink_and_perturb(model, 0.0, seed=3, only=(BEHAVIOR_TABLE,))
+    assert changed["parameters"] == 1
+    fresh = dict(fresh_copy(model, seed=3).named_parameters())
+    for name, param in model.named_parameters():
+        assert torch.equal(param, fresh[name] if name == BEHAVIOR_TABLE else pretrained[name]), name
+
+
+def test_frozen_parameters_are_kept_and_bad_input_is_refused():
+    model = sasrec(seed=5)
+    frozen = model.userbert.position_embeddings.weight
+    frozen.requires_grad = False
+    before = frozen.detach().clone()
+    shrink_and_perturb(model, 0.5, seed=3)
+    assert torch.equal(frozen, before)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        shrink_and_perturb(model, 1.5, seed=3)
+    text = UserBertForCTRPrediction(UserBertConfig.from_preset("nrms", behavior_vocab_size=20, word_vocab_size=30,
+                                                               hidden_size=8, word_embedding_size=8,
+                                                               attention_query_size=4, num_attention_heads=2))
+    with pytest.raises(ValueError, match="from their text"):
+        shrink_and_perturb(text, 0.0, seed=3, only=(BEHAVIOR_TABLE,))
+
+
+def test_softening_options_are_validated():
+    with pytest.raises(ValueError, match=r"--shrink_perturb must be in \[0, 1\]"):
+        FinetuningModelArguments(model_name_or_path="outputs/some-model", shrink_perturb=2.0)
+    with pytest.raises(ValueError, match="is a preset"):
+        FinetuningModelArguments(model_name_or_path="sasrec", reset_behavior_embeddings=True)
+    with pytest.raises(ValueError, match="is a preset"):
+        FinetuningModelArguments(model_name_or_path="nrms", shrink_perturb=0.5)
+
+
+def test_the_job_softens_the_start_and_records_it(tmp_path, pretrained_nrms):
+    pretrained = UserBertForPreTraining.from_pretrained(pretrained_nrms).userbert.state_dict()
+    out = tmp_path / "softened"
+    # learning rate 0: what the saved model holds is the softened start itself
+    main(["--task", "ctr", "--model_name_or_path", str(pretrained_nrms), "--output_dir", str(out), "--max_steps", "1",
+          "--learning_rate", "0", "--shrink_perturb", "0.25", *QUICK])
+    tuned = UserBertForCTRPrediction.from_pretrained(out)
+    fresh = fresh_copy(tuned, seed=0).userbert.state_dict()  # QUICK fine-tunes with --seed 0
+    for name, param in tuned.userbert.named_parameters():
+        expected = 0.25 * pretrained[name] + 0.75 * fresh[name]
+        assert torch.allclose(param, expected, atol=1e-6), name
+    settings = json.loads(Path(out / "training_results.json").read_text())["settings"]
+    assert settings["shrink_perturb"] == 0.25 and settings["reset_behavior_embeddings"] is False
