@@ -132,6 +132,12 @@ def test_recipe_says_how_far_an_early_stopped_run_trained():
                                     "early_stopping_patience": 3, "steps_trained": 1440})
     assert finetuned.endswith("at most 40.0 epochs of 64 rows; early stopping on validation (patience 3): "
                               "1,440 steps trained.")
+    assert "shrunk" not in finetuned and "re-initialised" not in finetuned
+    softened = recipe_description({"task": "next_item", "model_name_or_path": "m", "num_train_epochs": 10.0,
+                                   "max_steps": -1, "batch_size": 64, "shrink_perturb": 0.5,
+                                   "reset_behavior_embeddings": True})
+    assert ("; the behaviour table re-initialised before training; the start shrunk and perturbed (0.5 x "
+            "pre-trained + 0.5 x a fresh initialisation);") in softened
 
 
 def test_old_card_metadata_is_rejected():

@@ -341,6 +341,11 @@ def recipe_description(settings: dict) -> str:
         source = settings.get("model_name_or_path") or settings.get("preset_or_base")
         origin = f"trained from scratch (preset `{source}`)" if settings.get("from_scratch") else f"from `{source}`"
         frozen = "; the user model frozen" if settings.get("freeze_user_model") else ""
+        if settings.get("reset_behavior_embeddings"):
+            frozen += "; the behaviour table re-initialised before training"
+        if settings.get("shrink_perturb") not in (None, 1, 1.0):
+            frozen += (f"; the start shrunk and perturbed ({settings['shrink_perturb']:g} x pre-trained + "
+                       f"{1 - settings['shrink_perturb']:g} x a fresh initialisation)")
         return (f"{name}: fine-tuned for `{settings['task']}` {origin} on {settings.get('train_fraction', 1):.0%} of "
                 f"the training split{frozen}; {_budget(settings)}.")
     objective = settings.get("objective", "userbert")
