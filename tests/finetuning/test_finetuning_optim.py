@@ -15,7 +15,7 @@ from userbert_hf.assets import save_user_model_assets
 from userbert_hf.data import load_movielens
 from userbert_hf.finetuning.job import FinetuningArguments, FinetuningModelArguments, main
 from userbert_hf.finetuning.optim import FinetuningTrainer, user_model_parameter_names
-from userbert_hf.finetuning.warm_start import BEHAVIOR_TABLE, fresh_copy, shrink_and_perturb
+from userbert_hf.finetuning.warm_start import BEHAVIOR_TABLE, fresh_copy, fresh_seed, shrink_and_perturb
 from userbert_hf.tokenization_userbert import build_word_tokenizer
 
 QUICK = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "32", "--eval_strategy", "no",
@@ -175,6 +175,21 @@ def test_frozen_parameters_are_kept_and_bad_input_is_refused():
         shrink_and_perturb(text, 0.0, seed=3, only=(BEHAVIOR_TABLE,))
 
 
+def test_the_fresh_half_is_independent_of_a_start_with_the_fine_tuning_seed():
+    """A model pre-trained from the initialisation of seed s, fine-tuned with seed s: mixing it with a fresh model of
+    seed s would give init_s + 0.5 * change (the initial scale kept); the fresh half uses a derived seed."""
+    from userbert_hf.finetuning.warm_start import soften_pretrained_start
+
+    model = sasrec(seed=1)  # "pre-trained" for 0 steps from seed 1's initialisation
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    soften_pretrained_start(model, shrink_perturb=0.5, reset_behavior_embeddings=False, seed=1)
+    table = model.userbert.behavior_encoder.behavior_embeddings.weight
+    assert not torch.equal(table, start[BEHAVIOR_TABLE])
+    # two independent initialisations mixed half and half: the spread falls by about 1/sqrt(2)
+    ratio = (table[1:].std() / start[BEHAVIOR_TABLE][1:].std()).item()
+    assert 0.6 < ratio < 0.82, ratio
+
+
 def test_softening_options_are_validated():
     with pytest.raises(ValueError, match=r"--shrink_perturb must be in \[0, 1\]"):
         FinetuningModelArguments(model_name_or_path="outputs/some-model", shrink_perturb=2.0)
@@ -191,7 +206,7 @@ def test_the_job_softens_the_start_and_records_it(tmp_path, pretrained_nrms):
     main(["--task", "ctr", "--model_name_or_path", str(pretrained_nrms), "--output_dir", str(out), "--max_steps", "1",
           "--learning_rate", "0", "--shrink_perturb", "0.25", *QUICK])
     tuned = UserBertForCTRPrediction.from_pretrained(out)
-    fresh = fresh_copy(tuned, seed=0).userbert.state_dict()  # QUICK fine-tunes with --seed 0
+    fresh = fresh_copy(tuned, seed=fresh_seed(0)).userbert.state_dict()  # QUICK fine-tunes with --seed 0
     for name, param in tuned.userbert.named_parameters():
         expected = 0.25 * pretrained[name] + 0.75 * fresh[name]
         assert torch.allclose(param, expected, atol=1e-6), name

@@ -7,8 +7,10 @@ model's own initialisation, so every tensor keeps its scale where the shrink fac
 
     theta <- factor * theta_pretrained + (1 - factor) * theta_fresh
 
-``theta_fresh`` is a new model of the same class and config, initialised with the fine-tuning seed. ``factor`` 1
-keeps the pre-trained weights, 0 is training from scratch. ``reset_behavior_embeddings`` replaces only the ID
+``theta_fresh`` is a new model of the same class and config, initialised with a seed derived from the fine-tuning
+seed (:func:`fresh_seed`), never the fine-tuning seed itself: a pre-trained model started from the initialisation
+of some seed, and mixing it with that same initialisation would keep its scale (``init + 0.5 * change``) instead of
+shrinking it. ``factor`` 1 keeps the pre-trained weights, 0 is a fresh model. ``reset_behavior_embeddings`` replaces only the ID
 behaviour table (factor 0 for it) and keeps the context encoder and aggregator.
 
 Example:
@@ -24,9 +26,23 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 BEHAVIOR_TABLE = "userbert.behavior_encoder.behavior_embeddings.weight"
+
+
+def fresh_seed(seed: int) -> int:
+    """The seed of the fresh initialisation for fine-tuning seed ``seed``: a hash of it, so that it equals no small
+    seed a pre-training run is likely to have used.
+
+    Example:
+        >>> fresh_seed(1) == fresh_seed(1), fresh_seed(1) == 1, 0 <= fresh_seed(1) < 2**31
+        (True, False, True)
+    """
+    digest = hashlib.sha256(f"userbert_hf.shrink_perturb:{seed}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 2**31
 
 
 def fresh_copy(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -68,8 +84,9 @@ def shrink_and_perturb(model: torch.nn.Module, factor: float, seed: int, *, only
 
 def soften_pretrained_start(model: torch.nn.Module, *, shrink_perturb: float | None, reset_behavior_embeddings: bool,
                             seed: int) -> dict:
-    """Apply ``--reset_behavior_embeddings`` then ``--shrink_perturb`` to a pre-trained model; returns what changed
-    (recorded in ``training_results.json``)."""
+    """Apply ``--reset_behavior_embeddings`` then ``--shrink_perturb`` to a pre-trained model, the fresh weights
+    initialised with :func:`fresh_seed` of the fine-tuning ``seed``; returns what changed (for the log)."""
+    seed = fresh_seed(seed)
     record = {}
     if reset_behavior_embeddings:
         record["reset_behavior_embeddings"] = shrink_and_perturb(model, 0.0, seed, only=(BEHAVIOR_TABLE,))
@@ -78,4 +95,4 @@ def soften_pretrained_start(model: torch.nn.Module, *, shrink_perturb: float | N
     return record
 
 
-__all__ = ["BEHAVIOR_TABLE", "fresh_copy", "shrink_and_perturb", "soften_pretrained_start"]
+__all__ = ["BEHAVIOR_TABLE", "fresh_copy", "fresh_seed", "shrink_and_perturb", "soften_pretrained_start"]
