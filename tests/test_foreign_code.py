@@ -134,7 +134,7 @@ def test_experiment_cards_never_run_a_script_of_the_working_directory(tmp_path, 
     planted.write_text(f"open({str(tmp_path / 'ran')!r}, 'w').write('x')\ndef main(argv): return []\n")
     monkeypatch.chdir(tmp_path)
     spec = types.SimpleNamespace(split_seeds=[0], effective_pretrain_seeds=[0], pretrained_methods=["userbert"],
-                                 cells=lambda: [])
+                                 cells=lambda: [], pretraining_owner=lambda method: method)
     runner = types.SimpleNamespace(spec=spec, pretrained_dir=lambda method, split, pseed=None: model, run_dir=None,
                                    is_reference=lambda cell: False)
     written = write_model_cards(runner, "model_cards")
