@@ -10,8 +10,11 @@ model's own initialisation, so every tensor keeps its scale where the shrink fac
 ``theta_fresh`` is a new model of the same class and config, initialised with a seed derived from the fine-tuning
 seed (:func:`fresh_seed`), never the fine-tuning seed itself: a pre-trained model started from the initialisation
 of some seed, and mixing it with that same initialisation would keep its scale (``init + 0.5 * change``) instead of
-shrinking it. ``factor`` 1 keeps the pre-trained weights, 0 is a fresh model. ``reset_behavior_embeddings`` replaces only the ID
-behaviour table (factor 0 for it) and keeps the context encoder and aggregator.
+shrinking it. ``factor`` 1 keeps the pre-trained weights, 0 is a fresh model. ``reset_behavior_embeddings``
+replaces only the ID behaviour table (factor 0 for it) and keeps the context encoder and aggregator.
+
+This is a variant of Ash & Adams's remedy, not their exact form: they add small Gaussian noise after shrinking;
+here the perturbation is a fresh initialisation weighted ``1 - factor``, with no separate noise scale.
 
 Example:
     >>> import torch
@@ -85,7 +88,8 @@ def shrink_and_perturb(model: torch.nn.Module, factor: float, seed: int, *, only
 def soften_pretrained_start(model: torch.nn.Module, *, shrink_perturb: float | None, reset_behavior_embeddings: bool,
                             seed: int) -> dict:
     """Apply ``--reset_behavior_embeddings`` then ``--shrink_perturb`` to a pre-trained model, the fresh weights
-    initialised with :func:`fresh_seed` of the fine-tuning ``seed``; returns what changed (for the log)."""
+    initialised with :func:`fresh_seed` of the fine-tuning ``seed``; returns what changed (for the log). With both,
+    the table is the fresh one (mixing it with the same fresh values leaves it unchanged)."""
     seed = fresh_seed(seed)
     record = {}
     if reset_behavior_embeddings:
