@@ -158,7 +158,8 @@ def test_non_finite_settings_are_usage_errors(tmp_path, capsys, option, value):
 
 @settings(max_examples=25, deadline=None)
 @given(field=st.sampled_from(["mbp_loss_weight", "bsm_loss_weight", "uniformity_loss_weight", "dropout",
-                              "initializer_range", "layer_norm_eps", "cp_matching_temperature", "matching_temperature"]),
+                              "initializer_range", "initializer_gain", "layer_norm_eps", "cp_matching_temperature",
+                              "matching_temperature"]),
        value=st.sampled_from([float("nan"), float("inf"), float("-inf")]))
 def test_no_config_field_accepts_a_non_finite_value(field, value):
     with pytest.raises(Exception, match=field):

@@ -25,5 +25,5 @@ def test_a_committed_grid_parses_and_its_cells_match_its_settings(path):
     pretrains = [c for c in cells if c.kind == "pretrain"]
     assert finetunes, "a grid fine-tunes something"
     assert {c.method for c in finetunes} == set(spec.methods)
-    assert {c.method for c in pretrains} == {spec.pretraining_owner(m) for m in spec.methods} - {NO_PRETRAINING}
+    assert {c.method for c in pretrains} == {spec.pretraining_owner(m) for m in spec.pretrained_methods}
     assert {c.fraction for c in finetunes} == set(spec.label_fractions)

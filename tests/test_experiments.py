@@ -323,6 +323,34 @@ def test_a_method_can_fine_tune_another_methods_models_with_its_own_options(tmp_
             _grid(methods=methods)
 
 
+def test_a_scratch_variant_trains_from_its_preset_with_its_options_and_is_compared_with_none(tmp_path):
+    grid = _grid(pretrain_seeds=[0, 1], label_fractions=[1.0], methods={
+        "none": {}, "small_init": {"objective": "none", "finetuning_args": {"initializer_gain": 0.5}},
+        "userbert": {"objective": "userbert"}})
+    assert grid.pretrained_methods == ["userbert"] and grid.scratch_variants == ["small_init"]
+    variant = [c for c in grid.cells() if c.kind == "finetune" and c.method == "small_init"]
+    assert len(variant) == 4 and {c.pretrain_seed for c in variant} == {None}  # 2 splits x 2 seeds, no pseed
+    jobs = FakeJobs()
+    run = ExperimentRunner(grid, tmp_path, pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune, confirm=True)
+    records = run.run()
+    assert [c[1] for c in jobs.calls if c[0] == "pretrain"] == [str(tmp_path / f"pretrained/fake-userbert-pseed{p}")
+                                                               for p in (0, 1)]
+    for cell in variant:
+        argv = run.finetune_argv(cell)
+        assert _value(argv, "--model_name_or_path") == grid.preset and _value(argv, "--initializer_gain") == "0.5"
+        assert run.dependencies(cell) == []
+    none = next(c for c in grid.cells() if c.kind == "finetune" and c.method == "none")
+    assert "--initializer_gain" not in run.finetune_argv(none)
+    section = report.experiment_section(grid, records, tmp_path, command="userbert experiment x.yaml")
+    assert "| small_init vs none | 100% |" in section and "| userbert vs none | 100% |" in section
+    for methods, message in [
+        ({"none": {}, "a": {"objective": "none", "max_steps": 5}}, "trains from scratch: it takes only"),
+        ({"none": {}, "a": {"objective": "none"}, "b": {"pretrained_model_of": "a"}}, "another pre-trained method"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            _grid(methods=methods)
+
+
 def test_stop_after_runs_that_many_cells(tmp_path):
     jobs = FakeJobs()
     run = ExperimentRunner(_grid(), tmp_path, pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune)

@@ -213,6 +213,10 @@ class UserBertConfig(PreTrainedConfig):
     # ``dropout`` gives the behaviour of models saved before this field existed, which applied ``dropout`` there.
     attention_probs_dropout_prob: float = 0.0
     initializer_range: float = 0.02
+    # Multiplies the scale of every random initialisation (the Glorot gain of dense, convolution and GRU weights,
+    # and the std of embeddings, initializer_range x gain); constant ones (norms, biases) are kept. 1 is the
+    # default scale; a smaller one can suit a from-scratch model (docs/pretraining.md).
+    initializer_gain: float = 1.0
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0  # behaviour padding id (and word padding id)
     word_pad_token_id: int = 0
@@ -361,6 +365,8 @@ class UserBertConfig(PreTrainedConfig):
             raise ValueError(f"UserBertConfig.layer_norm_eps={self.layer_norm_eps} must be in (0, 1)")
         if not 0 <= self.initializer_range <= 10:
             raise ValueError(f"UserBertConfig.initializer_range={self.initializer_range} must be in [0, 10]")
+        if not 0 < self.initializer_gain <= 10:
+            raise ValueError(f"UserBertConfig.initializer_gain={self.initializer_gain} must be in (0, 10]")
         parts = estimate_parameters(self)
         total = sum(parts.values())
         if total > MAX_PARAMETERS:

@@ -343,6 +343,8 @@ def recipe_description(settings: dict) -> str:
         frozen = "; the user model frozen" if settings.get("freeze_user_model") else ""
         if settings.get("reset_behavior_embeddings"):
             frozen += "; the behaviour table re-initialised before training"
+        if settings.get("from_scratch") and settings.get("initializer_gain") not in (None, 1, 1.0):
+            frozen += f"; initialised at {settings['initializer_gain']:g} x the default scale"
         if settings.get("shrink_perturb") not in (None, 1, 1.0):
             frozen += (f"; the start shrunk and perturbed ({settings['shrink_perturb']:g} x pre-trained + "
                        f"{1 - settings['shrink_perturb']:g} x a fresh initialisation)")

@@ -429,15 +429,23 @@ class UserBertPreTrainedModel(PreTrainedModel):
             param.requires_grad = False
 
     def _init_weights(self, module):
+        # ``initializer_gain`` scales every random draw (Glorot gain, embedding std); norms and biases stay
+        # constant. Each tensor is drawn once, so with one seed a model at gain g is g x the model at gain 1.
+        gain = getattr(self.config, "initializer_gain", 1.0)
+        if isinstance(module, nn.Embedding) and gain != 1.0:
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range * gain)
+            if module.padding_idx is not None:
+                init.zeros_(module.weight[module.padding_idx])
+            return
         super()._init_weights(module)
         # Glorot-uniform dense and convolution weights (the Keras defaults of the paper's implementation): the
         # dot-product matchers need embeddings of a usable scale from the first step.
         if isinstance(module, (nn.Linear, nn.Conv1d)):
-            init.xavier_uniform_(module.weight)
+            init.xavier_uniform_(module.weight, gain=gain)
         if isinstance(module, nn.GRU):
             for name, param in module.named_parameters():
                 if "weight" in name:
-                    init.xavier_uniform_(param)
+                    init.xavier_uniform_(param, gain=gain)
                 else:
                     init.zeros_(param)
 

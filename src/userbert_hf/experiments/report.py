@@ -317,7 +317,7 @@ def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Pa
     finished = {r["cell"] for r in records}
     seconds = sum(r.get("seconds") or 0 for r in records)
     pretrained = spec.pretrained_methods
-    vs_scratch = comparison_rows(spec, values, [(m, NO_PRETRAINING) for m in pretrained]
+    vs_scratch = comparison_rows(spec, values, [(m, NO_PRETRAINING) for m in pretrained + spec.scratch_variants]
                                  if NO_PRETRAINING in spec.methods else [])
     among = comparison_rows(spec, values, [("userbert", m) for m in pretrained if m != "userbert"]
                             if "userbert" in pretrained else [])
@@ -355,7 +355,7 @@ def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Pa
         lines += ["### Pre-trained vs from scratch (paired)", "", comparison_table(vs_scratch), "",
                   *[verdict(r, metric, split) for r in vs_scratch], ""]
     on_validation = (comparison_rows(spec, metric_values(records, metric, "validation"),
-                                     [(m, NO_PRETRAINING) for m in pretrained])
+                                     [(m, NO_PRETRAINING) for m in pretrained + spec.scratch_variants])
                      if split == "test" and NO_PRETRAINING in spec.methods else [])
     if on_validation:
         lines += ["### The same comparison on validation (what a development run of this grid shows)", "",

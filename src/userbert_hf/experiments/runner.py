@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .spec import NO_PRETRAINING, SHARED_DATA_ARGS, Cell, ExperimentSpec, method_objective
+from .spec import SHARED_DATA_ARGS, Cell, ExperimentSpec, method_objective
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ class ExperimentRunner:
         return _argv(settings)
 
     def finetune_argv(self, cell: Cell) -> list[str]:
-        if cell.method == NO_PRETRAINING:
+        if self.spec.is_scratch(cell.method):
             settings = {"model_name_or_path": self.spec.preset, **self.spec.model_args}
         else:
             settings = {"model_name_or_path": str(self.pretrained_dir(cell.method, cell.split_seed, cell.pretrain_seed))}
@@ -379,7 +379,7 @@ class ExperimentRunner:
         model before its fine-tunings."""
         if cell.kind == "pretrain":
             return ["export"]
-        if cell.kind == "finetune" and cell.method != NO_PRETRAINING:
+        if cell.kind == "finetune" and not self.spec.is_scratch(cell.method):
             split = cell.split_seed if self.spec.pretrain_per_split else None
             owner = self.spec.pretraining_owner(cell.method)
             return [Cell("pretrain", owner, split, pretrain_seed=cell.pretrain_seed).cell_id]

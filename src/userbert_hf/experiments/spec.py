@@ -28,7 +28,9 @@ mf_args: {factors: 32, epochs: 20}
 A method's own keys (``objective`` and any other pre-training argument) override ``pretraining_args``, except two:
 ``finetuning_args`` (a mapping over the grid's ``finetuning_args`` and ``fraction_args`` for that method's
 fine-tunings, e.g. ``{shrink_perturb: 0.5}``) and ``pretrained_model_of: METHOD`` (fine-tune the models that METHOD
-pre-trains, seed by seed, instead of pre-training again: rows that differ in fine-tuning only). The
+pre-trains, seed by seed, instead of pre-training again: rows that differ in fine-tuning only). A method with
+``objective: none`` is another from-scratch row beside ``none``, e.g. ``scratch_gain0.5: {objective: none,
+finetuning_args: {initializer_gain: 0.5}}``; it takes no other key. The
 pre-training data (what the task lets pre-training see) does not depend on the user split.
 
 ``pretrain_seeds`` lists the pre-training seeds: each pre-trained method is pre-trained once per seed (with that
@@ -152,8 +154,11 @@ class ExperimentSpec:
             if not isinstance(settings.get("finetuning_args", {}), dict):
                 raise ValueError(f"{where}: method {method!r}: finetuning_args must be a mapping of fine-tuning options")
             owner = settings.get("pretrained_model_of")
+            if self.is_scratch(method) and set(settings) - {"objective", "finetuning_args"}:
+                raise ValueError(f"{where}: method {method!r} trains from scratch: it takes only objective: "
+                                 f"{NO_PRETRAINING} and finetuning_args, got {sorted(settings)}")
             if owner is not None:
-                if method == NO_PRETRAINING or owner == NO_PRETRAINING or owner not in self.methods or owner == method:
+                if self.is_scratch(method) or owner not in self.methods or self.is_scratch(owner) or owner == method:
                     raise ValueError(f"{where}: method {method!r}: pretrained_model_of must name another pre-trained "
                                      f"method of the grid, got {owner!r}")
                 if (self.methods[owner] or {}).get("pretrained_model_of") is not None:
@@ -165,7 +170,7 @@ class ExperimentSpec:
                                      f"{sorted(set(settings) - {'pretrained_model_of', 'finetuning_args'})}")
                 continue
             objective = method_objective(method, settings)
-            if method != NO_PRETRAINING and objective not in OBJECTIVES:
+            if not self.is_scratch(method) and objective not in OBJECTIVES:
                 raise ValueError(f"{where}: method {method!r} needs an objective in {tuple(OBJECTIVES)} (or the name "
                                  f"{NO_PRETRAINING!r} for no pre-training), got {objective!r}")
         self.fraction_args = {float(k): dict(v or {}) for k, v in (self.fraction_args or {}).items()}
@@ -222,9 +227,18 @@ class ExperimentSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def is_scratch(self, method: str) -> bool:
+        """Whether ``method`` fine-tunes from scratch: ``none``, or a method with ``objective: none``."""
+        return method == NO_PRETRAINING or (self.methods.get(method) or {}).get("objective") == NO_PRETRAINING
+
     @property
     def pretrained_methods(self) -> list[str]:
-        return [m for m in self.methods if m != NO_PRETRAINING]
+        return [m for m in self.methods if not self.is_scratch(m)]
+
+    @property
+    def scratch_variants(self) -> list[str]:
+        """From-scratch rows other than ``none`` (``objective: none``), compared with ``none`` in reports."""
+        return [m for m in self.methods if self.is_scratch(m) and m != NO_PRETRAINING]
 
     def pretraining_owner(self, method: str) -> str:
         """The method whose pre-training runs make ``method``'s models: its ``pretrained_model_of``, or itself."""
@@ -259,8 +273,9 @@ class ExperimentSpec:
             for s in self.split_seeds_for(f):
                 for seed in self.seeds_for(f):
                     for m in self.methods:
-                        cells += [Cell("finetune", m, s, seed, f, pretrain_seed=None if m == NO_PRETRAINING else p)
-                                  for p in (pseeds if m != NO_PRETRAINING else [None])]
+                        scratch = self.is_scratch(m)
+                        cells += [Cell("finetune", m, s, seed, f, pretrain_seed=None if scratch else p)
+                                  for p in ([None] if scratch else pseeds)]
         for s in self.split_seeds:  # split-major: the runner builds each split's rows once
             cells += [Cell("baseline", b, s) for b in self.label_free_baselines]
             if "item_mean" in self.baselines:

@@ -158,6 +158,12 @@ class FinetuningModelArguments:
         default=False, metadata={"help": "Pre-trained ID models only: a fresh behaviour (item) table, the context "
                                          "encoder and aggregator kept."}
     )
+    initializer_gain: float | None = field(
+        default=None,
+        metadata={"help": "From scratch: multiplies every random initialisation (Glorot gain, embedding std; default "
+                          "1). 0.71 is the scale of a --shrink_perturb 0.5 start: the fair scratch baseline for it "
+                          "(docs/pretraining.md)."},
+    )
     # From-scratch sizes default to those of `userbert pretrain`, so a from-scratch baseline has the architecture
     # of the default pre-trained model.
     hidden_size: int | None = field(
@@ -211,6 +217,11 @@ class FinetuningModelArguments:
         if is_preset(self.model_name_or_path) and (self.shrink_perturb is not None or self.reset_behavior_embeddings):
             raise ValueError("--shrink_perturb and --reset_behavior_embeddings soften a pre-trained start; "
                              f"{self.model_name_or_path} is a preset (from scratch)")
+        if self.initializer_gain is not None and not is_preset(self.model_name_or_path):
+            raise ValueError("--initializer_gain sets the initialisation of a model trained from scratch; "
+                             f"{self.model_name_or_path} is a pre-trained model (see --shrink_perturb)")
+        if self.initializer_gain is not None and not 0 < self.initializer_gain <= 10:
+            raise ValueError(f"--initializer_gain must be in (0, 10], got {self.initializer_gain}")
         if is_preset(self.model_name_or_path):  # from scratch: every invalid size is reported now, by option
             PretrainingModelArguments(
                 preset=self.model_name_or_path.lower(), hidden_size=self.hidden_size, dropout=self.dropout,
@@ -463,6 +474,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
             attention_query_size=model_args.attention_query_size, num_attention_heads=model_args.num_attention_heads,
             intermediate_size=4 * model_args.hidden_size, dropout=model_args.dropout,
             matching_similarity=model_args.matching_similarity, matching_temperature=model_args.matching_temperature,
+            initializer_gain=model_args.initializer_gain if model_args.initializer_gain is not None else 1.0,
             **overrides,
         )
         model = head(config)
@@ -537,6 +549,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         "preset_or_base": portable_path(source),
         "train_fraction": data_args.train_fraction, "freeze_user_model": model_args.freeze_user_model,
         "shrink_perturb": model_args.shrink_perturb, "reset_behavior_embeddings": model_args.reset_behavior_embeddings,
+        "initializer_gain": model_args.initializer_gain,
         "split_seed": data_args.split_seed, "seed": training_args.seed,
         "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
         "max_steps": training_args.max_steps, "early_stopping_patience": training_args.early_stopping_patience,

@@ -92,6 +92,9 @@ class PretrainingModelArguments:
                                 "to --dropout for the behaviour before this option existed)."}
     )
     initializer_range: float = field(default=0.02, metadata={"help": "Std of embedding initialisation."})
+    initializer_gain: float = field(
+        default=1.0, metadata={"help": "Multiplies every random initialisation (Glorot gain, embedding std)."}
+    )
     matching_similarity: str = field(
         default="cosine", metadata={"help": "Matcher scores: 'cosine' (default) or 'dot' (the paper)."}
     )
@@ -263,6 +266,7 @@ def build_config(model_args: PretrainingModelArguments, data_args, vocabulary, t
         next_behavior_loss_weight=model_args.next_behavior_loss_weight,
         dropout=model_args.dropout,
         initializer_range=model_args.initializer_range,
+        initializer_gain=model_args.initializer_gain,
         matching_similarity=model_args.matching_similarity,
         matching_temperature=model_args.matching_temperature,
         cp_matching_similarity=model_args.cp_matching_similarity,
