@@ -352,7 +352,7 @@ def experiment_section(spec: ExperimentSpec, records: list[dict], report_dir: Pa
         "",
     ]
     if vs_scratch:
-        lines += ["### Pre-trained vs from scratch (paired)", "", comparison_table(vs_scratch), "",
+        lines += ["### Against from scratch (`none`), paired", "", comparison_table(vs_scratch), "",
                   *[verdict(r, metric, split) for r in vs_scratch], ""]
     on_validation = (comparison_rows(spec, metric_values(records, metric, "validation"),
                                      [(m, NO_PRETRAINING) for m in pretrained + spec.scratch_variants])
