@@ -161,8 +161,8 @@ class FinetuningModelArguments:
     initializer_gain: float | None = field(
         default=None,
         metadata={"help": "From scratch: multiplies every random initialisation (Glorot gain, embedding std; default "
-                          "1). A fair scratch baseline tunes it on validation: 0.25 (MovieLens CTR) and 0.5 (Beauty) "
-                          "were best there (docs/pretraining.md)."},
+                          "1). A fair scratch baseline tunes it on validation: 0.15-0.25 (MovieLens CTR) and 0.5 "
+                          "(Beauty) were best there (docs/pretraining.md)."},
     )
     # From-scratch sizes default to those of `userbert pretrain`, so a from-scratch baseline has the architecture
     # of the default pre-trained model.
