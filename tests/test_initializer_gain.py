@@ -11,7 +11,8 @@ from huggingface_hub.errors import StrictDataclassError
 
 from userbert_hf import UserBertConfig, UserBertForCTRPrediction, UserBertForNextBehaviorPrediction
 from userbert_hf.finetuning.job import FinetuningModelArguments, main
-from userbert_hf.finetuning.warm_start import fresh_copy
+from userbert_hf.finetuning.warm_start import fresh_copy, shrink_and_perturb
+from userbert_hf.model_card import recipe_description
 
 QUICK = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "32", "--eval_strategy", "no",
          "--disable_tqdm", "true", "--logging_steps", "1", "--seed", "0", "--train_fraction", "0.1",
@@ -92,3 +93,24 @@ def test_the_job_initialises_a_scratch_model_at_the_gain_and_records_it(tmp_path
     card = (tmp_path / "gain0.5" / "README.md").read_text()
     assert "initialised at 0.5 x the default scale" in card
     assert "initialised at" not in (tmp_path / "gain1" / "README.md").read_text()
+
+
+def test_the_fresh_half_of_a_softened_start_can_be_drawn_at_a_gain():
+    config = UserBertConfig.from_preset("sasrec", behavior_vocab_size=30, hidden_size=8, num_attention_heads=2,
+                                        intermediate_size=16, max_behaviors=10)
+    torch.manual_seed(5)
+    start = UserBertForNextBehaviorPrediction(config)
+    before = {name: p.detach().clone() for name, p in start.named_parameters()}
+    fresh = dict(fresh_copy(start, seed=7).named_parameters())  # the fresh half at the config's gain (1)
+    shrink_and_perturb(start, 0.5, seed=7, initializer_gain=0.25)
+    assert start.config.initializer_gain == 1.0  # the model's own config is left alone
+    for name, param in start.named_parameters():
+        if not name.startswith("userbert."):
+            continue
+        scaled = fresh[name] if is_constant(fresh[name]) else 0.25 * fresh[name]
+        assert torch.allclose(param, 0.5 * before[name] + 0.5 * scaled, atol=1e-6), name
+    # the option is accepted for a pre-trained start only together with a softening option, and named on the card
+    FinetuningModelArguments(model_name_or_path="outputs/some-model", shrink_perturb=0.5, initializer_gain=0.25)
+    line = recipe_description({"task": "next_item", "model_name_or_path": "outputs/m", "from_scratch": False,
+                               "shrink_perturb": 0.5, "initializer_gain": 0.25, "train_fraction": 1.0})
+    assert "0.5 x a fresh initialisation at 0.25 x the default scale" in line

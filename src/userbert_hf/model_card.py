@@ -346,8 +346,10 @@ def recipe_description(settings: dict) -> str:
         if settings.get("from_scratch") and settings.get("initializer_gain") not in (None, 1, 1.0):
             frozen += f"; initialised at {settings['initializer_gain']:g} x the default scale"
         if settings.get("shrink_perturb") not in (None, 1, 1.0):
+            scale = ("" if settings.get("from_scratch") or settings.get("initializer_gain") in (None, 1, 1.0)
+                     else f" at {settings['initializer_gain']:g} x the default scale")
             frozen += (f"; the start shrunk and perturbed ({settings['shrink_perturb']:g} x pre-trained + "
-                       f"{1 - settings['shrink_perturb']:g} x a fresh initialisation)")
+                       f"{1 - settings['shrink_perturb']:g} x a fresh initialisation{scale})")
         return (f"{name}: fine-tuned for `{settings['task']}` {origin} on {settings.get('train_fraction', 1):.0%} of "
                 f"the training split{frozen}; {_budget(settings)}.")
     objective = settings.get("objective", "userbert")

@@ -162,7 +162,8 @@ class FinetuningModelArguments:
         default=None,
         metadata={"help": "From scratch: multiplies every random initialisation (Glorot gain, embedding std; default "
                           "1). A fair scratch baseline tunes it on validation: 0.15-0.25 (MovieLens CTR) and 0.5 "
-                          "(Beauty) were best there (docs/pretraining.md)."},
+                          "(Beauty) were best there (docs/pretraining.md). With --shrink_perturb or "
+                          "--reset_behavior_embeddings: the scale of the fresh initialisation mixed in."},
     )
     # From-scratch sizes default to those of `userbert pretrain`, so a from-scratch baseline has the architecture
     # of the default pre-trained model.
@@ -217,9 +218,11 @@ class FinetuningModelArguments:
         if is_preset(self.model_name_or_path) and (self.shrink_perturb is not None or self.reset_behavior_embeddings):
             raise ValueError("--shrink_perturb and --reset_behavior_embeddings soften a pre-trained start; "
                              f"{self.model_name_or_path} is a preset (from scratch)")
-        if self.initializer_gain is not None and not is_preset(self.model_name_or_path):
-            raise ValueError("--initializer_gain sets the initialisation of a model trained from scratch; "
-                             f"{self.model_name_or_path} is a pre-trained model (see --shrink_perturb)")
+        softened = self.shrink_perturb is not None or self.reset_behavior_embeddings
+        if self.initializer_gain is not None and not is_preset(self.model_name_or_path) and not softened:
+            raise ValueError("--initializer_gain sets the initialisation of a model trained from scratch, or of the "
+                             f"fresh weights of --shrink_perturb / --reset_behavior_embeddings; {self.model_name_or_path} "
+                             "is a pre-trained model and neither option is given")
         if self.initializer_gain is not None and not 0 < self.initializer_gain <= 10:
             raise ValueError(f"--initializer_gain must be in (0, 10], got {self.initializer_gain}")
         if is_preset(self.model_name_or_path):  # from scratch: every invalid size is reported now, by option
@@ -494,7 +497,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
                                  "has no fresh initialisation to mix with")
             softened = soften_pretrained_start(model, shrink_perturb=model_args.shrink_perturb,
                                                reset_behavior_embeddings=model_args.reset_behavior_embeddings,
-                                               seed=training_args.seed)
+                                               seed=training_args.seed, initializer_gain=model_args.initializer_gain)
             logger.info("Pre-trained start softened: %s", softened)
     if model_args.freeze_user_model:
         model.freeze_user_model()

@@ -11,7 +11,10 @@ model's own initialisation, so every tensor keeps its scale where the shrink fac
 seed (:func:`fresh_seed`), never the fine-tuning seed itself: a pre-trained model started from the initialisation
 of some seed, and mixing it with that same initialisation would keep its scale (``init + 0.5 * change``) instead of
 shrinking it. ``factor`` 1 keeps the pre-trained weights, 0 is a fresh model. ``reset_behavior_embeddings``
-replaces only the ID behaviour table (factor 0 for it) and keeps the context encoder and aggregator.
+replaces only the ID behaviour table (factor 0 for it) and keeps the context encoder and aggregator. The fresh
+model has the pre-trained config's ``initializer_gain`` unless ``initializer_gain`` is given (``userbert finetune
+--initializer_gain G`` with a softening option): every random tensor of the fresh half is then drawn at G x the
+default scale.
 
 This is a variant of Ash & Adams's remedy, not their exact form: they add small Gaussian noise after shrinking;
 here the perturbation is a fresh initialisation weighted ``1 - factor``, with no separate noise scale.
@@ -29,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import torch
@@ -48,18 +52,24 @@ def fresh_seed(seed: int) -> int:
     return int.from_bytes(digest[:4], "big") % 2**31
 
 
-def fresh_copy(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """A new model of ``model``'s class and config, initialised with ``seed`` (the global RNG state is restored)."""
+def fresh_copy(model: torch.nn.Module, seed: int, initializer_gain: float | None = None) -> torch.nn.Module:
+    """A new model of ``model``'s class and config (``initializer_gain`` replacing the config's when given),
+    initialised with ``seed`` (the global RNG state is restored)."""
+    config = model.config
+    if initializer_gain is not None:
+        config = copy.deepcopy(config)
+        config.initializer_gain = initializer_gain
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        return type(model)(model.config)
+        return type(model)(config)
     finally:
         torch.random.set_rng_state(state)
 
 
 @torch.no_grad()
-def shrink_and_perturb(model: torch.nn.Module, factor: float, seed: int, *, only: tuple[str, ...] | None = None) -> dict:
+def shrink_and_perturb(model: torch.nn.Module, factor: float, seed: int, *, only: tuple[str, ...] | None = None,
+                       initializer_gain: float | None = None) -> dict:
     """In place: every trainable user-model parameter (``userbert.*``; those named in ``only``, when given)
     becomes ``factor * itself + (1 - factor) * fresh``, ``fresh`` that parameter in :func:`fresh_copy`.
 
@@ -68,7 +78,7 @@ def shrink_and_perturb(model: torch.nn.Module, factor: float, seed: int, *, only
     """
     if not 0 <= factor <= 1:
         raise ValueError(f"the shrink factor must be in [0, 1], got {factor}")
-    fresh = dict(fresh_copy(model, seed).named_parameters())
+    fresh = dict(fresh_copy(model, seed, initializer_gain).named_parameters())
     changed = {"parameters": 0, "values": 0}
     for name, param in model.named_parameters():
         if not name.startswith("userbert.") or not param.requires_grad:
@@ -86,16 +96,18 @@ def shrink_and_perturb(model: torch.nn.Module, factor: float, seed: int, *, only
 
 
 def soften_pretrained_start(model: torch.nn.Module, *, shrink_perturb: float | None, reset_behavior_embeddings: bool,
-                            seed: int) -> dict:
+                            seed: int, initializer_gain: float | None = None) -> dict:
     """Apply ``--reset_behavior_embeddings`` then ``--shrink_perturb`` to a pre-trained model, the fresh weights
-    initialised with :func:`fresh_seed` of the fine-tuning ``seed``; returns what changed (for the log). With both,
-    the table is the fresh one (mixing it with the same fresh values leaves it unchanged)."""
+    initialised with :func:`fresh_seed` of the fine-tuning ``seed`` (at ``initializer_gain`` when given); returns
+    what changed (for the log). With both, the table is the fresh one (mixing it with the same fresh values leaves
+    it unchanged)."""
     seed = fresh_seed(seed)
     record = {}
     if reset_behavior_embeddings:
-        record["reset_behavior_embeddings"] = shrink_and_perturb(model, 0.0, seed, only=(BEHAVIOR_TABLE,))
+        record["reset_behavior_embeddings"] = shrink_and_perturb(model, 0.0, seed, only=(BEHAVIOR_TABLE,),
+                                                                 initializer_gain=initializer_gain)
     if shrink_perturb is not None and shrink_perturb != 1:
-        record["shrink_perturb"] = shrink_and_perturb(model, shrink_perturb, seed)
+        record["shrink_perturb"] = shrink_and_perturb(model, shrink_perturb, seed, initializer_gain=initializer_gain)
     return record
 
 
