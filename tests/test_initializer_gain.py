@@ -114,3 +114,14 @@ def test_the_fresh_half_of_a_softened_start_can_be_drawn_at_a_gain():
     line = recipe_description({"task": "next_item", "model_name_or_path": "outputs/m", "from_scratch": False,
                                "shrink_perturb": 0.5, "initializer_gain": 0.25, "train_fraction": 1.0})
     assert "0.5 x a fresh initialisation at 0.25 x the default scale" in line
+
+
+def test_a_pretraining_card_names_the_gain_of_the_config_when_the_run_did_not_record_it():
+    from userbert_hf.model_card import model_card_from_results
+
+    config = UserBertConfig.from_preset("gru4rec", behavior_vocab_size=10, hidden_size=8, initializer_gain=0.25)
+    results = {"settings": {"objective": "userbert", "data": "movielens", "max_steps": 10, "batch_size": 4,
+                            "learning_rate": 1e-3}, "metrics": {}}
+    assert "initialised at 0.25 x the default scale" in str(model_card_from_results(config, results, "m"))
+    config.initializer_gain = 1.0
+    assert "initialised at" not in str(model_card_from_results(config, results, "m"))

@@ -97,6 +97,15 @@ def test_card_names_the_paper_sampler_and_cp_matcher_when_they_ran(beauty_outsid
     validate_card_metadata(card)
 
 
+def test_a_pretraining_initial_scale_is_recorded_and_named_on_the_card(tmp_path):
+    pretrain([*TINY, "--initializer_gain", "0.25", "--output_dir", str(tmp_path / "small")])
+    settings = json.loads((tmp_path / "small" / "training_results.json").read_text())["settings"]
+    assert settings["initializer_gain"] == 0.25
+    assert json.loads((tmp_path / "small" / "config.json").read_text())["initializer_gain"] == 0.25
+    assert "initialised at 0.25 x the default scale" in (tmp_path / "small" / "README.md").read_text()
+    assert "initialised at" not in recipe_description({**settings, "initializer_gain": 1.0})
+
+
 def test_cp_refuses_the_previous_mbp_query(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         pretrain([*TINY, "--objective", "cp", "--mbp_query", "previous", "--output_dir", str(tmp_path / "x")])

@@ -379,6 +379,8 @@ def recipe_description(settings: dict) -> str:
     extra = f"; uniformity loss weight {uniformity}" if uniformity is not None else ""
     if settings.get("projection_head"):
         extra += "; projection head"
+    if settings.get("initializer_gain") not in (None, 1, 1.0):
+        extra += f"; initialised at {settings['initializer_gain']:g} x the default scale"
     return f"{name}: {task}{extra}; {_budget(settings)}."
 
 
@@ -638,6 +640,8 @@ def model_card_from_results(
         origin = f" from `{source}`" if source else ""
         summary = f"A {model} user model fine-tuned for {task_name.lower()}{origin}; metrics are on the test split."
     else:
+        if "initializer_gain" not in settings and getattr(config, "initializer_gain", 1.0) != 1.0:
+            settings["initializer_gain"] = config.initializer_gain  # recorded in the config by earlier runs
         preset = settings.get("preset", config.context_encoder)
         title = title or f"UserBERT {preset} user model pre-trained on {dataset_name}"
         summary = (

@@ -443,6 +443,7 @@ def pretraining_settings(data_args, model_args, training_args, config, data, voc
         matching_similarity=config.matching_similarity, matching_temperature=config.matching_temperature,
         uniformity_loss_weight=config.uniformity_loss_weight, projection_head=config.projection_head,
         dropout=config.dropout, hidden_size=config.hidden_size, max_behaviors=config.max_behaviors,
+        initializer_gain=config.initializer_gain,
         held_out_users=len(eval_users) if eval_users is not None else 0,
         max_steps=training_args.max_steps, num_train_epochs=training_args.num_train_epochs,
         batch_size=training_args.per_device_train_batch_size * training_args.world_size,
