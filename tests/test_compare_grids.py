@@ -114,3 +114,37 @@ def test_join_b_pools_a_replication_on_new_splits(tmp_path, capsys):
     with pytest.raises(SystemExit):  # nothing to compare: the usage error names every joined file
         main([str(first), str(first), "--join_a", str(second), "--methods", "cp", "none"])
     assert f"{first} + {second} and {first}" in capsys.readouterr().err
+
+
+def test_scratch_seeds_give_every_pretraining_seed_a_scratch_cell_of_its_own(tmp_path, capsys):
+    # Pre-training seeds 8 and 9 (fine-tuning seed 1) on splits 0 and 1; scratch with fine-tuning seeds 1, 2, 3.
+    records = [_record("pre", 0, 1, 0.1, 0.70, 8), _record("pre", 0, 1, 0.1, 0.72, 9),
+               _record("pre", 1, 1, 0.1, 0.80, 8), _record("pre", 1, 1, 0.1, 0.81, 9),
+               _record("none", 0, 1, 0.1, 0.60), _record("none", 0, 2, 0.1, 0.66), _record("none", 0, 3, 0.1, 0.99),
+               _record("none", 1, 1, 0.1, 0.75), _record("none", 1, 2, 0.1, 0.79)]
+    (shared,) = compare_grids(records, records, "auc", methods=("pre", "none"))
+    # one scratch cell (seed 1) per split: gains +0.10, +0.12 on split 0; +0.05, +0.06 on split 1
+    assert shared["mean_difference"] == pytest.approx((0.10 + 0.12 + 0.05 + 0.06) / 4)
+    (own,) = compare_grids(records, records, "auc", methods=("pre", "none"), scratch_seeds=[1, 2])
+    # seed 8 pairs with scratch seed 1, seed 9 with scratch seed 2: +0.10, +0.06 on split 0; +0.05, +0.02 on split 1
+    assert (own["n"], own["pairs"], own["unpaired"]) == (4, 4, 0)
+    assert own["mean_difference"] == pytest.approx((0.10 + 0.06 + 0.05 + 0.02) / 4)
+    assert own["mean_b"] == pytest.approx((0.60 + 0.66 + 0.75 + 0.79) / 4)
+    (reversed_,) = compare_grids(records, records, "auc", methods=("pre", "none"), scratch_seeds=[2, 3])
+    assert reversed_["mean_difference"] == pytest.approx((0.72 - 0.66 + 0.70 - 0.99 + 0.80 - 0.79) / 3)
+    assert (reversed_["n"], reversed_["unpaired"]) == (3, 1)  # split 1 has no scratch seed 3
+    with pytest.raises(ValueError, match="2 pre-training seeds"):
+        compare_grids(records, records, "auc", methods=("pre", "none"), scratch_seeds=[1])
+    path = tmp_path / "grid.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    docs = tmp_path / "docs"
+    table = main([str(path), str(path), "--methods", "pre", "none", "--scratch_seeds", "1", "2",
+                  "--section", str(docs / "results" / "own_scratch" / "section.md")])
+    assert "| pre vs none | 10% | 4 (4) |" in table
+    assert "fine-tuning seed 1, 2 in that order" in (docs / "results.md").read_text()
+    with pytest.raises(SystemExit):  # without --methods: a usage error, not a traceback
+        main([str(path), str(path), "--scratch_seeds", "1", "2"])
+    assert "--scratch_seeds needs --methods" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(path), str(path), "--methods", "pre", "none", "--scratch_seeds", "1"])
+    assert "scratch_seeds names only 1" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def _cells(records: list[dict], metric: str, split: str = "test") -> dict[tuple,
 
 
 def compare_grids(records_a: list[dict], records_b: list[dict], metric: str, split: str = "test",
-                  methods: tuple[str, str] | None = None) -> list[dict]:
+                  methods: tuple[str, str] | None = None, scratch_seeds: list[int] | None = None) -> list[dict]:
     """Per method and label fraction present in both grids: the clustered comparison of A against B over the
     cells the two share, as dicts (``method``, ``fraction``, ``n`` clusters, ``pairs``, means, ``mean_difference``,
     ``ci_low``, ``ci_high``, ``t_pvalue``, ``wilcoxon_pvalue``, ``wins``, ...). Cells without a twin are left out
@@ -90,12 +90,19 @@ def compare_grids(records_a: list[dict], records_b: list[dict], metric: str, spl
     recipes run as two grids on the same splits and seeds, or one grid against its own scratch runs); a B cell
     that was not pre-trained (pre-training seed None) pairs with A's cell of every pre-training seed, as in the
     grid reports. ``m_a = "*"``: every method of A other than ``m_b``, one row each.
+
+    ``scratch_seeds=[s1, s2, ...]`` (with ``methods``) gives every pre-trained cluster a scratch cell of its own
+    instead: A's cell of the i-th of its pre-training seeds (in ascending order, per method and fraction) on a split
+    pairs with B's not-pre-trained cell of fine-tuning seed ``s_i`` on that split, so scratch's own seed spread is
+    in the test rather than one scratch cell being shared by every pre-training seed of a split.
     """
     a, b = _cells(records_a, metric, split), _cells(records_b, metric, split)
     if methods is not None:
         m_a, m_b = methods
         names = sorted({k[0] for k in a} - {m_b}) if m_a == "*" else [m_a]
-        return [row for name in names for row in _compare_methods(a, b, name, m_b)]
+        return [row for name in names for row in _compare_methods(a, b, name, m_b, scratch_seeds)]
+    if scratch_seeds:
+        raise ValueError("scratch_seeds pairs a method of grid A with a scratch method of grid B: name both methods")
     rows = []
     for method, fraction in sorted({k[:2] for k in a} & {k[:2] for k in b}):
         keys_a = {k for k in a if k[:2] == (method, fraction)}
@@ -108,14 +115,23 @@ def compare_grids(records_a: list[dict], records_b: list[dict], metric: str, spl
     return rows
 
 
-def _compare_methods(a: dict, b: dict, m_a: str, m_b: str) -> list[dict]:
+def _compare_methods(a: dict, b: dict, m_a: str, m_b: str, scratch_seeds: list[int] | None = None) -> list[dict]:
     """Method ``m_a`` of cells ``a`` against ``m_b`` of cells ``b``, per label fraction (see compare_grids)."""
     rows = []
     for fraction in sorted({k[1] for k in a if k[0] == m_a} & {k[1] for k in b if k[0] == m_b}):
         pairs, unpaired = [], 0
-        for key in sorted((k for k in a if k[:2] == (m_a, fraction)), key=str):
+        keys = sorted((k for k in a if k[:2] == (m_a, fraction)), key=str)
+        pretrain_seeds = sorted({k[2] for k in keys if k[2] is not None})
+        if scratch_seeds and len(pretrain_seeds) > len(scratch_seeds):
+            raise ValueError(f"method {m_a!r} at {fraction:g} of the labels has {len(pretrain_seeds)} pre-training "
+                             f"seeds {pretrain_seeds}, but scratch_seeds names only {len(scratch_seeds)}: "
+                             f"{list(scratch_seeds)}")
+        for key in keys:
             _, _, pseed, split_seed, seed = key
-            other = b.get((m_b, fraction, pseed, split_seed, seed), b.get((m_b, fraction, None, split_seed, seed)))
+            if scratch_seeds and pseed is not None:  # the i-th pre-training seed's own scratch cell
+                other = b.get((m_b, fraction, None, split_seed, scratch_seeds[pretrain_seeds.index(pseed)]))
+            else:
+                other = b.get((m_b, fraction, pseed, split_seed, seed), b.get((m_b, fraction, None, split_seed, seed)))
             if other is None:
                 unpaired += 1
             else:
@@ -154,6 +170,10 @@ def main(argv: list[str] | None = None) -> str:
                         help="compare METHOD_A of grid A with METHOD_B of grid B (default: each method with its "
                              "namesake); METHOD_A '*' = every other method of grid A, e.g. '* none' with A = B "
                              "gives every pre-trained method against scratch")
+    parser.add_argument("--scratch_seeds", nargs="+", type=int, default=None, metavar="SEED",
+                        help="with --methods A_METHOD SCRATCH_METHOD: A's cell of its i-th pre-training seed "
+                             "(ascending) pairs with the scratch cell of fine-tuning seed SEED_i on the same split, "
+                             "so every (pre-training seed, split) cluster has a scratch cell of its own")
     parser.add_argument("--section", default=None,
                         help="also write the table as docs/results/NAME/section.md (a section of the results page "
                              "next to that folder's parent) and rebuild the page")
@@ -162,7 +182,13 @@ def main(argv: list[str] | None = None) -> str:
         records_a, records_b = join_grids([args.results_a, *args.join_a]), join_grids([args.results_b, *args.join_b])
     except (OSError, ValueError) as error:  # a missing file, a bad line, two grids that disagree: a usage error
         parser.error(str(error))
-    rows = compare_grids(records_a, records_b, args.metric, args.split, tuple(args.methods) if args.methods else None)
+    if args.scratch_seeds and not args.methods:
+        parser.error("--scratch_seeds needs --methods METHOD_A SCRATCH_METHOD")
+    try:
+        rows = compare_grids(records_a, records_b, args.metric, args.split,
+                             tuple(args.methods) if args.methods else None, args.scratch_seeds)
+    except ValueError as error:
+        parser.error(str(error))
     if not rows:
         parser.error(f"no method and label fraction has {args.split} {args.metric!r} in both "
                      f"{' + '.join([args.results_a, *args.join_a])} and {' + '.join([args.results_b, *args.join_b])}"
@@ -192,9 +218,13 @@ def write_section(path: Path, table: str, args, argv: list[str] | None) -> Path:
                f"against {args.methods[1]} in grid B "
                f"({grid_b}), paired " if args.methods else
                f"each method in grid A ({grid_a}) and its namesake in grid B ({grid_b}), paired ")
-            + "by user split, fine-tuning seed, label fraction and pre-training seed (a scratch run pairs with "
-            "every pre-training seed); pairs are averaged over fine-tuning seeds "
-            "within each (pre-training seed, split) cluster and the tests run over the clusters (Student-t 95% "
+            + ("by user split, label fraction and pre-training seed, the i-th pre-training seed (ascending) with "
+               f"the scratch run of fine-tuning seed {', '.join(map(str, args.scratch_seeds))} in that order (every "
+               "cluster has a scratch run of its own); pairs are averaged over fine-tuning seeds "
+               if getattr(args, "scratch_seeds", None) else
+               "by user split, fine-tuning seed, label fraction and pre-training seed (a scratch run pairs with "
+               "every pre-training seed); pairs are averaged over fine-tuning seeds ")
+            + "within each (pre-training seed, split) cluster and the tests run over the clusters (Student-t 95% "
             "interval, paired t-test and Wilcoxon p-values).\n\n" + table + "\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
