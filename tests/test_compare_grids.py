@@ -93,6 +93,19 @@ def test_join_a_merges_rows_run_as_separate_grids_and_refuses_a_conflicting_twin
     assert "| default vs none | 10% | 2 (2) | 0.5700 | 0.5500 | +0.0200 |" in table
     page = (docs / "results.md").read_text()
     assert f"every method in grid A ({claims} + {extra}) against none" in page
+    # the same cell recorded later with its kept model's validation (another evaluation): the test numbers decide
+    kept = dict(timed, validation=[{"eval_auc": 0.52}], validation_of_kept_model=True)
+    extra.write_text(json.dumps(kept))
+    main([str(claims), str(claims), "--join_a", str(extra), "--methods", "*", "none"])
+    extra.write_text(json.dumps(dict(kept, metrics={"auc": 0.51})))
+    with pytest.raises(SystemExit):
+        main([str(claims), str(claims), "--join_a", str(extra), "--methods", "*", "none"])
+    capsys.readouterr()
+    relabelled = dict(timed, validation=[{"eval_auc": 0.52}])  # two records of one kind must agree on validation
+    extra.write_text(json.dumps(relabelled))
+    with pytest.raises(SystemExit):
+        main([str(claims), str(claims), "--join_a", str(extra), "--methods", "*", "none"])
+    capsys.readouterr()
     extra.write_text(json.dumps(_record("none", 0, 1, 0.1, 0.51)))  # scratch that does not reproduce
     with pytest.raises(SystemExit):
         main([str(claims), str(claims), "--join_a", str(extra), "--methods", "*", "none"])

@@ -60,6 +60,10 @@ def test_finetuning_stops_when_validation_stalls_and_keeps_the_best(tmp_path):
     evals = [(e["step"], e["eval_auc"]) for e in results["validation"]]
     best_step = _check_stopped_at_best(out, evals, eval_steps=2, max_steps=40)
     assert results["settings"]["steps_trained"] == best_step + 4
+    # the recorded validation figure is the kept (best, tested) model's, not the last in-training evaluation's
+    kept = results["kept_model_validation"]
+    assert kept["eval_auc"] == pytest.approx(max(v for _, v in evals), abs=1e-12)
+    assert kept["eval_num_examples"] == results["validation"][0]["eval_num_examples"]  # the same sampled users
     # Evaluations ran on the same 20 validation users (fewer pairs than the split's), the test on all 61.
     counts = {e["eval_num_examples"] for e in results["validation"]}
     assert len(counts) == 1 and counts.pop() < results["splits"]["validation"]["pairs"]

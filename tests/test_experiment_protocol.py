@@ -243,3 +243,36 @@ def test_a_confirmation_report_shows_the_same_comparison_on_validation(tmp_path)
     assert "+0.0280" in head and "+0.0280" not in validation.split("###")[0]  # the test gain stays above
     development = [dict(r, evaluated_on="validation") for r in records]  # a development report has no such table
     assert "on validation" not in report.experiment_section(grid, development, tmp_path, command="x")
+
+
+def test_a_record_holds_the_kept_models_validation_not_the_last_in_training_one(tmp_path):
+    # Under early stopping the last in-training evaluation is of a later model than the one kept and tested.
+    from pathlib import Path
+
+    class WritingJobs(FakeJobs):
+        def __init__(self, record_kept: bool):
+            super().__init__()
+            self.record_kept = record_kept
+
+        def finetune(self, argv):
+            metrics = super().finetune(argv)
+            if "--export_pretraining_data" not in argv:
+                out = Path(_value(argv, "--output_dir"))
+                out.mkdir(parents=True, exist_ok=True)
+                results = {"validation": [{"eval_auc": 0.64, "step": 2}, {"eval_auc": 0.61, "step": 4}]}
+                if self.record_kept:
+                    results["kept_model_validation"] = {"eval_auc": 0.64, "epoch": 2.0}
+                (out / "training_results.json").write_text(json.dumps(results))
+            return metrics
+
+    for record_kept in (True, False):
+        grid = _grid(methods={"none": {}}, split_seeds=[0], seeds=[1], label_fractions=[1.0])
+        jobs, out = WritingJobs(record_kept), tmp_path / str(record_kept)
+        ExperimentRunner(grid, out, pretrain_fn=jobs.pretrain, finetune_fn=jobs.finetune, confirm=True).run()
+        (record,) = [r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())
+                     if r["kind"] == "finetune"]
+        if record_kept:  # the kept model's evaluation, marked as such
+            assert record["validation"] == [{"eval_auc": 0.64, "epoch": 2.0}] and record["validation_of_kept_model"]
+            assert report.record_metric(record, "auc", "validation") == 0.64
+        else:  # a job that did not record it: the last in-training evaluation, unmarked
+            assert record["validation"] == [{"eval_auc": 0.61, "step": 4}] and "validation_of_kept_model" not in record

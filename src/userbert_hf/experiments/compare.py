@@ -43,16 +43,22 @@ def read_records(path: str | Path) -> list[dict]:
 def join_grids(paths: list[str | Path]) -> list[dict]:
     """The records of several grids as one (rows run as separate grids on the same splits and seeds). A fine-tuning
     cell (method, label fraction, pre-training seed, split, seed) found in two grids must hold the same numbers, its
-    timings aside (a reproduced scratch run counts once); two different values are an error naming both files."""
+    timings aside (a reproduced scratch run counts once); two different values are an error naming both files. (The
+    validation figures are compared only when both records are of the same kind: the kept model's, or a record
+    older than that field's last in-training evaluation.)"""
     records, seen = [], {}
     for path in paths:
         for record in read_records(path):
             if record.get("kind") == "finetune":
                 key = tuple(record.get(k) for k in ("method", "fraction", "pretrain_seed", "split_seed", "seed"))
                 numbers = (_measured(record.get("metrics") or {}),
-                           [_measured(entry) for entry in record.get("validation") or []])
+                           [_measured(entry) for entry in record.get("validation") or []],
+                           bool(record.get("validation_of_kept_model")))
                 if key in seen:
-                    if seen[key][1] != numbers:
+                    earlier = seen[key][1]
+                    # a record from before the kept model's validation was recorded holds another evaluation
+                    same_validation = earlier[1] == numbers[1] or earlier[2] != numbers[2]
+                    if earlier[0] != numbers[0] or not same_validation:
                         raise ValueError(f"{path} and {seen[key][0]} both hold fine-tuning cell {key} (method, "
                                          "fraction, pre-training seed, split, seed) with different numbers")
                     continue

@@ -38,8 +38,10 @@ HEALTH_KEYS = ("eval_embedding_participation_ratio", "eval_embedding_mean_cosine
 # ----------------------------------------------------------------------------------------------
 def record_metric(record: dict, metric: str, split: str = "test") -> float | None:
     """A cell's ``metric`` on ``split``: ``"test"`` reads the record's metrics (the split the grid evaluated);
-    ``"validation"`` the last validation evaluation of a fine-tuning run (``eval_<metric>``: the model that was
-    tested, except under early stopping, where the best evaluation's checkpoint is). None when absent.
+    ``"validation"`` the validation evaluation a fine-tuning run recorded (``eval_<metric>``): the kept and tested
+    model's (``validation_of_kept_model``; with early stopping the best validated checkpoint). Confirmation records
+    written before that field existed hold their last in-training evaluation instead, a later model than the one
+    kept under early stopping (a development run's last evaluation always was the kept model's). None when absent.
 
     Example:
         >>> record = {"metrics": {"auc": 0.61}, "validation": [{"eval_auc": 0.58, "epoch": 6.0}]}

@@ -431,7 +431,11 @@ class ExperimentRunner:
                                             if k.startswith(prefix)}}
         if results_path.exists():
             results = json.loads(results_path.read_text())
-            record["validation"] = results.get("validation", [])[-1:]
+            kept = results.get("kept_model_validation")
+            # the kept (tested) model's validation; runs before it was recorded: the last in-training evaluation
+            record["validation"] = [kept] if kept else results.get("validation", [])[-1:]
+            if kept:
+                record["validation_of_kept_model"] = True
             record["train_runtime_seconds"] = results.get("train_runtime_seconds")
         if not self.keep_models and not self.is_reference(cell) and out.exists():
             for name in ("model.safetensors", "optimizer.pt"):

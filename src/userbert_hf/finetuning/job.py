@@ -533,14 +533,17 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     started = time.time()
     trainer.train(resume_from_checkpoint=resume_from, ignore_keys_for_eval=ignore_keys)
     train_seconds = time.time() - started
+    validation = [entry for entry in trainer.state.log_history if "eval_loss" in entry]  # in-training evaluations
+    # Training is over: no evaluation below is a stopping check (a test evaluation's metrics are test_*, which the
+    # callback would report missing with "early stopping is disabled", a false alarm after a run that did stop early).
+    trainer.remove_callback(EarlyStoppingCallback)
+    # The kept model (with early stopping, the best validated checkpoint) on validation: the run's validation figure
+    # is the saved and tested model's, not the last in-training evaluation's (a later model under early stopping).
+    kept_model_validation = trainer.evaluate(ignore_keys=ignore_keys) if splits["validation"] else {}
     if data_args.evaluate_test:
-        # training is over: the test evaluation is no stopping check (its metrics are test_*, which the callback
-        # would report missing with "early stopping is disabled", a false alarm after a run that did stop early)
-        trainer.remove_callback(EarlyStoppingCallback)
         test_metrics = trainer.evaluate(splits["test"], ignore_keys=ignore_keys, metric_key_prefix="test")
     else:  # a development run: validation only (the returned metrics are eval_*)
-        test_metrics = trainer.evaluate(ignore_keys=ignore_keys) if splits["validation"] else {}
-    validation = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+        test_metrics = kept_model_validation
 
     # 6. Save a Hub-ready folder: weights + config + code, vocabulary, tokenizer, results and a model card. The
     #    auto_map inherited from a pre-training checkpoint is dropped: it is rebuilt for this head on saving.
@@ -566,6 +569,7 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     settings.update(task_spec.settings_of(data_args))
     results = {
         "test": test_metrics if data_args.evaluate_test else {}, "validation": validation,
+        "kept_model_validation": kept_model_validation,
         "train_runtime_seconds": round(train_seconds, 1), "settings": settings, "splits": stats,
     }
     if behavior_data is not None:
