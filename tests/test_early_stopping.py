@@ -70,6 +70,27 @@ def test_finetuning_stops_when_validation_stalls_and_keeps_the_best(tmp_path):
     assert results["test"]["test_num_examples"] == results["splits"]["test"]["pairs"]
 
 
+def test_recorded_validation_is_the_kept_checkpoints_not_the_last_evaluations(tmp_path):
+    # "Best" = the highest validation loss, so the first checkpoint is kept while training lowers the loss: the last
+    # in-training evaluation is then of another model than the one kept and tested, with other numbers.
+    out = tmp_path / "ctr"
+    finetuning_job.main([
+        "--task", "ctr", "--model_name_or_path", "gru4rec", "--output_dir", str(out), "--train_fraction", "0.25",
+        "--hidden_size", "16", "--max_behaviors", "20", "--max_steps", "40", "--per_device_train_batch_size", "4",
+        "--eval_strategy", "steps", "--eval_steps", "2", "--eval_sample_users", "20", "--disable_tqdm", "true",
+        "--report_to", "none", "--seed", "0", "--learning_rate", "1e-3", "--early_stopping_patience", "2",
+        "--metric_for_best_model", "loss", "--greater_is_better", "true", "--save_total_limit", "20",
+    ])
+    results = json.loads((out / "training_results.json").read_text())
+    evals = results["validation"]
+    best = max(evals, key=lambda e: e["eval_loss"])
+    assert best["step"] < evals[-1]["step"] and best["eval_auc"] != evals[-1]["eval_auc"]
+    kept = results["kept_model_validation"]
+    assert kept["eval_auc"] == pytest.approx(best["eval_auc"], abs=1e-12)
+    assert kept["eval_auc"] != pytest.approx(evals[-1]["eval_auc"], abs=1e-9)
+    assert kept["eval_num_examples"] == best["eval_num_examples"]  # the same sampled validation users
+
+
 def test_pretraining_stops_on_held_out_users_and_keeps_the_best(tmp_path):
     out = tmp_path / "pre"
     args = [a for a in TINY_PRETRAIN]
