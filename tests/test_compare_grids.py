@@ -154,10 +154,29 @@ def test_scratch_seeds_give_every_pretraining_seed_a_scratch_cell_of_its_own(tmp
     table = main([str(path), str(path), "--methods", "pre", "none", "--scratch_seeds", "1", "2",
                   "--section", str(docs / "results" / "own_scratch" / "section.md")])
     assert "| pre vs none | 10% | 4 (4) |" in table
-    assert "fine-tuning seed 1, 2 in that order" in (docs / "results.md").read_text()
+    assert "scratch runs of fine-tuning seed 1, 2 in that order" in (docs / "results.md").read_text()
     with pytest.raises(SystemExit):  # without --methods: a usage error, not a traceback
         main([str(path), str(path), "--scratch_seeds", "1", "2"])
     assert "--scratch_seeds needs --methods" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(path), str(path), "--methods", "pre", "none", "--scratch_seeds", "1"])
     assert "scratch_seeds names only 1" in capsys.readouterr().err
+
+
+def test_scratch_seeds_with_several_fine_tuning_seeds_give_each_cluster_scratch_runs_of_its_own():
+    # Pre-training seeds 8 and 9, fine-tuning seeds 1 and 2, on split 0; scratch with fine-tuning seeds 1-5.
+    pre = {(8, 1): 0.70, (8, 2): 0.74, (9, 1): 0.72, (9, 2): 0.80}
+    scratch = {1: 0.60, 2: 0.64, 3: 0.70, 4: 0.66, 5: 0.10}
+    records = ([_record("pre", 0, f, 1.0, v, p) for (p, f), v in pre.items()]
+               + [_record("none", 0, s, 1.0, v) for s, v in scratch.items()])
+    (row,) = compare_grids(records, records, "auc", methods=("pre", "none"), scratch_seeds=[1, 2, 3, 4])
+    # (8, 1) -> scratch 1, (8, 2) -> 2, (9, 1) -> 3, (9, 2) -> 4: seed 8's cluster gains (0.10 + 0.10) / 2,
+    # seed 9's (0.02 + 0.14) / 2; no scratch run is in two clusters
+    assert (row["n"], row["pairs"], row["unpaired"]) == (2, 4, 0)
+    assert row["mean_difference"] == pytest.approx((0.10 + 0.08) / 2)
+    assert row["mean_b"] == pytest.approx((0.62 + 0.68) / 2)
+    (shuffled,) = compare_grids(records, records, "auc", methods=("pre", "none"), scratch_seeds=[5, 4, 3, 2])
+    assert shuffled["mean_difference"] == pytest.approx(((0.70 - 0.10 + 0.74 - 0.66) / 2
+                                                         + (0.72 - 0.70 + 0.80 - 0.64) / 2) / 2)
+    with pytest.raises(ValueError, match=r"2 pre-training seeds \[8, 9\] x 2 fine-tuning seeds \[1, 2\]"):
+        compare_grids(records, records, "auc", methods=("pre", "none"), scratch_seeds=[1, 2, 3])

@@ -97,10 +97,13 @@ def compare_grids(records_a: list[dict], records_b: list[dict], metric: str, spl
     that was not pre-trained (pre-training seed None) pairs with A's cell of every pre-training seed, as in the
     grid reports. ``m_a = "*"``: every method of A other than ``m_b``, one row each.
 
-    ``scratch_seeds=[s1, s2, ...]`` (with ``methods``) gives every pre-trained cluster a scratch cell of its own
-    instead: A's cell of the i-th of its pre-training seeds (in ascending order, per method and fraction) on a split
-    pairs with B's not-pre-trained cell of fine-tuning seed ``s_i`` on that split, so scratch's own seed spread is
-    in the test rather than one scratch cell being shared by every pre-training seed of a split.
+    ``scratch_seeds=[s1, s2, ...]`` (with ``methods``) gives every pre-trained cluster scratch cells of its own
+    instead: A's cell of the i-th of its pre-training seeds and the j-th of its fine-tuning seeds (both in ascending
+    order, counted from 0, per method and fraction) on a split pairs with B's not-pre-trained cell of fine-tuning
+    seed ``s_k``, ``k = i * (number of A's fine-tuning seeds) + j``, on that split. With one fine-tuning seed the
+    i-th pre-training seed takes ``s_i``; with fine-tuning seeds 1-3 and pre-training seeds 8-10, seed 8's cells
+    take ``s_1..s_3``, seed 9's ``s_4..s_6``. So scratch's own seed spread is in the test, and no scratch cell is
+    shared by two clusters (a (pre-training seed, split) cluster averages its own pairs).
     """
     a, b = _cells(records_a, metric, split), _cells(records_b, metric, split)
     if methods is not None:
@@ -128,14 +131,16 @@ def _compare_methods(a: dict, b: dict, m_a: str, m_b: str, scratch_seeds: list[i
         pairs, unpaired = [], 0
         keys = sorted((k for k in a if k[:2] == (m_a, fraction)), key=str)
         pretrain_seeds = sorted({k[2] for k in keys if k[2] is not None})
-        if scratch_seeds and len(pretrain_seeds) > len(scratch_seeds):
+        finetune_seeds = sorted({k[4] for k in keys if k[2] is not None})
+        if scratch_seeds and len(pretrain_seeds) * len(finetune_seeds) > len(scratch_seeds):
             raise ValueError(f"method {m_a!r} at {fraction:g} of the labels has {len(pretrain_seeds)} pre-training "
-                             f"seeds {pretrain_seeds}, but scratch_seeds names only {len(scratch_seeds)}: "
-                             f"{list(scratch_seeds)}")
+                             f"seeds {pretrain_seeds} x {len(finetune_seeds)} fine-tuning seeds {finetune_seeds}, "
+                             f"but scratch_seeds names only {len(scratch_seeds)}: {list(scratch_seeds)}")
         for key in keys:
             _, _, pseed, split_seed, seed = key
-            if scratch_seeds and pseed is not None:  # the i-th pre-training seed's own scratch cell
-                other = b.get((m_b, fraction, None, split_seed, scratch_seeds[pretrain_seeds.index(pseed)]))
+            if scratch_seeds and pseed is not None:  # the (i, j)-th (pre-training, fine-tuning) seed's own scratch
+                own = pretrain_seeds.index(pseed) * len(finetune_seeds) + finetune_seeds.index(seed)
+                other = b.get((m_b, fraction, None, split_seed, scratch_seeds[own]))
             else:
                 other = b.get((m_b, fraction, pseed, split_seed, seed), b.get((m_b, fraction, None, split_seed, seed)))
             if other is None:
@@ -178,8 +183,9 @@ def main(argv: list[str] | None = None) -> str:
                              "gives every pre-trained method against scratch")
     parser.add_argument("--scratch_seeds", nargs="+", type=int, default=None, metavar="SEED",
                         help="with --methods A_METHOD SCRATCH_METHOD: A's cell of its i-th pre-training seed "
-                             "(ascending) pairs with the scratch cell of fine-tuning seed SEED_i on the same split, "
-                             "so every (pre-training seed, split) cluster has a scratch cell of its own")
+                             "and j-th fine-tuning seed (ascending, from 0) pairs with the scratch cell of "
+                             "fine-tuning seed SEED_k, k = i * (A's number of fine-tuning seeds) + j, on the same "
+                             "split, so every (pre-training seed, split) cluster has scratch cells of its own")
     parser.add_argument("--section", default=None,
                         help="also write the table as docs/results/NAME/section.md (a section of the results page "
                              "next to that folder's parent) and rebuild the page")
@@ -224,9 +230,10 @@ def write_section(path: Path, table: str, args, argv: list[str] | None) -> Path:
                f"against {args.methods[1]} in grid B "
                f"({grid_b}), paired " if args.methods else
                f"each method in grid A ({grid_a}) and its namesake in grid B ({grid_b}), paired ")
-            + ("by user split, label fraction and pre-training seed, the i-th pre-training seed (ascending) with "
-               f"the scratch run of fine-tuning seed {', '.join(map(str, args.scratch_seeds))} in that order (every "
-               "cluster has a scratch run of its own); pairs are averaged over fine-tuning seeds "
+            + ("by user split, label fraction and pre-training seed, the (pre-training seed, fine-tuning seed) "
+               "cells in ascending order with the scratch runs of fine-tuning seed "
+               f"{', '.join(map(str, args.scratch_seeds))} in that order (every cluster has scratch runs of its "
+               "own); pairs are averaged over fine-tuning seeds "
                if getattr(args, "scratch_seeds", None) else
                "by user split, fine-tuning seed, label fraction and pre-training seed (a scratch run pairs with "
                "every pre-training seed); pairs are averaged over fine-tuning seeds ")
