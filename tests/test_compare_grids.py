@@ -180,3 +180,17 @@ def test_scratch_seeds_with_several_fine_tuning_seeds_give_each_cluster_scratch_
                                                          + (0.72 - 0.70 + 0.80 - 0.64) / 2) / 2)
     with pytest.raises(ValueError, match=r"2 pre-training seeds \[8, 9\] x 2 fine-tuning seeds \[1, 2\]"):
         compare_grids(records, records, "auc", methods=("pre", "none"), scratch_seeds=[1, 2, 3])
+
+
+def test_fractions_keeps_only_the_named_label_fractions(tmp_path, capsys):
+    records = [_record("pre", 0, 1, f, 0.70 + f / 10, 8) for f in (0.1, 1.0)] + [
+        _record("none", 0, 1, f, 0.60) for f in (0.1, 1.0)]
+    path = tmp_path / "grid.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    both = main([str(path), str(path), "--methods", "pre", "none"])
+    assert "| pre vs none | 10% |" in both and "| pre vs none | 100% |" in both
+    only = main([str(path), str(path), "--methods", "pre", "none", "--fractions", "1.0"])
+    assert "| pre vs none | 100% | 1 (1) | 0.8000 | 0.6000 | +0.2000 |" in only and "| 10% |" not in only
+    with pytest.raises(SystemExit):  # no row left: a usage error naming the fractions
+        main([str(path), str(path), "--methods", "pre", "none", "--fractions", "0.25"])
+    assert "at label fractions [0.25]" in capsys.readouterr().err

@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> str:
                              "and j-th fine-tuning seed (ascending, from 0) pairs with the scratch cell of "
                              "fine-tuning seed SEED_k, k = i * (A's number of fine-tuning seeds) + j, on the same "
                              "split, so every (pre-training seed, split) cluster has scratch cells of its own")
+    parser.add_argument("--fractions", nargs="+", type=float, default=None, metavar="FRACTION",
+                        help="compare only these label fractions (e.g. 0.1 where grid B's scratch row of that "
+                             "fraction is another method than at 1.0)")
     parser.add_argument("--section", default=None,
                         help="also write the table as docs/results/NAME/section.md (a section of the results page "
                              "next to that folder's parent) and rebuild the page")
@@ -201,10 +204,13 @@ def main(argv: list[str] | None = None) -> str:
                              tuple(args.methods) if args.methods else None, args.scratch_seeds)
     except ValueError as error:
         parser.error(str(error))
+    if args.fractions:
+        rows = [r for r in rows if any(abs(r["fraction"] - f) < 1e-9 for f in args.fractions)]
     if not rows:
         parser.error(f"no method and label fraction has {args.split} {args.metric!r} in both "
                      f"{' + '.join([args.results_a, *args.join_a])} and {' + '.join([args.results_b, *args.join_b])}"
-                     + (f" for methods {args.methods}" if args.methods else ""))
+                     + (f" for methods {args.methods}" if args.methods else "")
+                     + (f" at label fractions {args.fractions}" if args.fractions else ""))
     table = markdown_table(rows, tuple(args.names), args.metric)
     print(table)
     if args.section:
