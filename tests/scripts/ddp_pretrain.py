@@ -1,9 +1,15 @@
 """Pre-train a few steps and dump per-rank results (run under torchrun or as one process).
 
     python -m torch.distributed.run --nproc_per_node 2 tests/scripts/ddp_pretrain.py OUT_DIR BATCH_PER_RANK [DATA [OBJECTIVE]]
+    python -m torch.distributed.run --nproc_per_node 2 tests/scripts/ddp_pretrain.py OUT_DIR BATCH_PER_RANK \
+        --cases NAME:DATA:OBJECTIVE [NAME:DATA:OBJECTIVE ...]
 
 DATA ``movielens`` (default) or ``one_splittable``: 32 users of which only the first has behaviours at more than
 one time, so in every step one rank holds no user that BSM can split (its collectives must still match).
+
+With ``--cases`` one launch runs several cases one after the other (each from the same seeds, with a fresh model,
+trainer and pool record) and writes each case's results to ``OUT_DIR/NAME/rank{r}.json``: the tests pay the
+interpreter and torchrun start-up once for all of them.
 """
 
 import hashlib
@@ -22,7 +28,9 @@ from userbert_hf.pretraining.trainer import UserBertTrainer, UserBertTrainingArg
 class RecordingTrainer(UserBertTrainer):
     """Records the negative pools each rank used."""
 
-    pools: list = []
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pools = []
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -71,4 +79,12 @@ def main(out_dir: str, batch: int, data_name: str = "movielens", objective: str 
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])
+    if "--cases" in sys.argv:
+        out_dir, batch = sys.argv[1], int(sys.argv[2])
+        for case in sys.argv[sys.argv.index("--cases") + 1:]:
+            name, data_name, objective = case.split(":")
+            os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+            main(os.path.join(out_dir, name), batch, data_name, objective)
+            print(f"case {name} done", flush=True)
+    else:
+        main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])
