@@ -21,14 +21,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(command, cwd):
-    try:
-        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired as err:  # a rank waiting in a collective the other never entered
-        raise AssertionError(f"deadlock: {command} did not finish in 300 s") from err
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
 # Every case of the comparison tests, as NAME: (DATA, OBJECTIVE). One single-process run and one torchrun launch run
 # them all, one after the other (tests/scripts/ddp_pretrain.py --cases), so the interpreter and torchrun start-up is
 # paid once; each test still reads and checks only its own case's results.
@@ -38,26 +30,27 @@ CASES = {
     "ptum": ("movielens", "ptum"),
     "cp": ("movielens", "cp"),
 }
-DEADLOCK_S = 300  # a launch that finishes no further case in this time is stuck
+DEADLOCK_S = 300  # a launch that finishes no further step in this time is stuck
 
 
-def _launch(command, cwd, out_dir: Path, ranks: int) -> str | None:
+def _launch(command, cwd, out_dir: Path, ranks: int, steps) -> str | None:
     """Run ``command``; ``None`` when it finished cleanly, else what went wrong. As with one launch per case, a
-    launch that finishes no further case in ``DEADLOCK_S`` is a deadlock (a rank waiting in a collective the other never
-    entered): it is killed and reported."""
+    launch that finishes no further step (a folder of ``steps`` under ``out_dir`` with every rank's file) in
+    ``DEADLOCK_S`` is a deadlock (a rank waiting in a collective the other never entered): it is killed and
+    reported."""
     log = out_dir.with_suffix(".log")
     with open(log, "w") as output:
         process = subprocess.Popen(command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, text=True,
                                    start_new_session=True)
         done_before, deadline = -1, 0.0
         while process.poll() is None:
-            done = sum(all((out_dir / case / f"rank{r}.json").is_file() for r in range(ranks)) for case in CASES)
+            done = sum(all((out_dir / step / f"rank{r}.json").is_file() for r in range(ranks)) for step in steps)
             if done != done_before:
                 done_before, deadline = done, time.monotonic() + DEADLOCK_S
             elif time.monotonic() > deadline:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-                return (f"deadlock: {command} finished no case in {DEADLOCK_S} s after {done} case(s)\n"
+                return (f"deadlock: {command} finished no step in {DEADLOCK_S} s after {done} step(s)\n"
                         f"{log.read_text()[-3000:]}")
             time.sleep(0.2)
     if process.returncode != 0:
@@ -67,17 +60,19 @@ def _launch(command, cwd, out_dir: Path, ranks: int) -> str | None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Runs every case of ``CASES`` with one process (batch 32) and under torchrun with two (16 per rank)."""
+    """Runs every case of ``CASES`` with one process (batch 32) and under torchrun with two (16 per rank); the
+    torchrun launch then also runs tests/scripts/gather_unequal.py's check (``multi/gather_unequal``)."""
     tmp_path = tmp_path_factory.mktemp("ddp")
     cases = [f"{name}:{data}:{objective}" for name, (data, objective) in CASES.items()]
     single, multi = tmp_path / "single", tmp_path / "multi"
     errors = {
         "single process": _launch([sys.executable, str(SCRIPT), str(single), "32", "--cases", *cases], tmp_path,
-                                  single, ranks=1),
+                                  single, ranks=1, steps=list(CASES)),
         "torchrun": _launch(
             [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-             str(_free_port()), str(SCRIPT), str(multi), "16", "--cases", *cases],
-            tmp_path, multi, ranks=2,
+             str(_free_port()), str(SCRIPT), str(multi), "16", "--cases", *cases,
+             "--gather_unequal", str(multi / "gather_unequal")],
+            tmp_path, multi, ranks=2, steps=[*CASES, "gather_unequal"],
         ),
     }
     return single, multi, errors
@@ -136,12 +131,14 @@ def test_baseline_objectives_two_processes_match_one(runs, objective):
 
 
 @pytest.mark.slow
-def test_gather_with_gradients_takes_unequal_rows_per_rank(tmp_path):
+def test_gather_with_gradients_takes_unequal_rows_per_rank(runs):
     # CP views and the uniformity term are gathered across ranks; a rank may hold fewer users (a short last batch).
-    script = Path(__file__).parents[1] / "scripts" / "gather_unequal.py"
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-          str(script), str(tmp_path)], tmp_path)
-    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    # (tests/scripts/gather_unequal.py, run by the torchrun launch of ``runs`` after its pre-training cases)
+    _, multi, errors = runs
+    files = [multi / "gather_unequal" / f"rank{r}.json" for r in (0, 1)]
+    assert all(path.is_file() for path in files), f"the gather check did not complete:\n{errors['torchrun']}"
+    assert not errors["torchrun"], errors["torchrun"]
+    rank0, rank1 = (json.loads(path.read_text()) for path in files)
     expected = [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [10.0, 10.0]]  # rank 0's 3 rows, then rank 1's one
     assert rank0["gathered"] == expected and rank1["gathered"] == expected
     assert (rank0["offset"], rank1["offset"]) == (0, 3)
