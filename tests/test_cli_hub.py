@@ -84,20 +84,23 @@ LOAD_WITHOUT_PACKAGE = """
 
     SCORE
 
-    repo, users = sys.argv[1], json.loads(sys.argv[2])
+    # One process loads every repo of the list (one interpreter start for all): one JSON line per entry.
     CANDIDATES = [['1196', '2571'], ['32', '47']]
-    processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
-    model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
-    with torch.no_grad():
-        embedding = model(**processor(users, return_tensors="pt")).user_embedding
-    out = {"class": f"{type(model).__module__}.{type(model).__name__}", "embedding": embedding.tolist()}
-    if len(sys.argv) > 3:  # a fine-tuned CTR repo: its head, through its auto class, scores candidates
-        import transformers
-        head = getattr(transformers, sys.argv[3]).from_pretrained(repo, trust_remote_code=True).eval()
+    for entry in json.loads(sys.argv[1]):
+        repo, users = entry["repo"], entry["users"]
+        processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+        model = AutoModel.from_pretrained(repo, trust_remote_code=True).eval()
         with torch.no_grad():
-            logits = score(processor, head, users, CANDIDATES)
-        out.update(head_class=f"{type(head).__module__}.{type(head).__name__}", logits=logits.tolist())
-    print(json.dumps(out))
+            embedding = model(**processor(users, return_tensors="pt")).user_embedding
+        out = {"repo": repo, "class": f"{type(model).__module__}.{type(model).__name__}",
+               "embedding": embedding.tolist()}
+        if entry.get("head"):  # a fine-tuned CTR repo: its head, through its auto class, scores candidates
+            import transformers
+            head = getattr(transformers, entry["head"]).from_pretrained(repo, trust_remote_code=True).eval()
+            with torch.no_grad():
+                logits = score(processor, head, entry["head_users"], CANDIDATES)
+            out.update(head_class=f"{type(head).__module__}.{type(head).__name__}", logits=logits.tolist())
+        print(json.dumps(out))
 """
 SCORE = """
 def score(processor, head, users, candidates):
@@ -168,18 +171,19 @@ def test_push_to_hub_from_both_jobs_loads_without_the_package(tmp_path):
                 "--hub_model_id", "org/finetuned")
         _assert_pushed_folder(hub, "org/finetuned", finetuned, "finetune")
 
-        for repo, folder in (("org/pretrained", pretrained), ("org/finetuned", finetuned)):
-            home = tmp_path / f"home-{folder.name}"
-            home.mkdir()
-            out = json.loads(_client(hub, home, "-c", textwrap.dedent(LOAD_WITHOUT_PACKAGE), repo,
-                                     json.dumps(RAW_USERS)).strip().splitlines()[-1])
+        home = tmp_path / "home-load"
+        home.mkdir()
+        entries = [{"repo": "org/pretrained", "users": RAW_USERS},
+                   {"repo": "org/finetuned", "users": RAW_USERS, "head": "AutoModelForSequenceClassification",
+                    "head_users": HEAD_USERS}]
+        lines = _client(hub, home, "-c", textwrap.dedent(LOAD_WITHOUT_PACKAGE), json.dumps(entries))
+        loaded = [json.loads(line) for line in lines.strip().splitlines()[-len(entries):]]
+        assert [out["repo"] for out in loaded] == ["org/pretrained", "org/finetuned"]
+        for out, folder in zip(loaded, (pretrained, finetuned)):
             assert out["class"].startswith("transformers_modules.") and out["class"].endswith(".UserBertModel")
             torch.testing.assert_close(torch.tensor(out["embedding"]), _local_embeddings(folder), rtol=1e-5,
                                        atol=1e-6)
-        home = tmp_path / "home-head"
-        home.mkdir()
-        out = json.loads(_client(hub, home, "-c", textwrap.dedent(LOAD_WITHOUT_PACKAGE), "org/finetuned",
-                                 json.dumps(HEAD_USERS), "AutoModelForSequenceClassification").strip().splitlines()[-1])
+        out = loaded[1]
         assert out["head_class"].startswith("transformers_modules.")
         assert out["head_class"].endswith(".UserBertForCTRPrediction")
         torch.testing.assert_close(torch.tensor(out["logits"]), _local_ctr_logits(finetuned), rtol=1e-5, atol=1e-6)

@@ -28,16 +28,16 @@ def _test_metrics(output_dir):
 
 @pytest.mark.slow
 def test_two_process_finetuning_gathers_evaluation(tmp_path):
+    from userbert_hf.cli import main
+
     single, multi = tmp_path / "single", tmp_path / "multi"
-    for command in (
-        [sys.executable, "-m", "userbert_hf.cli", "finetune", *COMMON, "--per_device_train_batch_size", "16",
-         "--output_dir", str(single)],
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-         "-m", "userbert_hf.cli", "finetune", *COMMON, "--per_device_train_batch_size", "8", "--ddp_backend", "gloo",
-         "--output_dir", str(multi)],
-    ):
-        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    # The single-process run goes in this process (`userbert finetune`'s entry point): no interpreter to start.
+    assert main(["finetune", *COMMON, "--per_device_train_batch_size", "16", "--output_dir", str(single)]) == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(_free_port()), "-m", "userbert_hf.cli", "finetune", *COMMON, "--per_device_train_batch_size", "8",
+               "--ddp_backend", "gloo", "--output_dir", str(multi)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     one, two = _test_metrics(single), _test_metrics(multi)
     # Every test pair is scored once: the gathered count is the whole test split, not one rank's share.
     assert two["test_num_examples"] == one["test_num_examples"] > 1000

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
 
@@ -19,7 +20,8 @@ from userbert_hf.finetuning import pretraining_users_for
 from userbert_hf.finetuning.ctr import CTRCollator, build_ctr_dataset
 from userbert_hf.finetuning.news import NewsRecommendationCollator, build_news_dataset, news_training_rows
 from userbert_hf.finetuning.next_item import NextBehaviorCollator, build_next_item_dataset
-from userbert_hf.finetuning.splits import history_cut, pack_candidates, split_users, subsample_training
+from userbert_hf.finetuning.splits import (column_values, history_cut, pack_candidates, split_users,
+                                          subsample_training)
 from userbert_hf.finetuning.user_classification import (
     UserClassificationCollator,
     build_user_classification_dataset,
@@ -148,6 +150,23 @@ def test_pack_candidates_keeps_every_pair(ctr):
     )
     assert packed_pairs == pairs
     assert pack_candidates(rows)["user_id"] == list(dict.fromkeys(rows["user_id"]))  # None: one row per user
+
+
+def test_column_values_are_what_iterating_the_column_gives(ctr):
+    # The batch read pack_candidates, subsample_training and the baselines use: same values, same order, same types,
+    # also through an indices mapping (select) and for a formatted dataset (read row by row).
+    rows = ctr["validation"]
+    picked = rows.select(np.random.default_rng(0).permutation(len(rows))[:500].tolist())
+    for dataset in (rows, picked, rows.select([])):
+        for name in dataset.column_names:
+            values = column_values(dataset, name)
+            assert values == list(dataset[name]), name
+            assert [type(v) for v in values] == [type(v) for v in dataset[name]], name
+    formatted = picked.with_format("numpy")
+    for name in ("history", "candidate", "label"):
+        values, expected = column_values(formatted, name), list(formatted[name])
+        assert len(values) == len(expected)
+        assert all(type(a) is type(b) and np.array_equal(a, b) for a, b in zip(values, expected)), name
 
 
 # ----------------------------------------------------------------------------------------------

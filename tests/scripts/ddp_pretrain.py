@@ -1,9 +1,16 @@
 """Pre-train a few steps and dump per-rank results (run under torchrun or as one process).
 
     python -m torch.distributed.run --nproc_per_node 2 tests/scripts/ddp_pretrain.py OUT_DIR BATCH_PER_RANK [DATA [OBJECTIVE]]
+    python -m torch.distributed.run --nproc_per_node 2 tests/scripts/ddp_pretrain.py OUT_DIR BATCH_PER_RANK \
+        --cases NAME:DATA:OBJECTIVE [NAME:DATA:OBJECTIVE ...] [--gather_unequal OUT_DIR]
 
 DATA ``movielens`` (default) or ``one_splittable``: 32 users of which only the first has behaviours at more than
 one time, so in every step one rank holds no user that BSM can split (its collectives must still match).
+
+With ``--cases`` one launch runs several cases one after the other (each from the same seeds, with a fresh model,
+trainer and pool record) and writes each case's results to ``OUT_DIR/NAME/rank{r}.json``: the tests pay the
+interpreter and torchrun start-up once for all of them. ``--gather_unequal OUT_DIR`` (under torchrun, two ranks)
+then runs tests/scripts/gather_unequal.py's check in the same process group, writing to ``OUT_DIR``.
 """
 
 import hashlib
@@ -22,7 +29,9 @@ from userbert_hf.pretraining.trainer import UserBertTrainer, UserBertTrainingArg
 class RecordingTrainer(UserBertTrainer):
     """Records the negative pools each rank used."""
 
-    pools: list = []
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pools = []
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -71,4 +80,24 @@ def main(out_dir: str, batch: int, data_name: str = "movielens", objective: str 
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])
+    if "--cases" in sys.argv:
+        out_dir, batch = sys.argv[1], int(sys.argv[2])
+        gather_dir = None
+        if "--gather_unequal" in sys.argv:
+            at = sys.argv.index("--gather_unequal")
+            gather_dir = sys.argv[at + 1]
+            del sys.argv[at:at + 2]
+        for case in sys.argv[sys.argv.index("--cases") + 1:]:
+            name, data_name, objective = case.split(":")
+            os.makedirs(os.path.join(out_dir, name), exist_ok=True)
+            main(os.path.join(out_dir, name), batch, data_name, objective)
+            print(f"case {name} done", flush=True)
+        if gather_dir is not None:
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import gather_unequal
+
+            os.makedirs(gather_dir, exist_ok=True)
+            gather_unequal.main(gather_dir)
+            print("gather_unequal done", flush=True)
+    else:
+        main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])

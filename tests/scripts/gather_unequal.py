@@ -1,6 +1,9 @@
 """Two gloo ranks holding 3 and 1 rows gather each other's rows with gradients (run under torchrun).
 
     python -m torch.distributed.run --nproc_per_node 2 tests/scripts/gather_unequal.py OUT_DIR
+
+``main`` also runs inside a process whose gloo process group is already up (``ddp_pretrain.py --gather_unequal``
+calls it after its pre-training cases): it then uses that group and leaves it up.
 """
 
 import json
@@ -14,7 +17,10 @@ from userbert_hf.modeling_userbert import _gather_with_gradients
 
 
 def main(out_dir: str) -> None:
-    dist.init_process_group("gloo")
+    own_group = not dist.is_initialized()
+    if own_group:
+        dist.init_process_group("gloo")
+    assert dist.get_backend() == "gloo" and dist.get_world_size() == 2
     rank = dist.get_rank()
     rows = torch.arange(3 if rank == 0 else 1, dtype=torch.float32)[:, None].repeat(1, 2) + 10 * rank  # (n, 2)
     rows.requires_grad_(True)
@@ -24,7 +30,8 @@ def main(out_dir: str) -> None:
     result = {"gathered": gathered.tolist(), "offset": offset, "grad": rows.grad.tolist()}
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
-    dist.destroy_process_group()
+    if own_group:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

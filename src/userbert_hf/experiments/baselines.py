@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..finetuning.metrics import compute_ranks, ctr_metrics, metrics_from_ranks
+from ..finetuning.splits import column_values
 
 BASELINES = ("popularity", "item_mean", "mf")
 
@@ -141,7 +142,7 @@ def _user_histories(splits) -> tuple[dict[str, int], list[list[int]]]:
     history holds the others); users indexed in first-seen order."""
     index, histories = {}, []
     for split in ("train", "validation", "test"):
-        for user, history in zip(splits[split]["user_id"], splits[split]["history"]):
+        for user, history in zip(column_values(splits[split], "user_id"), column_values(splits[split], "history")):
             if user not in index:
                 index[user] = len(histories)
                 histories.append(list(history))
@@ -170,12 +171,13 @@ def evaluate_baseline(name: str, splits, num_items: int, *, train_rows=None, mf_
         model = PopularityBaseline().fit(histories, num_items)
     elif name == "item_mean":
         rows = train_rows if train_rows is not None else splits["train"]
-        model = ItemMeanBaseline().fit(rows["candidate"], rows["label"], num_items)
+        model = ItemMeanBaseline().fit(column_values(rows, "candidate"), column_values(rows, "label"), num_items)
     else:
         model = MatrixFactorization(**{"seed": seed, **(mf_args or {})}).fit(histories, num_items)
-    users = [user_index[u] for u in test["user_id"]]
+    users = [user_index[u] for u in column_values(test, "user_id")]
     if next_item:
-        targets, exclude, ranks = np.asarray(test["target"]), [list(x) for x in test["exclude"]], []
+        targets = np.asarray(column_values(test, "target"))
+        exclude, ranks = [list(x) for x in column_values(test, "exclude")], []
         for start in range(0, len(users), 1024):  # (1024, V) score blocks, never the (n, V) matrix
             block = users[start : start + 1024]
             if name == "popularity":
@@ -185,9 +187,9 @@ def evaluate_baseline(name: str, splits, num_items: int, *, train_rows=None, mf_
             ranks.append(compute_ranks(scores, targets[start : start + 1024], exclude[start : start + 1024]))
         metrics = metrics_from_ranks(np.concatenate(ranks))
     else:
-        scores = model.score(users, np.asarray(test["candidate"]))  # (n,)
+        scores = model.score(users, np.asarray(column_values(test, "candidate")))  # (n,)
         probabilities = name == "item_mean"  # popularity counts and MF margins are scores, not probabilities
-        metrics = ctr_metrics(test["label"], scores, from_logits=not probabilities)
+        metrics = ctr_metrics(column_values(test, "label"), scores, from_logits=not probabilities)
         if not probabilities:
             metrics.pop("logloss", None)
     if name == "mf":

@@ -44,6 +44,23 @@ IGNORE_INDEX = -100
 _IDS = _ListFeature(datasets.Value("int32"))
 
 
+def column_values(dataset, name: str) -> list:
+    """Every value of column ``name`` of ``dataset``, in row order, as a list.
+
+    Iterating ``dataset[name]`` (a ``datasets`` ``Column``) formats one row at a time; a slice reads the column in
+    one batch and gives the same values several times faster on the tens of thousands of rows of a CTR split.
+    Datasets with a format (torch, numpy, ...) are read row by row as before, so that the values keep the types
+    iteration gives; anything that is not a ``datasets.Dataset`` is listed as it is.
+
+    Example:
+        >>> column_values(datasets.Dataset.from_dict({"h": [[1, 2], [3]]}).select([1, 0]), "h")
+        [[3], [1, 2]]
+    """
+    if isinstance(dataset, datasets.Dataset) and dataset.format["type"] is None:
+        return list(dataset[name][:])
+    return list(dataset[name])
+
+
 # =====================================================================================================
 # Splits and label fractions
 # =====================================================================================================
@@ -92,7 +109,7 @@ def subsample_training(
         raise ValueError(f"train_fraction must be in (0, 1], got {fraction}")
     if fraction == 1 or len(dataset) == 0:
         return dataset
-    column = list(dataset[group_column])
+    column = column_values(dataset, group_column)
     groups = list(dict.fromkeys(column))  # first-seen order: deterministic
     keep_count = max(1, int(round(fraction * len(groups))))
     chosen = np.random.default_rng(seed).permutation(len(groups))[:keep_count]
@@ -169,9 +186,9 @@ def pack_candidates(rows: datasets.Dataset, candidates_per_row: int | None = Non
         raise ValueError(f"candidates_per_row must be >= 1 or None, got {candidates_per_row}")
     rng = np.random.default_rng(seed)
     by_user: dict[str, list[int]] = {}
-    for i, user in enumerate(rows["user_id"]):
+    for i, user in enumerate(column_values(rows, "user_id")):
         by_user.setdefault(user, []).append(i)
-    histories, candidates, labels = list(rows["history"]), list(rows["candidate"]), list(rows["label"])
+    histories, candidates, labels = (column_values(rows, name) for name in ("history", "candidate", "label"))
     out = {name: [] for name in CTR_PACKED_FEATURES}
     for user, index in by_user.items():
         index = [index[j] for j in rng.permutation(len(index))]
