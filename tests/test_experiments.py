@@ -197,6 +197,9 @@ def test_jobs_get_the_same_architecture_and_the_pretraining_export():
     scratch, tuned = run.finetune_argv(cells["none"]), run.finetune_argv(cells["cp"])
     assert _value(scratch, "--model_name_or_path") == "nrms" and _value(scratch, "--hidden_size") == "32"
     assert _value(tuned, "--model_name_or_path") == "out/pretrained/g-cp-split3"
+    # a grid's pre-trained row is fine-tuned as it is unless its finetuning_args soften it (the job's default
+    # softening of a same-data warm start does not change what a row means); scratch has nothing to soften
+    assert _value(tuned, "--soften_same_data_start") == "false" and "--soften_same_data_start" not in scratch
     for argv in (scratch, tuned):
         assert _value(argv, "--split_seed") == "3" and _value(argv, "--seed") == "7"
         assert _value(argv, "--train_fraction") == "0.1" and _value(argv, "--max_behaviors") == "20"

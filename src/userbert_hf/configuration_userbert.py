@@ -251,6 +251,11 @@ class UserBertConfig(PreTrainedConfig):
     # The published recipe this model was pre-trained with ("paper", "ptum_paper", "cp_paper"), or None: this
     # project's own settings (a record; the settings themselves are the fields above and the training arguments).
     recipe: str | None = None
+    # What the model was pre-trained on, where pre-training read a folder of `userbert finetune
+    # --export_pretraining_data`: {"task", "data_sha256" (of the file the export was read from),
+    # "trains_on_whole_export"}; None otherwise. Fine-tuning on that task and file softens the start by default
+    # (finetuning/warm_start.py, same_data_warm_start).
+    pretraining_data: dict | None = None
     tie_word_embeddings: bool = False
     # behavior_type="plm": behaviour texts read by a pre-trained language model (plm_encoder.py). plm_config is
     # the encoder's transformers config, kept here so a saved user model rebuilds the encoder without a download

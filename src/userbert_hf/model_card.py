@@ -348,8 +348,10 @@ def recipe_description(settings: dict) -> str:
         if settings.get("shrink_perturb") not in (None, 1, 1.0):
             scale = ("" if settings.get("from_scratch") or settings.get("initializer_gain") in (None, 1, 1.0)
                      else f" at {settings['initializer_gain']:g} x the default scale")
+            why = (", by default: pre-training read only data this task trains on"
+                   if settings.get("shrink_perturb_by_default") else "")
             frozen += (f"; the start shrunk and perturbed ({settings['shrink_perturb']:g} x pre-trained + "
-                       f"{1 - settings['shrink_perturb']:g} x a fresh initialisation{scale})")
+                       f"{1 - settings['shrink_perturb']:g} x a fresh initialisation{scale}{why})")
         return (f"{name}: fine-tuned for `{settings['task']}` {origin} on {settings.get('train_fraction', 1):.0%} of "
                 f"the training split{frozen}; {_budget(settings)}.")
     objective = settings.get("objective", "userbert")
@@ -422,8 +424,15 @@ def validate_card_metadata(text: str) -> ModelCardData:
 
 def _table(rows: dict) -> str:
     lines = ["| setting | value |", "|---|---|"]
-    lines += [f"| `{k}` | {v} |" for k, v in rows.items()]
+    lines += [f"| `{k}` | {_cell(v)} |" for k, v in rows.items()]
     return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    """A settings-table cell: a record (``pretraining_data``) as ``key=value`` pairs, anything else as it prints."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
 
 
 def build_model_card(

@@ -212,3 +212,76 @@ def test_the_job_softens_the_start_and_records_it(tmp_path, pretrained_nrms):
         assert torch.allclose(param, expected, atol=1e-6), name
     settings = json.loads(Path(out / "training_results.json").read_text())["settings"]
     assert settings["shrink_perturb"] == 0.25 and settings["reset_behavior_embeddings"] is False
+
+
+# ----------------------------------------------------------------------------------------------
+# The default softening of a warm start on the fine-tuning data itself
+# ----------------------------------------------------------------------------------------------
+def test_same_data_warm_start_needs_the_task_the_file_and_a_task_that_trains_on_the_whole_export():
+    from userbert_hf.finetuning.registry import TASK_REGISTRY
+    from userbert_hf.finetuning.warm_start import same_data_warm_start
+
+    record = {"task": "next_item", "data_sha256": "ab12", "trains_on_whole_export": True}
+    assert "next_item" in same_data_warm_start(record, "next_item", "ab12")
+    assert same_data_warm_start(record, "ctr", "ab12") is None  # another task
+    assert same_data_warm_start(record, "next_item", "cd34") is None  # another file
+    assert same_data_warm_start(record, "next_item", None) is None  # a file with no hash (a Hub data set)
+    assert same_data_warm_start({**record, "trains_on_whole_export": False}, "next_item", "ab12") is None
+    assert same_data_warm_start(None, "next_item", "ab12") is None  # no record: never called one
+    # Only leave-one-out next-item trains on every sequence its export holds; CTR's export also holds the
+    # validation and test users' histories, news and user classification hold users the task does not train on.
+    assert {name for name, task in TASK_REGISTRY.items() if task.trains_on_whole_export} == {"next_item"}
+
+
+def _next_item_file(path: Path, users: int = 40, seed: int = 0) -> Path:
+    """A Beauty-format file (``user item item ...``): ``users`` users of 5-10 items out of 30."""
+    import random
+
+    rng = random.Random(seed)
+    lines = [" ".join([str(u)] + [str(rng.randint(1, 30)) for _ in range(rng.randint(5, 10))])
+             for u in range(1, users + 1)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_warm_start_on_the_task_data_itself_is_softened_by_default(tmp_path):
+    from userbert_hf.data import load_behavior_data
+    from userbert_hf.model_card import data_fingerprint
+    from userbert_hf.pretraining.job import main as pretrain
+
+    data = _next_item_file(tmp_path / "items.txt")
+    export = tmp_path / "export"
+    main(["--task", "next_item", "--data", str(data), "--export_pretraining_data", str(export),
+          "--output_dir", str(tmp_path / "unused")])
+    record = {"task": "next_item", "data_sha256": data_fingerprint(data), "trains_on_whole_export": True}
+    assert load_behavior_data(str(export), verbose=False).export_info == record
+    pretrain(["--data", str(export), "--preset", "sasrec", "--hidden_size", "8", "--num_attention_heads", "2",
+              "--max_steps", "2", "--per_device_train_batch_size", "8", "--early_stopping_patience", "0",
+              "--eval_fraction", "0", "--report_to", "none", "--disable_tqdm", "true",
+              "--output_dir", str(tmp_path / "pre")])
+    assert json.loads((tmp_path / "pre" / "config.json").read_text())["pretraining_data"] == record
+    pretrained = UserBertForPreTraining.from_pretrained(tmp_path / "pre").userbert.state_dict()
+
+    def finetune(name, data_file, *extra):  # learning rate 0: the saved model is the start itself
+        out = tmp_path / name
+        main(["--task", "next_item", "--data", str(data_file), "--model_name_or_path", str(tmp_path / "pre"),
+              "--output_dir", str(out), "--max_steps", "1", "--learning_rate", "0", "--per_device_train_batch_size",
+              "8", "--eval_strategy", "no", "--disable_tqdm", "true", "--seed", "0", "--report_to", "none", *extra])
+        settings = json.loads((out / "training_results.json").read_text())["settings"]
+        return UserBertForNextBehaviorPrediction.from_pretrained(out), settings
+
+    default, settings = finetune("default", data)
+    assert settings["shrink_perturb"] == 0.5 and settings["shrink_perturb_by_default"] is True
+    assert "by default" in (tmp_path / "default" / "README.md").read_text()
+    explicit, explicit_settings = finetune("explicit", data, "--shrink_perturb", "0.5")
+    assert explicit_settings["shrink_perturb_by_default"] is False
+    fresh = fresh_copy(default, seed=fresh_seed(0)).userbert.state_dict()
+    for name, param in default.userbert.named_parameters():  # the default is exactly --shrink_perturb 0.5
+        assert torch.equal(param, explicit.userbert.state_dict()[name]), name
+        assert torch.allclose(param, 0.5 * pretrained[name] + 0.5 * fresh[name], atol=1e-6), name
+    kept, kept_settings = finetune("kept", data, "--soften_same_data_start", "false")
+    other, other_settings = finetune("other", _next_item_file(tmp_path / "other.txt", seed=1))  # another file
+    for model, record_of in ((kept, kept_settings), (other, other_settings)):
+        assert record_of["shrink_perturb"] is None and record_of["shrink_perturb_by_default"] is False
+        for name, param in model.userbert.named_parameters():
+            assert torch.equal(param, pretrained[name]), name

@@ -47,6 +47,9 @@ class BehaviorData:
         vocabulary: raw behaviour id <-> id, with the behaviour texts.
         summary: counts of rows read / used / skipped.
         source: loader name.
+        export_info: for a folder written by ``userbert finetune --export_pretraining_data``: the task it was
+            written for, the content hash of the file it was read from and whether that task trains on every
+            exported sequence (``{"task", "data_sha256", "trains_on_whole_export"}``); ``None`` otherwise.
 
     Example:
         >>> data = load_default_dataset(verbose=False)
@@ -62,6 +65,7 @@ class BehaviorData:
     vocabulary: BehaviorVocabulary
     summary: LoadSummary
     source: str
+    export_info: dict | None = None
 
     def __len__(self) -> int:
         return self.users.num_rows
@@ -305,6 +309,8 @@ def save_behavior_data(data: BehaviorData, directory: str | os.PathLike) -> Path
     data.users.save_to_disk(str(directory / "users"))
     data.vocabulary.save(directory)
     payload = {"source": data.source, "frozen_vocabulary": data.vocabulary.frozen, "summary": data.summary.to_dict()}
+    if data.export_info is not None:
+        payload["export"] = data.export_info
     (directory / _SUMMARY_FILE_NAME).write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
     return directory
 
@@ -321,13 +327,16 @@ def load_saved_behavior_data(directory: str | os.PathLike) -> BehaviorData:
         payload = json.loads((directory / _SUMMARY_FILE_NAME).read_text(encoding="utf-8"))
         summary = LoadSummary.from_dict(payload["summary"])
         source = payload["source"]
+        export_info = payload.get("export")
+        if export_info is not None and not isinstance(export_info, dict):
+            raise TypeError(f"'export' is a {type(export_info).__name__}, not an object")
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise DataFormatError(f"{directory / _SUMMARY_FILE_NAME}: malformed summary ({e})",
                               path=directory / _SUMMARY_FILE_NAME) from None
     if payload.get("frozen_vocabulary"):
         vocabulary.freeze()
     _check_saved_ids(users, len(vocabulary), directory / "users")
-    return BehaviorData(users=users, vocabulary=vocabulary, summary=summary, source=source)
+    return BehaviorData(users=users, vocabulary=vocabulary, summary=summary, source=source, export_info=export_info)
 
 
 def _check_saved_ids(users: datasets.Dataset, vocab_size: int, where: Path) -> None:

@@ -37,7 +37,7 @@ from ..data import BehaviorData, EventLogColumnArguments, column_options, load_b
 from .splits import split_statistics
 from ..early_stopping import configure_early_stopping, validate_patience
 from .optim import FinetuningTrainer
-from .warm_start import soften_pretrained_start
+from .warm_start import SAME_DATA_SHRINK_PERTURB, same_data_warm_start, soften_pretrained_start
 from ..job_steps import finish_job, save_loading_files, start_job
 from ..model_card import data_record, example_histories, portable_path, usage_snippet
 from ..output_dir import OutputDirError, release_output_dir, run_fingerprint
@@ -157,6 +157,13 @@ class FinetuningModelArguments:
     reset_behavior_embeddings: bool = field(
         default=False, metadata={"help": "Pre-trained ID models only: a fresh behaviour (item) table, the context "
                                          "encoder and aggregator kept."}
+    )
+    soften_same_data_start: bool = field(
+        default=True,
+        metadata={"help": "Without --shrink_perturb: soften the start (shrink and perturb 0.5) when the model was "
+                          "pre-trained on this task's --export_pretraining_data of the same file and the task trains on "
+                          "every exported sequence (next_item), i.e. pre-training read nothing fine-tuning does not "
+                          "train on (docs/finetuning.md). false keeps the start as it is."},
     )
     initializer_gain: float | None = field(
         default=None,
@@ -369,7 +376,13 @@ def export_pretraining_data(data_args: FinetuningDataArguments, vocabulary: Beha
         f"restricted by pretraining_users_for({data_args.task!r}): {len(users)} users, "
         f"{sum(len(x) for x in users['behavior_ids'])} behaviours"
     )
-    save_behavior_data(BehaviorData(users=users, vocabulary=data.vocabulary, summary=data.summary, source=data.source),
+    export_info = {  # lets fine-tuning tell a warm start on its own data (warm_start.same_data_warm_start)
+        "task": data_args.task,
+        "data_sha256": data_record(data_args.data, getattr(data.summary, "path", None))["data_sha256"],
+        "trains_on_whole_export": get_task(data_args.task).trains_on_whole_export,
+    }
+    save_behavior_data(BehaviorData(users=users, vocabulary=data.vocabulary, summary=data.summary, source=data.source,
+                                    export_info=export_info),
                        data_args.export_pretraining_data)
     print(f"Wrote pre-training data for task {data_args.task} to {data_args.export_pretraining_data}: "
           f"`userbert pretrain --data {data_args.export_pretraining_data}`")
@@ -446,6 +459,8 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     if len(splits["validation"]) == 0 and training_args.eval_strategy != "no":
         raise ValueError(f"the validation split of the {task} data is empty ({stats}): pass --eval_strategy no")
 
+    data_source_path = getattr(getattr(behavior_data, "summary", None), "path", None)  # the file a loader read
+    softened_by_default = False
     overrides = {}  # config fields of the new or loaded model
     # 3. The word tokenizer for text behaviours (from scratch: built from the behaviour texts).
     if from_scratch and behavior_type in ("text", "plm"):
@@ -491,6 +506,15 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
         if len(vocabulary) > config.behavior_vocab_size:  # text models only: new behaviours need no weights
             overrides["behavior_vocab_size"] = len(vocabulary)
         model = head.from_pretrained(source, **overrides)
+        if model_args.shrink_perturb is None and not model_args.reset_behavior_embeddings \
+                and model_args.soften_same_data_start and model.config.behavior_type != "plm":
+            same_data = same_data_warm_start(getattr(model.config, "pretraining_data", None), task,
+                                             data_record(data_args.data, data_source_path)["data_sha256"])
+            if same_data is not None:  # a warm start on the fine-tuning data itself: soften it by default
+                model_args.shrink_perturb = SAME_DATA_SHRINK_PERTURB
+                logger.warning("%s was %s: softening its start with --shrink_perturb %s (--soften_same_data_start "
+                               "false keeps it as it is)", source, same_data, SAME_DATA_SHRINK_PERTURB)
+                softened_by_default = True
         if model_args.shrink_perturb is not None or model_args.reset_behavior_embeddings:
             if model.config.behavior_type == "plm":
                 raise ValueError("--shrink_perturb / --reset_behavior_embeddings: a language-model behaviour encoder "
@@ -549,12 +573,13 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
     #    auto_map inherited from a pre-training checkpoint is dropped: it is rebuilt for this head on saving.
     model.config.auto_map = None
     settings = {  # data by name, relative path or file name and content hash; never a local absolute path
-        "task": task, **data_record(data_args.data, getattr(getattr(behavior_data, "summary", None), "path", None)),
+        "task": task, **data_record(data_args.data, data_source_path),
         "test_data": portable_path(data_args.test_data) if data_args.test_data else None,
         "model_name_or_path": portable_path(source), "from_scratch": from_scratch,
         "preset_or_base": portable_path(source),
         "train_fraction": data_args.train_fraction, "freeze_user_model": model_args.freeze_user_model,
-        "shrink_perturb": model_args.shrink_perturb, "reset_behavior_embeddings": model_args.reset_behavior_embeddings,
+        "shrink_perturb": model_args.shrink_perturb, "shrink_perturb_by_default": softened_by_default,
+        "reset_behavior_embeddings": model_args.reset_behavior_embeddings,
         "initializer_gain": model_args.initializer_gain,
         "split_seed": data_args.split_seed, "seed": training_args.seed,
         "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,

@@ -196,7 +196,7 @@ register_task(Task(
     build_splits=_build_next_item, compute_metrics=make_next_item_compute_metrics,
     card_metrics=("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr"), primary_metric="ndcg@10",
     hub_task_type="next-item-prediction", hub_task_name="Next-item prediction (leave-one-out, full ranking)",
-    pretraining_view="before_last_two", eval_ignore_keys=("logits", "user_embedding"),
+    pretraining_view="before_last_two", trains_on_whole_export=True, eval_ignore_keys=("logits", "user_embedding"),
     id_behaviours_only=True,
     settings=("train_every_prefix", "max_train_targets_per_user", "prefixes_in_one_pass", "exclude_history"),
 ))

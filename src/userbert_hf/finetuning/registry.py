@@ -67,6 +67,11 @@ class Task:
         packs_candidates: pack (user, candidate) rows per user (:func:`pack_candidates`).
         pretraining_view: what pre-training may see (``splits.pretraining_users``): ``history``,
             ``before_last_two`` or ``all``.
+        trains_on_whole_export: with all its labels the task trains on every sequence its
+            ``--export_pretraining_data`` holds (leave-one-out next-item: every user's prefixes), so a model
+            pre-trained on that export alone is a warm start on the fine-tuning data itself
+            (``warm_start.same_data_warm_start``). False where the export also holds users the task never trains
+            on (CTR: the validation and test users' histories).
         eval_ignore_keys: model outputs the Trainer does not gather at evaluation.
         id_behaviours_only: the head ranks every behaviour of the vocabulary (ID models only).
         settings: the data arguments that define the task, recorded with every run.
@@ -90,6 +95,7 @@ class Task:
     group_column: str = "user_id"
     packs_candidates: bool = False
     pretraining_view: str = "all"
+    trains_on_whole_export: bool = False
     eval_ignore_keys: tuple[str, ...] = ("user_embedding",)
     id_behaviours_only: bool = False
     settings: tuple[str, ...] = field(default_factory=tuple)

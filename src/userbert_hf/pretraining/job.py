@@ -328,6 +328,12 @@ def run_pretraining(data_args, model_args, training_args) -> dict:
             from ..plm_encoder import load_plm_weights
 
             load_plm_weights(model, model_args.plm_name_or_path)
+    # What the model reads, for fine-tuning to tell a warm start on its own data: the export's record, kept when
+    # pre-training continues on the data the model was pre-trained on, dropped when it continues on other data.
+    export_info = getattr(data, "export_info", None)
+    if model_args.model_name_or_path and getattr(model.config, "pretraining_data", None) != export_info:
+        export_info = None
+    model.config.pretraining_data = export_info
     catalog = build_catalog(vocabulary, model.config, tokenizer)
     if model.config.behavior_type == "plm":  # frozen (lower) PLM layers: each text encoded once, then cached
         from ..plm_cache import attach_plm_cache
@@ -421,7 +427,7 @@ def pretraining_settings(data_args, model_args, training_args, config, data, voc
         **data_record(data_args.data, getattr(data.summary, "path", None)),
         "users": len(data.users), "behaviours": len(vocabulary) - 1,
         "preset": model_args.preset, "objective": objective, "recipe": getattr(config, "recipe", None),
-        "negative_sampling": sampler,
+        "negative_sampling": sampler, "pretraining_data": config.pretraining_data,
     }
     if objective != "cp":
         settings.update(
