@@ -49,7 +49,24 @@ def test_pool_size_is_the_fraction_of_the_catalogue(movielens):
 def busy_users(movielens, count=6):
     """Users with many behaviours, whose own behaviours the hard negatives would otherwise often hit."""
     lengths = np.array([len(row) for row in movielens.users["behavior_ids"]])
-    return np.argsort(-lengths)[:count].tolist()
+    return np.argsort(-lengths, kind="stable")[:count].tolist()  # stable: many users tie at the length cap
+
+
+def clustered_model(id_model, movielens, users):
+    """A copy of ``id_model`` whose behaviour table puts each user's own behaviours around a direction of that
+    user's, far from the rest: the hardest negatives of a user's behaviour are then that user's other behaviours,
+    by construction rather than by the chance of a random initialisation."""
+    import copy
+
+    model = copy.deepcopy(id_model)
+    table = model.behavior_encoder.behavior_embeddings.weight  # (V, H)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for user in users:
+            own = torch.tensor(movielens.users[user]["behavior_ids"])
+            direction = torch.randn(table.shape[1], generator=generator)
+            table[own] = direction + 0.01 * torch.randn(len(own), table.shape[1], generator=generator)
+    return model
 
 
 @pytest.mark.parametrize("strategy", ["medium_hard", "random", "hardest"])
@@ -61,6 +78,7 @@ def test_own_behaviours_never_appear_among_the_users_negatives(movielens, id_mod
         targets += own[:5]
         target_users += [user] * 5
     targets, target_users = torch.tensor(targets), torch.tensor(target_users)
+    id_model = clustered_model(id_model, movielens, users)
     hits = {}
     for exclude in (False, True):
         sampler = make_sampler(movielens, strategy, exclude_own_behaviors=exclude, behavior_pool_fraction=1.0)
