@@ -273,12 +273,15 @@ def test_a_warm_start_on_the_task_data_itself_is_softened_by_default(tmp_path):
     default, settings = finetune("default", data)
     assert settings["shrink_perturb"] == 0.5 and settings["shrink_perturb_by_default"] is True
     assert "by default" in (tmp_path / "default" / "README.md").read_text()
-    explicit, explicit_settings = finetune("explicit", data, "--shrink_perturb", "0.5")
+    assert settings["initializer_gain"] == 0.5  # the fresh half at half the default scale
+    explicit, explicit_settings = finetune("explicit", data, "--shrink_perturb", "0.5", "--initializer_gain", "0.5")
     assert explicit_settings["shrink_perturb_by_default"] is False
-    fresh = fresh_copy(default, seed=fresh_seed(0)).userbert.state_dict()
-    for name, param in default.userbert.named_parameters():  # the default is exactly --shrink_perturb 0.5
+    fresh = fresh_copy(default, seed=fresh_seed(0), initializer_gain=0.5).userbert.state_dict()
+    for name, param in default.userbert.named_parameters():  # exactly --shrink_perturb 0.5 --initializer_gain 0.5
         assert torch.equal(param, explicit.userbert.state_dict()[name]), name
         assert torch.allclose(param, 0.5 * pretrained[name] + 0.5 * fresh[name], atol=1e-6), name
+    _, gain_settings = finetune("own_gain", data, "--shrink_perturb", "0.5")  # an explicit choice is left alone
+    assert gain_settings["initializer_gain"] is None and gain_settings["shrink_perturb_by_default"] is False
     kept, kept_settings = finetune("kept", data, "--soften_same_data_start", "false")
     other, other_settings = finetune("other", _next_item_file(tmp_path / "other.txt", seed=1))  # another file
     for model, record_of in ((kept, kept_settings), (other, other_settings)):

@@ -37,7 +37,7 @@ from ..data import BehaviorData, EventLogColumnArguments, column_options, load_b
 from .splits import split_statistics
 from ..early_stopping import configure_early_stopping, validate_patience
 from .optim import FinetuningTrainer
-from .warm_start import SAME_DATA_SHRINK_PERTURB, same_data_warm_start, soften_pretrained_start
+from .warm_start import SAME_DATA_FRESH_GAIN, SAME_DATA_SHRINK_PERTURB, same_data_warm_start, soften_pretrained_start
 from ..job_steps import finish_job, save_loading_files, start_job
 from ..model_card import data_record, example_histories, portable_path, usage_snippet
 from ..output_dir import OutputDirError, release_output_dir, run_fingerprint
@@ -163,7 +163,8 @@ class FinetuningModelArguments:
         metadata={"help": "Without --shrink_perturb: soften the start (shrink and perturb 0.5) when the model was "
                           "pre-trained on this task's --export_pretraining_data of the same file and the task trains on "
                           "every exported sequence (next_item), i.e. pre-training read nothing fine-tuning does not "
-                          "train on (docs/finetuning.md). false keeps the start as it is."},
+                          "train on; the fresh half is drawn at 0.5 x the default scale unless --initializer_gain "
+                          "says otherwise (docs/finetuning.md). false keeps the start as it is."},
     )
     initializer_gain: float | None = field(
         default=None,
@@ -512,8 +513,11 @@ def run_finetuning(data_args, model_args, training_args) -> dict:
                                              data_record(data_args.data, data_source_path)["data_sha256"])
             if same_data is not None:  # a warm start on the fine-tuning data itself: soften it by default
                 model_args.shrink_perturb = SAME_DATA_SHRINK_PERTURB
-                logger.warning("%s was %s: softening its start with --shrink_perturb %s (--soften_same_data_start "
-                               "false keeps it as it is)", source, same_data, SAME_DATA_SHRINK_PERTURB)
+                if model_args.initializer_gain is None:
+                    model_args.initializer_gain = SAME_DATA_FRESH_GAIN
+                logger.warning("%s was %s: softening its start with --shrink_perturb %s --initializer_gain %s "
+                               "(--soften_same_data_start false keeps it as it is)", source, same_data,
+                               model_args.shrink_perturb, model_args.initializer_gain)
                 softened_by_default = True
         if model_args.shrink_perturb is not None or model_args.reset_behavior_embeddings:
             if model.config.behavior_type == "plm":
