@@ -321,8 +321,8 @@ class ExperimentRunner:
         else:
             # A grid names its starts: a pre-trained row is fine-tuned as it is unless its finetuning_args soften it
             # (the job's default softening of a same-data warm start would change what a row of a grid means).
-            settings = {"model_name_or_path": str(self.pretrained_dir(cell.method, cell.split_seed, cell.pretrain_seed)),
-                        "soften_same_data_start": False}
+            pretrained = self.pretrained_dir(cell.method, cell.split_seed, cell.pretrain_seed)
+            settings = {"model_name_or_path": str(pretrained), "soften_same_data_start": False}
         settings.update({"report_to": "none", "disable_tqdm": True, "save_strategy": "no"})
         settings.update(self.spec.finetuning_args)
         settings.update(self.spec.fraction_args.get(cell.fraction, {}))

@@ -161,8 +161,8 @@ class FinetuningModelArguments:
     soften_same_data_start: bool = field(
         default=True,
         metadata={"help": "Without --shrink_perturb: soften the start (shrink and perturb 0.5) when the model was "
-                          "pre-trained on this task's --export_pretraining_data of the same file and the task trains on "
-                          "every exported sequence (next_item), i.e. pre-training read nothing fine-tuning does not "
+                          "pre-trained on this task's --export_pretraining_data of the same file and the task trains "
+                          "on every exported sequence (next_item), i.e. pre-training read nothing fine-tuning does not "
                           "train on; the fresh half is drawn at 0.5 x the default scale unless --initializer_gain "
                           "says otherwise (docs/finetuning.md). false keeps the start as it is."},
     )

@@ -149,5 +149,5 @@ def same_data_warm_start(pretraining_data: dict | None, task: str, data_sha256: 
             f"sequence of which {task} trains on")
 
 
-__all__ = ["BEHAVIOR_TABLE", "SAME_DATA_FRESH_GAIN", "SAME_DATA_SHRINK_PERTURB", "fresh_copy", "fresh_seed", "same_data_warm_start",
-           "shrink_and_perturb", "soften_pretrained_start"]
+__all__ = ["BEHAVIOR_TABLE", "SAME_DATA_FRESH_GAIN", "SAME_DATA_SHRINK_PERTURB", "fresh_copy", "fresh_seed",
+           "same_data_warm_start", "shrink_and_perturb", "soften_pretrained_start"]
